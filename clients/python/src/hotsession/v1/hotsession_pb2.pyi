@@ -809,19 +809,25 @@ class ProfilePool(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     POOL_SIZE_FIELD_NUMBER: _builtins.int
     TARGET_SIZE_FIELD_NUMBER: _builtins.int
+    IDLE_PIDS_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     pool_size: _builtins.int
     target_size: _builtins.int
+    @_builtins.property
+    def idle_pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Pids of the idle warm processes, the next one handed out last."""
+
     def __init__(
         self,
         *,
         profile: _builtins.str = ...,
         pool_size: _builtins.int = ...,
         target_size: _builtins.int = ...,
+        idle_pids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_size", b"pool_size", "profile", b"profile", "target_size", b"target_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_pids", b"idle_pids", "pool_size", b"pool_size", "profile", b"profile", "target_size", b"target_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

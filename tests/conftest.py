@@ -1,0 +1,167 @@
+"""Shared fixtures: a live hotsvc on an ephemeral port, driven through real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hotsession.v1 import hotsession_pb2 as pb
+from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
+
+from hotsvc.config import DEFAULT_PROFILE, Profile, ServiceConfig
+from hotsvc.server import Service
+
+BIN = Path(sys.executable).parent
+EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+DEADLINE = 30.0  # safety net for every wait; tests wait on events, not on time
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) processes whose parent is this test process."""
+    me = str(os.getpid())
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            pids.add(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Re-check, through the public API, a state the service reaches in the background.
+
+    PoolStatus has no push form, so this is how a caller observes a refill; the interval
+    only paces the RPCs, and DEADLINE is a safety net, not an expectation.
+    """
+    async with asyncio.timeout(DEADLINE):
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert await predicate(), what
+
+
+@dataclasses.dataclass
+class Live:
+    service: Service
+    channel: grpc.aio.Channel
+    stub: pb_grpc.HotSessionAsyncStub
+
+    @property
+    def address(self) -> str:
+        return self.service.address
+
+    async def status(self) -> pb.PoolStatusResponse:
+        return await self.stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
+
+
+def make_config(pool_size: int = 0, emulator_env: dict[str, str] | None = None,
+                **overrides: Any) -> ServiceConfig:
+    profiles = overrides.pop("profiles", None) or {
+        DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)}
+    return ServiceConfig(listen="127.0.0.1:0", claude_cmd=EMULATOR_CMD,
+                         profiles=profiles, env=emulator_env or {}, **overrides)
+
+
+StartService = Callable[..., Awaitable[Live]]
+
+
+@pytest.fixture
+async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
+    """Start hotsvc in this event loop; stopped after the test, and no child may survive."""
+    started: list[Live] = []
+
+    async def start(**kwargs: Any) -> Live:
+        env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("emulator_env", {})}
+        service = Service(make_config(emulator_env=env, **kwargs))
+        await service.start()
+        channel = grpc.aio.insecure_channel(
+            service.address, options=[("grpc.max_receive_message_length", -1)])
+        live = Live(service, channel, pb_grpc.HotSessionStub(channel))
+        started.append(live)
+        await wait_serving(channel)
+        return live
+
+    yield start
+    for live in started:
+        await live.channel.close(grace=None)
+        await live.service.stop()
+    assert child_pids() == set(), "hotsvc left child processes behind"
+
+
+async def wait_serving(channel: grpc.aio.Channel) -> None:
+    """Block on the standard health Watch until the service reports SERVING."""
+    health = health_pb2_grpc.HealthStub(channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="hotsession.v1.HotSession"),
+                         timeout=DEADLINE)
+    async for update in watch:
+        if update.status == health_pb2.HealthCheckResponse.SERVING:
+            watch.cancel()
+            return
+    raise AssertionError("health watch ended before SERVING")
+
+
+class Conversation:
+    """One Prompt stream, driven request by request like a real caller."""
+
+    def __init__(self, stub: pb_grpc.HotSessionAsyncStub, **call_options: Any) -> None:
+        self.call = stub.Prompt(timeout=DEADLINE, **call_options)
+
+    async def open(self, session_id: str = "", profile: str = "",
+                   include_raw_json: bool = False) -> pb.SessionOpened:
+        await self.send(pb.PromptRequest(open=pb.OpenSession(
+            session_id=session_id, profile=profile, include_raw_json=include_raw_json)))
+        response = await self.read()
+        assert response.WhichOneof("event") == "opened", response
+        return response.opened
+
+    async def send(self, request: pb.PromptRequest) -> None:
+        await self.call.write(request)
+
+    async def read(self) -> pb.PromptResponse:
+        response = await self.call.read()
+        assert response is not EOF, "stream ended early"
+        assert isinstance(response, pb.PromptResponse)
+        return response
+
+    async def turn(self, text: str, turn_id: str = "") -> list[pb.PromptResponse]:
+        """Send a turn and collect its events up to and including the result."""
+        await self.send(pb.PromptRequest(turn=pb.UserTurn(text=text, turn_id=turn_id)))
+        return await self.until_result()
+
+    async def until_result(self) -> list[pb.PromptResponse]:
+        events = []
+        while True:
+            events.append(await self.read())
+            if events[-1].WhichOneof("event") == "result":
+                return events
+
+    async def ask(self, text: str) -> pb.TurnResult:
+        return (await self.turn(text))[-1].result
+
+    async def finish(self) -> grpc.StatusCode:
+        """Half-close, drain what is left, and return the RPC's status."""
+        await self.call.done_writing()
+        while await self.call.read() is not EOF:
+            pass
+        return await self.call.code()
