@@ -27,18 +27,7 @@ DEADLINE = 30.0  # safety net for every wait; tests wait on events, not on time
 
 def child_pids() -> set[int]:
     """Live (non-zombie) processes whose parent is this test process."""
-    me = str(os.getpid())
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z":
-            pids.add(int(entry.name))
-    return pids
+    return _children_of(os.getpid())
 
 
 def pid_alive(pid: int) -> bool:
@@ -165,3 +154,65 @@ class Conversation:
         while await self.call.read() is not EOF:
             pass
         return await self.call.code()
+
+
+class ServerProcess:
+    """`hotsvc serve` as a real subprocess, on an ephemeral port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = ["--listen", "127.0.0.1:0", "--claude-cmd", " ".join(EMULATOR_CMD), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> ServerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(BIN / "hotsvc"), "serve", *self.args, env=self.env,
+            stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(DEADLINE):
+            line = (await self.proc.stdout.readline()).decode()
+        assert line.startswith("hotsvc listening on "), f"unexpected first line {line!r}"
+        self.address = line.rsplit(" ", 1)[1].strip()
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            await wait_serving(channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def descendants(self) -> set[int]:
+        """Every live process whose ancestry leads to the server (its sessions, by pgid too)."""
+        assert self.proc is not None
+        found, frontier = set(), {self.proc.pid}
+        while frontier:
+            parent = frontier.pop()
+            for pid in _children_of(parent):
+                if pid not in found:
+                    found.add(pid)
+                    frontier.add(pid)
+        return found
+
+
+def _children_of(parent: int) -> set[int]:
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                children.add(int(entry.name))
+    return children
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI nothing may be skipped: a skip there is a missing install step."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("CI") and skipped:
+        print(f"\nCI: {len(skipped)} skipped tests count as failures")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
