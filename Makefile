@@ -3,20 +3,36 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-STAMP  := $(VENV)/.installed
-PROTO  := protos/hotsession/v1/hotsession.proto
-PY_OUT := clients/python/src
+# Debian packages for the Go client (toolchain, generators, grpc-go sources). The 1-5
+# protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
+GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
 
 .PHONY: setup run test proto lint bench clean
 
-setup: $(STAMP)
+# Idempotent; each step re-runs only when its inputs changed.
+setup: $(VENV)/.installed node_modules/.package-lock.json \
+       clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt
 
-# Re-install only when the packaging changes; the installs are editable.
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e clients/python -e '.[dev]'
 	touch $@
+
+# The real Claude Code CLI, pinned in package-lock.json, when none is on PATH.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+clients/typescript/node_modules/.package-lock.json: clients/typescript/package-lock.json
+	npm ci --prefix clients/typescript --no-audit --no-fund
+	touch $@
+
+clients/go/vendor/modules.txt: clients/go/go.mod
+	dpkg -s $(GO_PKGS) >/dev/null 2>&1 || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(GO_PKGS); }
+	clients/go/debian-vendor.sh
 
 run: setup
 	$(BIN)/hotsvc serve
@@ -24,16 +40,16 @@ run: setup
 test: setup
 	$(BIN)/pytest -q
 
-# Regenerate the committed stubs; tests/test_generated.py fails when they drift.
+# Regenerate every language's committed stubs; tests/test_clients.py fails when they drift.
 proto: setup
-	$(PY) -m hotsvc.codegen $(PY_OUT)
+	$(PY) -m hotsvc.codegen
 
 lint: setup
-	$(BIN)/ruff check hotsvc tests
-	$(BIN)/mypy hotsvc tests
+	$(BIN)/ruff check hotsvc tests clients/python/src/hotsession/client.py
+	$(BIN)/mypy hotsvc tests clients/python/src/hotsession/client.py
 
 bench: setup
 	$(PY) -m hotsvc.bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build *.egg-info
