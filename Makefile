@@ -35,7 +35,7 @@ clients/go/vendor/modules.txt: clients/go/go.mod
 	clients/go/debian-vendor.sh
 
 run: setup
-	$(BIN)/hotsvc serve
+	$(BIN)/hotsvc serve --local-model auto
 
 test: setup
 	$(BIN)/pytest -q

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -18,6 +20,7 @@ from hotsvc.config import (
     load_profiles,
     parse_claude_cmd,
 )
+from hotsvc.local import default_claude_cmd, local_model, wants_local_model
 
 
 def _env_int(name: str, default: int) -> int:
@@ -35,9 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default=os.environ.get("HOTSVC_LISTEN", "127.0.0.1:50051"),
                        help="HOST:PORT to listen on; port 0 picks a free one "
                             "(env HOTSVC_LISTEN, default %(default)s)")
-    serve.add_argument("--claude-cmd", default=os.environ.get("HOTSVC_CLAUDE_CMD", "claude"),
-                       help="the Claude Code command, split like a shell would "
-                            "(env HOTSVC_CLAUDE_CMD, default %(default)s)")
+    serve.add_argument("--claude-cmd", default=os.environ.get("HOTSVC_CLAUDE_CMD") or None,
+                       help="the Claude Code command, split like a shell would (env "
+                            "HOTSVC_CLAUDE_CMD; default `claude` from PATH, else the CLI "
+                            "`make setup` installs under node_modules)")
+    serve.add_argument("--local-model", choices=("auto", "always", "never"),
+                       default=os.environ.get("HOTSVC_LOCAL_MODEL", "never"),
+                       help="run the CLI against hotsvc's local scripted model: auto = when "
+                            "no Anthropic credentials exist and no --claude-cmd is given "
+                            "(env HOTSVC_LOCAL_MODEL, default %(default)s)")
+    serve.add_argument("--data-dir", type=Path,
+                       default=Path(os.environ.get("HOTSVC_DATA_DIR", ".hotsvc")),
+                       help="where hotsvc keeps its state (env HOTSVC_DATA_DIR, "
+                            "default %(default)s)")
     serve.add_argument("--pool-size", type=int, default=_env_int("HOTSVC_POOL_SIZE", 2),
                        help="idle warm processes per profile, 0 = spawn on demand "
                             "(env HOTSVC_POOL_SIZE, default %(default)s)")
@@ -91,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     profiles = load_profiles(args.config, default) if args.config else {DEFAULT_PROFILE: default}
     return ServiceConfig(
         listen=args.listen,
-        claude_cmd=parse_claude_cmd(args.claude_cmd),
+        claude_cmd=parse_claude_cmd(args.claude_cmd or default_claude_cmd()),
         max_sessions=args.max_sessions,
         max_concurrent_spawns=args.max_concurrent_spawns,
         max_turn_chars=args.max_turn_chars,
@@ -110,7 +123,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"hotsvc: {exc}") from None
     from hotsvc.server import serve  # grpc loads only once the config is known to be good
 
-    asyncio.run(serve(config))
+    with contextlib.ExitStack() as stack:
+        if wants_local_model(args.local_model, claude_cmd_given=bool(args.claude_cmd)):
+            env = stack.enter_context(local_model(args.data_dir / "claude-local"))
+            config = dataclasses.replace(config, env={**config.env, **env})
+            print(f"hotsvc: no Anthropic credentials, so sessions run the real Claude Code CLI "
+                  f"against a local scripted model at {env['ANTHROPIC_BASE_URL']} (not Claude); "
+                  "set ANTHROPIC_API_KEY or pass --claude-cmd to use the real API",
+                  file=sys.stderr, flush=True)
+        asyncio.run(serve(config))
 
 
 if __name__ == "__main__":
