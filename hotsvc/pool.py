@@ -15,6 +15,7 @@ from hotsvc.process import ClaudeProcess
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+REFILL_HOLD_SECONDS = 2.0
 
 
 class WarmPool:
@@ -44,18 +45,30 @@ class WarmPool:
             self.filled.set()
         self._refill_task = asyncio.create_task(self._refill(), name=f"pool-{self.profile.name}")
 
-    def take(self) -> ClaudeProcess | None:
-        """An idle live process, or None; dead ones are dropped, never handed out."""
+    def take(self, hold_refill: asyncio.Event | None = None) -> ClaudeProcess | None:
+        """An idle live process, or None; dead ones are dropped, never handed out.
+
+        `hold_refill` defers the refill until it is set (at most REFILL_HOLD_SECONDS):
+        on a small machine a spawn's start-up burst would otherwise slow down the very
+        first turn the warm process was kept for.
+        """
         while self._idle:
             process = self._idle.pop()
-            self._wake.set()
             if process.alive:
+                background.spawn(self._refill_after(hold_refill))
                 return process
+        self._wake.set()
         return None
+
+    async def _refill_after(self, hold: asyncio.Event | None) -> None:
+        if hold is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hold.wait(), REFILL_HOLD_SECONDS)
+        self._wake.set()
 
     def give_way(self) -> bool:
         """Close one idle process so a session can have its slot; False if none is idle."""
-        process = self.take()
+        process = self.take()  # its slot goes to a session: refilling at once is moot
         if process is None:
             return False
         background.spawn(process.close())

@@ -89,7 +89,8 @@ def hotsvc_result(subtype: str, text: str) -> Result:
 class Session:
     """A conversation bound to its process; at most one stream attached at a time."""
 
-    def __init__(self, profile: Profile, process: ClaudeProcess) -> None:
+    def __init__(self, profile: Profile, process: ClaudeProcess,
+                 first_turn_done: asyncio.Event | None = None) -> None:
         self.id = process.session_id
         self.profile = profile
         self.process = process
@@ -100,6 +101,7 @@ class Session:
         self.closed = False
         self._lock = asyncio.Lock()
         self._running: Turn | None = None
+        self.first_turn_done = first_turn_done or asyncio.Event()
         self._drivers: set[asyncio.Task[None]] = set()
 
     @property
@@ -129,6 +131,7 @@ class Session:
                 turn.deliver(hotsvc_result("internal_error", f"hotsvc failed the turn: {exc}"))
             finally:
                 self._running = None
+                self.first_turn_done.set()
                 self.turns_completed += 1
                 self.last_active_at = time.time()
 

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,13 @@ from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.config import DEFAULT_PROFILE, Profile, ServiceConfig
+from hotsvc.local import OFFLINE_ENV
+from hotsvc.localmodel import LocalModelServer
 from hotsvc.server import Service
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
+REAL_CLAUDE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "claude"
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 DEADLINE = 30.0  # safety net for every wait; tests wait on events, not on time
 
@@ -64,12 +67,12 @@ class Live:
         return await self.stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
 
 
-def make_config(pool_size: int = 0, emulator_env: dict[str, str] | None = None,
-                **overrides: Any) -> ServiceConfig:
+def make_config(pool_size: int = 0, child_env: dict[str, str] | None = None,
+                claude_cmd: tuple[str, ...] = EMULATOR_CMD, **overrides: Any) -> ServiceConfig:
     profiles = overrides.pop("profiles", None) or {
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)}
-    return ServiceConfig(listen="127.0.0.1:0", claude_cmd=EMULATOR_CMD,
-                         profiles=profiles, env=emulator_env or {}, **overrides)
+    return ServiceConfig(listen="127.0.0.1:0", claude_cmd=claude_cmd,
+                         profiles=profiles, env=child_env or {}, **overrides)
 
 
 StartService = Callable[..., Awaitable[Live]]
@@ -81,8 +84,8 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
     started: list[Live] = []
 
     async def start(**kwargs: Any) -> Live:
-        env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("emulator_env", {})}
-        service = Service(make_config(emulator_env=env, **kwargs))
+        env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("child_env", {})}
+        service = Service(make_config(child_env=env, **kwargs))
         await service.start()
         channel = grpc.aio.insecure_channel(
             service.address, options=[("grpc.max_receive_message_length", -1)])
@@ -108,6 +111,23 @@ async def wait_serving(channel: grpc.aio.Channel) -> None:
             watch.cancel()
             return
     raise AssertionError("health watch ended before SERVING")
+
+
+@pytest.fixture
+def local_model(tmp_path: Path) -> Iterator[tuple[LocalModelServer, dict[str, str]]]:
+    """The local scripted model, and the env that points the real CLI at it, isolated."""
+    assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup` (npm ci)"
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    with LocalModelServer(host="127.0.0.1", port=0) as server:
+        yield server, {
+            **OFFLINE_ENV,
+            "ANTHROPIC_BASE_URL": server.url,
+            "ANTHROPIC_API_KEY": "test-local-model",
+            "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+            "HOME": str(home),
+            "TMPDIR": str(home / "tmp"),  # the CLI leaves sockets here when killed
+        }
 
 
 class Conversation:

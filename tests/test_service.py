@@ -171,7 +171,7 @@ async def test_turns_sent_together_run_in_order(start_service: StartService) -> 
 
 async def test_child_exit_mid_turn_ends_the_turn_with_an_error_result(
         start_service: StartService) -> None:
-    live = await start_service(emulator_env={"HOTSVC_EMU_CRASH_CODE": "7"})
+    live = await start_service(child_env={"HOTSVC_EMU_CRASH_CODE": "7"})
     talk = Conversation(live.stub)
     await talk.open()
     events = await talk.turn("please crash")
