@@ -63,6 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest accepted turn text (default %(default)s)")
     serve.add_argument("--shutdown-grace", type=float, default=10.0,
                        help="seconds running turns get to finish on SIGTERM (default %(default)s)")
+    lifecycle = serve.add_argument_group("session lifecycle (0 turns a limit off)")
+    lifecycle.add_argument("--idle-timeout", type=float, default=0.0,
+                           help="end an unattached idle session's process after this many "
+                                "seconds; it resumes on the next open")
+    lifecycle.add_argument("--recycle-after-turns", type=int, default=0,
+                           help="replace a session's process (by resume) after this many turns")
+    lifecycle.add_argument("--recycle-after-seconds", type=float, default=0.0,
+                           help="... or once its process is this old")
+    lifecycle.add_argument("--recycle-above-rss-mb", type=int, default=0,
+                           help="... or once its process holds this much resident memory")
+    lifecycle.add_argument("--turn-inactivity-timeout", type=float, default=600.0,
+                           help="a turn with no output this long is interrupted, then killed "
+                                "(default %(default)s)")
+    lifecycle.add_argument("--heartbeat-interval", type=float, default=30.0,
+                           help="send a heartbeat on a stream silent this long, for proxies "
+                                "with idle timeouts (default %(default)s)")
+    lifecycle.add_argument("--on-disconnect", choices=("interrupt", "finish"),
+                           default="interrupt",
+                           help="what happens to a running turn whose caller went away "
+                                "(default %(default)s); its result is kept for re-attach")
+    lifecycle.add_argument("--max-line-bytes", type=int, default=64 * 1024 * 1024,
+                           help="longest stdout line read from Claude Code; longer ones are "
+                                "dropped (default %(default)s)")
     serve.add_argument("--config", type=Path, default=os.environ.get("HOTSVC_CONFIG") or None,
                        help="TOML file with [profiles.NAME] tables (env HOTSVC_CONFIG)")
     default = serve.add_argument_group("default profile")
@@ -89,6 +112,9 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0")
     if args.max_concurrent_spawns < 1:
         raise ConfigError("--max-concurrent-spawns must be >= 1")
+    for flag in ("turn_inactivity_timeout", "heartbeat_interval"):
+        if getattr(args, flag) <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be > 0")
     default = Profile(
         name=DEFAULT_PROFILE,
         pool_size=args.pool_size,
@@ -110,6 +136,15 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         max_turn_chars=args.max_turn_chars,
         shutdown_grace=args.shutdown_grace,
         profiles=profiles,
+        data_dir=args.data_dir,
+        idle_timeout=args.idle_timeout,
+        recycle_after_turns=args.recycle_after_turns,
+        recycle_after_seconds=args.recycle_after_seconds,
+        recycle_above_rss_mb=args.recycle_above_rss_mb,
+        turn_inactivity_timeout=args.turn_inactivity_timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        interrupt_on_disconnect=args.on_disconnect == "interrupt",
+        line_limit=args.max_line_bytes,
     )
 
 

@@ -70,6 +70,15 @@ class ServiceConfig:
     ready_timeout: float = 60.0  # a warm process must answer `initialize` within this
     shutdown_grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
+    data_dir: Path | None = None  # the session registry; None keeps it in memory
+    idle_timeout: float = 0.0  # end an unattached idle session's process after this; 0 = never
+    # Replace a session's process between turns (by resume) past any of these; 0 = never.
+    recycle_after_turns: int = 0
+    recycle_after_seconds: float = 0.0
+    recycle_above_rss_mb: int = 0
+    turn_inactivity_timeout: float = 600.0  # no output this long mid-turn: interrupt, kill
+    heartbeat_interval: float = 30.0  # under nginx's 60 s grpc_read_timeout
+    interrupt_on_disconnect: bool = True  # else a turn whose caller left runs to its end
 
     @property
     def default_profile(self) -> Profile:

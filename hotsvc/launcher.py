@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -15,8 +16,15 @@ from hotsvc import background
 from hotsvc.config import BASE_ARGS, Profile, ServiceConfig
 from hotsvc.errors import CapacityExhausted, SpawnFailed
 from hotsvc.process import ClaudeProcess, ControlError, ProcessGone
+from hotsvc.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# Children die with the service even when it is SIGKILLed: the kernel's parent-death
+# signal, set by util-linux's setpriv right before it execs the CLI (same pid), so no
+# preexec_fn runs in a forked copy of this multi-threaded process.
+_SETPRIV = shutil.which("setpriv")
+PARENT_DEATH_SIGNAL: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 
 
 @dataclass
@@ -37,8 +45,9 @@ class SpawnStats:
 class Launcher:
     """Spawns processes for profiles; every live process holds one of `max_sessions` slots."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, registry: Registry) -> None:
         self._config = config
+        self._registry = registry
         self._spawn_slots = asyncio.Semaphore(config.max_concurrent_spawns)
         self.live = 0
         self.stats = SpawnStats()
@@ -76,12 +85,16 @@ class Launcher:
                 self._sessions_waiting -= 1
         self.live += 1
 
-    def argv(self, profile: Profile, session_id: str) -> list[str]:
-        return [*self._config.claude_cmd, *BASE_ARGS, "--session-id", session_id,
+    def argv(self, profile: Profile, session_id: str, resume: bool) -> list[str]:
+        # --resume restores the transcript under the same id; a session with no turn yet
+        # has no transcript, and starts afresh under its id.
+        session = ["--resume" if resume else "--session-id", session_id]
+        return [*PARENT_DEATH_SIGNAL, *self._config.claude_cmd, *BASE_ARGS, *session,
                 *profile.cli_args()]
 
-    async def spawn(self, profile: Profile, *, for_pool: bool) -> ClaudeProcess:
-        """A new process with a fresh session id.
+    async def spawn(self, profile: Profile, *, for_pool: bool, session_id: str = "",
+                    resume: bool = False) -> ClaudeProcess:
+        """A new process for `session_id` (a fresh id if empty), resuming its transcript.
 
         Pool spawns are bounded in number and primed (answer `initialize`) before they
         count as ready. A caller's cold spawn skips both: it is waited on, and its first
@@ -92,7 +105,8 @@ class Launcher:
         self.stats.in_flight += 1
         try:
             async with self._spawn_slots if for_pool else contextlib.nullcontext():
-                process = await self._start_holding_slot(profile)
+                process = await self._start_holding_slot(
+                    profile, session_id or str(uuid.uuid4()), resume)
                 if for_pool:
                     await self._prime(process)
         except BaseException:
@@ -104,19 +118,20 @@ class Launcher:
         self.stats.total_ready_seconds += time.monotonic() - started
         return process
 
-    async def _start_holding_slot(self, profile: Profile) -> ClaudeProcess:
+    async def _start_holding_slot(self, profile: Profile, session_id: str,
+                                  resume: bool) -> ClaudeProcess:
         """Start a process; its slot is released when it exits (or now, if it never ran)."""
         try:
-            process = await self._start(profile)
+            process = await self._start(profile, session_id, resume)
         except BaseException:
             self._release()
             raise
+        self._registry.process_started(process.pid)
         background.spawn(self._release_on_exit(process))
         return process
 
-    async def _start(self, profile: Profile) -> ClaudeProcess:
-        session_id = str(uuid.uuid4())
-        argv = self.argv(profile, session_id)
+    async def _start(self, profile: Profile, session_id: str, resume: bool) -> ClaudeProcess:
+        argv = self.argv(profile, session_id, resume)
         try:
             return await ClaudeProcess.spawn(
                 argv,
@@ -155,6 +170,7 @@ class Launcher:
 
     async def _release_on_exit(self, process: ClaudeProcess) -> None:
         await process.wait_exited()
+        self._registry.process_ended(process.pid)
         self._release()
 
     def _release(self) -> None:

@@ -16,15 +16,35 @@ START = {
     Start.WARM: pb.SESSION_START_WARM,
     Start.COLD: pb.SESSION_START_COLD,
     Start.ATTACHED: pb.SESSION_START_ATTACHED,
+    Start.RESUMED: pb.SESSION_START_RESUMED,
 }
 
 
-def opened(session: Session, start: Start) -> pb.PromptResponse:
-    return pb.PromptResponse(
+def opened(session: Session, start: Start, include_last_result: bool) -> pb.PromptResponse:
+    response = pb.PromptResponse(
         session_id=session.id,
         opened=pb.SessionOpened(session_id=session.id, start=START[start],
-                                pid=session.process.pid, profile=session.profile.name),
+                                pid=_pid(session), profile=session.profile.name),
     )
+    if include_last_result and session.last_result is not None:
+        response.opened.last_turn_id = session.last_turn_id
+        _fill_result(response.opened.last_result, session.last_result)
+    return response
+
+
+def heartbeat(session: Session) -> pb.PromptResponse:
+    return pb.PromptResponse(session_id=session.id,
+                             heartbeat=pb.Heartbeat(turn_running=session.busy))
+
+
+def go_away(session_id: str, time_left: float, reason: str) -> pb.PromptResponse:
+    response = pb.PromptResponse(session_id=session_id, go_away=pb.GoAway(reason=reason))
+    response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
+    return response
+
+
+def _pid(session: Session) -> int:
+    return session.process.pid if session.live and session.process else 0
 
 
 def event_response(event: protocol.Event, session_id: str, turn_id: str,
@@ -51,7 +71,7 @@ def event_response(event: protocol.Event, session_id: str, turn_id: str,
             retry.retry_delay_ms = event.retry_delay_ms
             retry.error_status = event.error_status
             retry.error = event.error
-        case protocol.SystemEvent(subtype=subtype, status=status):
+        case protocol.SystemEvent(subtype=subtype, status=status):  # incl. hotsvc's own
             response.progress.subtype = subtype
             if status:
                 response.progress.status.status = status
@@ -108,7 +128,8 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
 def pool_status(manager: SessionManager) -> pb.PoolStatusResponse:
     now = time.time()
     response = pb.PoolStatusResponse(
-        active_sessions=len(manager.sessions),
+        active_sessions=manager.live_sessions,
+        stopped_sessions=len(manager.sessions) - manager.live_sessions,
         max_sessions=manager.config.max_sessions,
         spawn_stats=_spawn_stats(manager.launcher.stats),
         draining=manager.draining,
@@ -123,7 +144,7 @@ def pool_status(manager: SessionManager) -> pb.PoolStatusResponse:
         row = response.sessions.add(
             session_id=session.id,
             state=_state(session),
-            pid=session.process.pid,
+            pid=_pid(session),
             turns=session.turns_completed,
             profile=session.profile.name,
             attached=session.attached,
@@ -134,6 +155,8 @@ def pool_status(manager: SessionManager) -> pb.PoolStatusResponse:
 
 
 def _state(session: Session) -> pb.SessionState.ValueType:
+    if not session.live:
+        return pb.SESSION_STATE_STOPPED
     if session.busy:
         return pb.SESSION_STATE_BUSY
     return pb.SESSION_STATE_ATTACHED if session.attached else pb.SESSION_STATE_IDLE

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from hotsession.v1 import hotsession_pb2 as pb
@@ -12,6 +14,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc import errors, messages
 from hotsvc.manager import SessionManager
+from hotsvc.protocol import Result
 from hotsvc.session import Session, Turn, TurnState
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,53 @@ STATUS = {
 
 # What the reader hands the writer: a turn to stream, a request error, or the end.
 Inbox = asyncio.Queue[Turn | errors.ServiceError | None]
+T = TypeVar("T")
+# How often a waiting stream checks whether it owes a heartbeat or a go_away.
+TICK_SECONDS = 1.0
+OWNER_KEY = "hotsvc-owner"
+
+
+def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who opened the session, from the caller's `hotsvc-owner` metadata (else the peer)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == OWNER_KEY:
+            return str(value)
+    return str(context.peer())
+
+
+class _QuietWatch:
+    """Waits for a stream's next item, meanwhile owing heartbeats and one go_away."""
+
+    def __init__(self, manager: SessionManager, session: Session) -> None:
+        self._manager = manager
+        self._session = session
+        self._interval = manager.config.heartbeat_interval
+        self._last_sent = time.monotonic()
+        self._told_go_away = False
+
+    async def wait(self, get: Callable[[], Awaitable[T]]) -> T | pb.PromptResponse:
+        while True:
+            notice = self._notice()
+            if notice is not None:
+                return notice
+            try:
+                async with asyncio.timeout(min(self._interval, TICK_SECONDS)):
+                    item = await get()  # queue gets: cancelling loses nothing
+            except TimeoutError:
+                continue
+            self._last_sent = time.monotonic()
+            return item
+
+    def _notice(self) -> pb.PromptResponse | None:
+        if self._manager.draining and not self._told_go_away:
+            self._told_go_away = True
+            return messages.go_away(self._session.id, self._manager.drain_time_left(),
+                                    "hotsvc is shutting down: running turns may finish, then "
+                                    "streams close; re-attach after it restarts")
+        if time.monotonic() - self._last_sent >= self._interval:
+            self._last_sent = time.monotonic()
+            return messages.heartbeat(self._session)
+        return None
 
 
 class HotSessionServicer(pb_grpc.HotSessionServicer):
@@ -44,11 +94,12 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                 raise errors.InvalidRequest(
                     "the first request of a Prompt stream must be `open`: send "
                     "open{} for a new session or open{session_id} to re-attach")
-            async with self._manager.attach(first.open.session_id, first.open.profile) as (
-                    session, start):
-                yield messages.opened(session, start)
+            request = first.open
+            async with self._manager.attach(request.session_id, request.profile,
+                                            owner_of(context)) as (session, start):
+                yield messages.opened(session, start, request.include_last_result)
                 async for response in self._converse(session, request_iterator,
-                                                     first.open.include_raw_json):
+                                                     request.include_raw_json):
                     yield response
         except errors.ServiceError as exc:
             await context.abort(STATUS[type(exc)], str(exc))
@@ -59,21 +110,32 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         inbox: Inbox = asyncio.Queue()
         sent: list[Turn] = []
         reader = asyncio.create_task(self._read_requests(requests, session, inbox, sent))
+        quiet = _QuietWatch(self._manager, session)
         try:
-            while (item := await inbox.get()) is not None:
+            while (item := await quiet.wait(inbox.get)) is not None:
+                if isinstance(item, pb.PromptResponse):  # a heartbeat or go_away
+                    yield item
+                    continue
                 if isinstance(item, errors.ServiceError):
                     raise item
-                async for event in item.events():
-                    response = messages.event_response(event, session.id, item.id,
-                                                       include_raw_json)
+                turn = item
+                while True:
+                    event = await quiet.wait(turn.next_event)
+                    response = (event if isinstance(event, pb.PromptResponse) else
+                                messages.event_response(event, session.id, turn.id,
+                                                        include_raw_json))
                     if response is not None:
                         yield response
+                    if isinstance(event, Result):
+                        break
         finally:
             reader.cancel()
-            # The caller is gone (or broke the stream): stop what it sent; the session stays.
-            for turn in sent:
-                if turn.state is not TurnState.DONE:
-                    turn.interrupt()
+            # The caller is gone (or broke the stream): stop what it sent, unless told to
+            # let it finish; either way the session stays, with the last result kept.
+            if self._manager.config.interrupt_on_disconnect:
+                for turn in sent:
+                    if turn.state is not TurnState.DONE:
+                        turn.interrupt()
 
     async def _read_requests(self, requests: AsyncIterator[pb.PromptRequest], session: Session,
                              inbox: Inbox, sent: list[Turn]) -> None:

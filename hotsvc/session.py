@@ -14,13 +14,15 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from hotsvc import background, protocol
-from hotsvc.config import Profile
+from hotsvc.config import Profile, ServiceConfig
+from hotsvc.errors import ServiceError
 from hotsvc.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
-from hotsvc.protocol import ControlRequest, Event, Result
+from hotsvc.protocol import ControlRequest, Event, Result, SystemEvent
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,9 @@ class Turn:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._process: ClaudeProcess | None = None
 
-    async def events(self) -> AsyncIterator[Event]:
-        """The turn's events as they come, up to and including its Result."""
-        while True:
-            event = await self._events.get()
-            yield event
-            if isinstance(event, Result):
-                return
+    async def next_event(self) -> Event:
+        """The turn's next event; the last one is its Result. Safe to cancel and retry."""
+        return await self._events.get()
 
     def interrupt(self) -> None:
         """Stop this turn: at once if running, before it starts if still queued."""
@@ -86,27 +84,48 @@ def hotsvc_result(subtype: str, text: str) -> Result:
     return Result(text=text, is_error=True, subtype=subtype)
 
 
-class Session:
-    """A conversation bound to its process; at most one stream attached at a time."""
+class ProcessSource(Protocol):
+    """Where a session gets a new process when its old one is gone (the manager)."""
 
-    def __init__(self, profile: Profile, process: ClaudeProcess,
+    async def resume_process(self, session: Session) -> ClaudeProcess: ...
+
+    def turn_ended(self, session: Session) -> None: ...
+
+
+class Session:
+    """A conversation; its process may come and go, the conversation stays (`--resume`)."""
+
+    def __init__(self, session_id: str, profile: Profile, config: ServiceConfig,
+                 source: ProcessSource, process: ClaudeProcess | None = None, *,
+                 owner: str = "", created_at: float | None = None, turns: int = 0,
                  first_turn_done: asyncio.Event | None = None) -> None:
-        self.id = process.session_id
+        self.id = session_id
         self.profile = profile
+        self.owner = owner
         self.process = process
-        self.created_at = time.time()
-        self.last_active_at = self.created_at
-        self.turns_completed = 0
+        self.created_at = created_at or time.time()
+        self.last_active_at = time.time()
+        self.turns_completed = turns
+        self.process_turns = 0  # turns on the current process, for recycling
         self.attached = False
         self.closed = False
-        self._lock = asyncio.Lock()
-        self._running: Turn | None = None
+        self.last_turn_id = ""
+        self.last_result: Result | None = None
         self.first_turn_done = first_turn_done or asyncio.Event()
+        self._config = config
+        self._source = source
+        self._lock = asyncio.Lock()
+        self._spawning = asyncio.Lock()
+        self._running: Turn | None = None
         self._drivers: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
         return self._running is not None
+
+    @property
+    def live(self) -> bool:
+        return self.process is not None and self.process.alive
 
     def submit(self, text: str, turn_id: str = "") -> Turn:
         """Accept a turn; it runs after every turn submitted before it."""
@@ -121,19 +140,34 @@ class Session:
         while self._drivers:
             await asyncio.gather(*self._drivers, return_exceptions=True)
 
+    async def ensure_process(self) -> tuple[ClaudeProcess, bool]:
+        """The live process, resuming the conversation in a new one if needed; True if new."""
+        async with self._spawning:
+            if self.process is not None and self.process.alive:
+                return self.process, False
+            self.process = await self._source.resume_process(self)
+            self.process_turns = 0
+            return self.process, True
+
     async def _drive(self, turn: Turn) -> None:
         async with self._lock:  # FIFO: turns run in the order they were submitted
             self._running = turn
             try:
-                turn.deliver(await self._run(turn))
+                result = await self._run(turn)
             except Exception as exc:  # a bug here must still end the turn
                 log.exception("turn %s of session %s failed", turn.id, self.id)
-                turn.deliver(hotsvc_result("internal_error", f"hotsvc failed the turn: {exc}"))
-            finally:
-                self._running = None
-                self.first_turn_done.set()
-                self.turns_completed += 1
-                self.last_active_at = time.time()
+                result = hotsvc_result("internal_error", f"hotsvc failed the turn: {exc}")
+            self.last_turn_id, self.last_result = turn.id, result
+            turn.deliver(result)
+            self._running = None
+            self.first_turn_done.set()
+            self.turns_completed += 1
+            self.process_turns += 1
+            self.last_active_at = time.time()
+            self._source.turn_ended(self)
+            if reason := self._recycle_reason():
+                log.info("session %s: recycling its process (%s)", self.id, reason)
+                await self.stop()
 
     async def _run(self, turn: Turn) -> Result:
         """Write the turn and forward its events; returns the Result that ends it."""
@@ -141,10 +175,16 @@ class Session:
             return hotsvc_result("session_closed", f"session {self.id} was closed")
         if turn.interrupt_requested:
             return hotsvc_result("interrupted", "interrupted before it reached Claude")
-        process = self.process
+        try:
+            process, resumed = await self.ensure_process()
+        except ServiceError as exc:
+            return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
         turn._process = process
         turn.state = TurnState.RUNNING
         turn.deliver(TurnStarted(turn.text))
+        if resumed:
+            status = f"conversation resumed in pid {process.pid}"
+            turn.deliver(SystemEvent("resumed", status=status))
         try:
             await process.send(protocol.user_message(turn.text))
         except ProcessGone:
@@ -152,28 +192,73 @@ class Session:
         if turn.interrupt_requested:  # asked while we were writing
             background.spawn(_send_interrupt(process))
         while True:
-            event = await process.next_event()
+            try:
+                async with asyncio.timeout(self._config.turn_inactivity_timeout):
+                    event = await process.next_event()
+            except TimeoutError:
+                return await self._unstick(process, turn)
             if isinstance(event, Result):
                 return event
             if isinstance(event, ProcessExited):
-                return self._describe_exit(event)
+                return self._describe_exit(process, event)
             if isinstance(event, ControlRequest):
                 await self._answer(process, event)
                 continue
             turn.deliver(event)
 
+    async def _unstick(self, process: ClaudeProcess, turn: Turn) -> Result:
+        """The watchdog: a silent turn is interrupted, and if that gets no result, killed."""
+        quiet = self._config.turn_inactivity_timeout
+        turn.deliver(SystemEvent("watchdog", status=f"no output for {quiet:g}s: interrupting"))
+        background.spawn(_send_interrupt(process))
+        try:
+            async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
+                while not isinstance(event := await process.next_event(), Result | ProcessExited):
+                    turn.deliver(event)
+            if isinstance(event, Result):
+                return event
+        except TimeoutError:
+            process.kill()
+            await process.wait_exited()
+        return hotsvc_result(
+            "watchdog_timeout",
+            f"Claude Code (pid {process.pid}) produced no output for {quiet:g}s and did not "
+            "answer an interrupt, so it was killed; the next turn resumes the conversation")
+
+    def _recycle_reason(self) -> str:
+        """Why the process should be replaced before the next turn, or "" to keep it."""
+        process, config = self.process, self._config
+        if process is None or not process.alive:
+            return ""
+        if config.recycle_after_turns and self.process_turns >= config.recycle_after_turns:
+            return f"{self.process_turns} turns"
+        age = time.monotonic() - process.started_at
+        if config.recycle_after_seconds and age >= config.recycle_after_seconds:
+            return f"{age:.0f}s old"
+        rss_mb = resident_mb(process.pid)
+        if config.recycle_above_rss_mb and rss_mb >= config.recycle_above_rss_mb:
+            return f"{rss_mb} MB resident"
+        return ""
+
+    async def stop(self) -> None:
+        """End the process, keep the conversation (idle timeout, eviction, recycling)."""
+        if self.process is not None:
+            await self.process.close()
+
     async def _exited_result(self, process: ClaudeProcess) -> Result:
         await process.wait_exited()
         event = await process.next_event()
         assert isinstance(event, ProcessExited)
-        return self._describe_exit(event)
+        return self._describe_exit(process, event)
 
-    def _describe_exit(self, exited: ProcessExited) -> Result:
+    def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
+        if self.closed:
+            return hotsvc_result("session_closed", f"session {self.id} was closed mid-turn")
         tail = exited.stderr_tail or "(no stderr)"
         return hotsvc_result(
             "process_exited",
-            f"Claude Code (pid {self.process.pid}) exited with code {exited.returncode} "
-            f"during the turn; stderr tail:\n{tail}",
+            f"Claude Code (pid {process.pid}) exited with code {exited.returncode} "
+            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}",
         )
 
     async def _answer(self, process: ClaudeProcess, request: ControlRequest) -> None:
@@ -193,6 +278,19 @@ class Session:
             await process.send(protocol.control_success(request.request_id, response))
 
     async def close(self) -> int:
-        """End the session: queued turns end with an error result, the process exits."""
+        """End the session for good: queued turns end with an error result."""
         self.closed = True
+        if self.process is None:
+            return 0
         return await self.process.close()
+
+
+def resident_mb(pid: int) -> int:
+    """Resident memory of `pid` in MB, 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

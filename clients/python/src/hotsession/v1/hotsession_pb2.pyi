@@ -39,6 +39,10 @@ class _SessionStartEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionS
     """Spawned for this request because the pool was empty."""
     SESSION_START_ATTACHED: _SessionStart.ValueType  # 3
     """Re-attached to a live session whose process was already running."""
+    SESSION_START_RESUMED: _SessionStart.ValueType  # 4
+    """The session's process was gone (crash, idle timeout, eviction, recycling, restart);
+    a new one restored the conversation with `--resume`.
+    """
 
 class SessionStart(_SessionStart, metaclass=_SessionStartEnumTypeWrapper):
     """SessionStart tells where a session's process came from."""
@@ -50,6 +54,10 @@ SESSION_START_COLD: SessionStart.ValueType  # 2
 """Spawned for this request because the pool was empty."""
 SESSION_START_ATTACHED: SessionStart.ValueType  # 3
 """Re-attached to a live session whose process was already running."""
+SESSION_START_RESUMED: SessionStart.ValueType  # 4
+"""The session's process was gone (crash, idle timeout, eviction, recycling, restart);
+a new one restored the conversation with `--resume`.
+"""
 Global___SessionStart: _TypeAlias = SessionStart  # noqa: Y015
 
 class _SessionState:
@@ -65,6 +73,10 @@ class _SessionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionS
     """Running a turn."""
     SESSION_STATE_ATTACHED: _SessionState.ValueType  # 3
     """A stream is attached, no turn running."""
+    SESSION_STATE_STOPPED: _SessionState.ValueType  # 4
+    """No process (idle timeout, eviction, recycling, crash, restart); the next open or
+    turn resumes the conversation in a new one.
+    """
 
 class SessionState(_SessionState, metaclass=_SessionStateEnumTypeWrapper):
     """SessionState is what a session is doing."""
@@ -76,6 +88,10 @@ SESSION_STATE_BUSY: SessionState.ValueType  # 2
 """Running a turn."""
 SESSION_STATE_ATTACHED: SessionState.ValueType  # 3
 """A stream is attached, no turn running."""
+SESSION_STATE_STOPPED: SessionState.ValueType  # 4
+"""No process (idle timeout, eviction, recycling, crash, restart); the next open or
+turn resumes the conversation in a new one.
+"""
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
 
 @_typing.final
@@ -125,6 +141,7 @@ class OpenSession(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     INCLUDE_RAW_JSON_FIELD_NUMBER: _builtins.int
+    INCLUDE_LAST_RESULT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Empty opens a new session; the id of a live session re-attaches to it."""
     profile: _builtins.str
@@ -133,16 +150,21 @@ class OpenSession(_message.Message):
     """
     include_raw_json: _builtins.bool
     """Asks for `raw_json` (the original stream-json line) on every event."""
+    include_last_result: _builtins.bool
+    """On re-attach, asks for the session's last turn result in `SessionOpened`, e.g.
+    after a disconnect mid-turn.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         profile: _builtins.str = ...,
         include_raw_json: _builtins.bool = ...,
+        include_last_result: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_raw_json", b"include_raw_json", "profile", b"profile", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_last_result", b"include_last_result", "include_raw_json", b"include_raw_json", "profile", b"profile", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,6 +230,8 @@ class PromptResponse(_message.Message):
     TOOL_RESULT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    GO_AWAY_FIELD_NUMBER: _builtins.int
     RAW_JSON_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session this event belongs to."""
@@ -245,6 +269,16 @@ class PromptResponse(_message.Message):
     def result(self) -> Global___TurnResult:
         """The end of a turn: exactly one per accepted turn."""
 
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Sent when the stream has been silent for the heartbeat interval, so proxies
+        with idle timeouts keep it open.
+        """
+
+    @_builtins.property
+    def go_away(self) -> Global___GoAway:
+        """The service is shutting down: finish up and re-attach elsewhere or later."""
+
     def __init__(
         self,
         *,
@@ -257,13 +291,15 @@ class PromptResponse(_message.Message):
         tool_result: Global___ToolResult | None = ...,
         progress: Global___Progress | None = ...,
         result: Global___TurnResult | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+        go_away: Global___GoAway | None = ...,
         raw_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "opened", b"opened", "progress", b"progress", "result", b"result", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_started", b"turn_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "progress", b"progress", "result", b"result", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "opened", b"opened", "progress", b"progress", "raw_json", b"raw_json", "result", b"result", "session_id", b"session_id", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "progress", b"progress", "raw_json", b"raw_json", "result", b"result", "session_id", b"session_id", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["opened", "turn_started", "text_delta", "assistant", "tool_result", "progress", "result"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["opened", "turn_started", "text_delta", "assistant", "tool_result", "progress", "result", "heartbeat", "go_away"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -279,12 +315,18 @@ class SessionOpened(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     PID_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    LAST_TURN_ID_FIELD_NUMBER: _builtins.int
+    LAST_RESULT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     start: Global___SessionStart.ValueType
     pid: _builtins.int
     """The Claude Code process's pid."""
     profile: _builtins.str
     """The profile the session runs with."""
+    last_turn_id: _builtins.str
+    """With `include_last_result`: the last finished turn's id and result, if any."""
+    @_builtins.property
+    def last_result(self) -> Global___TurnResult: ...
     def __init__(
         self,
         *,
@@ -292,14 +334,65 @@ class SessionOpened(_message.Message):
         start: Global___SessionStart.ValueType = ...,
         pid: _builtins.int = ...,
         profile: _builtins.str = ...,
+        last_turn_id: _builtins.str = ...,
+        last_result: Global___TurnResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_result", b"last_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pid", b"pid", "profile", b"profile", "session_id", b"session_id", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_result", b"last_result", "last_turn_id", b"last_turn_id", "pid", b"pid", "profile", b"profile", "session_id", b"session_id", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionOpened: _TypeAlias = SessionOpened  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    """Heartbeat keeps a quiet stream alive."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_RUNNING_FIELD_NUMBER: _builtins.int
+    turn_running: _builtins.bool
+    """Whether a turn is running on the session."""
+    def __init__(
+        self,
+        *,
+        turn_running: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["turn_running", b"turn_running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class GoAway(_message.Message):
+    """GoAway announces that the service is draining."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_LEFT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def time_left(self) -> _duration_pb2.Duration:
+        """How long running turns have before streams are closed."""
+
+    def __init__(
+        self,
+        *,
+        time_left: _duration_pb2.Duration | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_left", b"time_left"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "time_left", b"time_left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoAway: _TypeAlias = GoAway  # noqa: Y015
 
 @_typing.final
 class TurnStarted(_message.Message):
@@ -719,6 +812,7 @@ class PoolStatusResponse(_message.Message):
     SESSIONS_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    STOPPED_SESSIONS_FIELD_NUMBER: _builtins.int
     pool_size: _builtins.int
     """Idle warm processes now, across all profiles."""
     target_size: _builtins.int
@@ -729,6 +823,8 @@ class PoolStatusResponse(_message.Message):
     """The cap on live processes (sessions and warm ones); 0 means no cap."""
     draining: _builtins.bool
     """True once shutdown began: no new sessions are accepted."""
+    stopped_sessions: _builtins.int
+    """Known sessions without a process, resumable on the next open."""
     @_builtins.property
     def spawn_stats(self) -> Global___SpawnStats: ...
     @_builtins.property
@@ -746,10 +842,11 @@ class PoolStatusResponse(_message.Message):
         sessions: _abc.Iterable[Global___SessionInfo] | None = ...,
         pools: _abc.Iterable[Global___ProfilePool] | None = ...,
         draining: _builtins.bool = ...,
+        stopped_sessions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spawn_stats", b"spawn_stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_sessions", b"active_sessions", "draining", b"draining", "max_sessions", b"max_sessions", "pool_size", b"pool_size", "pools", b"pools", "sessions", b"sessions", "spawn_stats", b"spawn_stats", "target_size", b"target_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_sessions", b"active_sessions", "draining", b"draining", "max_sessions", b"max_sessions", "pool_size", b"pool_size", "pools", b"pools", "sessions", b"sessions", "spawn_stats", b"spawn_stats", "stopped_sessions", b"stopped_sessions", "target_size", b"target_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

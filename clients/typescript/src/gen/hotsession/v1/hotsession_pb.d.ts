@@ -85,6 +85,14 @@ export declare type OpenSession = Message<"hotsession.v1.OpenSession"> & {
    * @generated from field: bool include_raw_json = 3;
    */
   includeRawJson: boolean;
+
+  /**
+   * On re-attach, asks for the session's last turn result in `SessionOpened`, e.g.
+   * after a disconnect mid-turn.
+   *
+   * @generated from field: bool include_last_result = 4;
+   */
+  includeLastResult: boolean;
 };
 
 /**
@@ -214,6 +222,23 @@ export declare type PromptResponse = Message<"hotsession.v1.PromptResponse"> & {
      */
     value: TurnResult;
     case: "result";
+  } | {
+    /**
+     * Sent when the stream has been silent for the heartbeat interval, so proxies
+     * with idle timeouts keep it open.
+     *
+     * @generated from field: hotsession.v1.Heartbeat heartbeat = 10;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | {
+    /**
+     * The service is shutting down: finish up and re-attach elsewhere or later.
+     *
+     * @generated from field: hotsession.v1.GoAway go_away = 11;
+     */
+    value: GoAway;
+    case: "goAway";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -260,6 +285,18 @@ export declare type SessionOpened = Message<"hotsession.v1.SessionOpened"> & {
    * @generated from field: string profile = 4;
    */
   profile: string;
+
+  /**
+   * With `include_last_result`: the last finished turn's id and result, if any.
+   *
+   * @generated from field: string last_turn_id = 5;
+   */
+  lastTurnId: string;
+
+  /**
+   * @generated from field: hotsession.v1.TurnResult last_result = 6;
+   */
+  lastResult?: TurnResult | undefined;
 };
 
 /**
@@ -267,6 +304,51 @@ export declare type SessionOpened = Message<"hotsession.v1.SessionOpened"> & {
  * Use `create(SessionOpenedSchema)` to create a new message.
  */
 export declare const SessionOpenedSchema: GenMessage<SessionOpened>;
+
+/**
+ * Heartbeat keeps a quiet stream alive.
+ *
+ * @generated from message hotsession.v1.Heartbeat
+ */
+export declare type Heartbeat = Message<"hotsession.v1.Heartbeat"> & {
+  /**
+   * Whether a turn is running on the session.
+   *
+   * @generated from field: bool turn_running = 1;
+   */
+  turnRunning: boolean;
+};
+
+/**
+ * Describes the message hotsession.v1.Heartbeat.
+ * Use `create(HeartbeatSchema)` to create a new message.
+ */
+export declare const HeartbeatSchema: GenMessage<Heartbeat>;
+
+/**
+ * GoAway announces that the service is draining.
+ *
+ * @generated from message hotsession.v1.GoAway
+ */
+export declare type GoAway = Message<"hotsession.v1.GoAway"> & {
+  /**
+   * How long running turns have before streams are closed.
+   *
+   * @generated from field: google.protobuf.Duration time_left = 1;
+   */
+  timeLeft?: Duration | undefined;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message hotsession.v1.GoAway.
+ * Use `create(GoAwaySchema)` to create a new message.
+ */
+export declare const GoAwaySchema: GenMessage<GoAway>;
 
 /**
  * TurnStarted says the turn was written to the process.
@@ -753,6 +835,13 @@ export declare type PoolStatusResponse = Message<"hotsession.v1.PoolStatusRespon
    * @generated from field: bool draining = 8;
    */
   draining: boolean;
+
+  /**
+   * Known sessions without a process, resumable on the next open.
+   *
+   * @generated from field: uint32 stopped_sessions = 9;
+   */
+  stoppedSessions: number;
 };
 
 /**
@@ -981,6 +1070,14 @@ export enum SessionStart {
    * @generated from enum value: SESSION_START_ATTACHED = 3;
    */
   ATTACHED = 3,
+
+  /**
+   * The session's process was gone (crash, idle timeout, eviction, recycling, restart);
+   * a new one restored the conversation with `--resume`.
+   *
+   * @generated from enum value: SESSION_START_RESUMED = 4;
+   */
+  RESUMED = 4,
 }
 
 /**
@@ -1019,6 +1116,14 @@ export enum SessionState {
    * @generated from enum value: SESSION_STATE_ATTACHED = 3;
    */
   ATTACHED = 3,
+
+  /**
+   * No process (idle timeout, eviction, recycling, crash, restart); the next open or
+   * turn resumes the conversation in a new one.
+   *
+   * @generated from enum value: SESSION_STATE_STOPPED = 4;
+   */
+  STOPPED = 4,
 }
 
 /**
