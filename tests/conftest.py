@@ -53,6 +53,13 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], what: str) -> Non
     assert await predicate(), what
 
 
+async def pool_refilled(stub: pb_grpc.HotSessionAsyncStub, size: int) -> None:
+    async def full() -> bool:
+        status = await stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
+        return status.pool_size == size
+    await eventually(full, f"the warm pool holds {size} processes")
+
+
 @dataclasses.dataclass
 class Live:
     service: Service

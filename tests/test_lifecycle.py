@@ -13,7 +13,14 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.cli import build_parser, config_from_args
 from hotsvc.config import ConfigError
-from tests.conftest import DEADLINE, Conversation, ServerProcess, StartService, pid_alive
+from tests.conftest import (
+    DEADLINE,
+    Conversation,
+    ServerProcess,
+    StartService,
+    pid_alive,
+    pool_refilled,
+)
 
 PROFILES_TOML = """
 [profiles.reviewer]
@@ -28,9 +35,11 @@ env = { REVIEWER = "1" }
 async def test_sigterm_ends_every_child(tmp_path: Path) -> None:
     async with (ServerProcess("--pool-size", "2", env={"CLAUDE_CONFIG_DIR": str(tmp_path)})
             as server, grpc.aio.insecure_channel(server.address) as channel):
-        talk = Conversation(pb_grpc.HotSessionStub(channel))
+        stub = pb_grpc.HotSessionStub(channel)
+        talk = Conversation(stub)
         await talk.open()
         assert (await talk.ask("Remember 42")).text == "OK"
+        await pool_refilled(stub, 2)
         children = server.descendants()
         assert len(children) >= 3  # the session and two warm processes
         assert server.proc is not None
