@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
            golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
 
-.PHONY: setup run test proto lint bench clean
+.PHONY: setup run test proto lint bench soak clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.installed node_modules/.package-lock.json \
@@ -50,6 +50,10 @@ lint: setup
 
 bench: setup
 	$(PY) -m hotsvc.bench
+
+# Many sessions and turns with injected faults; prints leaks, lost results, memory.
+soak: setup
+	$(PY) -m hotsvc.soak
 
 clean:
 	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build *.egg-info
