@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,9 +129,13 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         extra_args=tuple(args.claude_args),
     )
     profiles = load_profiles(args.config, default) if args.config else {DEFAULT_PROFILE: default}
+    claude_cmd = parse_claude_cmd(args.claude_cmd or default_claude_cmd())
+    if not shutil.which(claude_cmd[0]):
+        raise ConfigError(f"Claude Code command {claude_cmd[0]!r} not found: run `make setup` "
+                          "(installs it under node_modules) or pass --claude-cmd")
     return ServiceConfig(
         listen=args.listen,
-        claude_cmd=parse_claude_cmd(args.claude_cmd or default_claude_cmd()),
+        claude_cmd=claude_cmd,
         max_sessions=args.max_sessions,
         max_concurrent_spawns=args.max_concurrent_spawns,
         max_turn_chars=args.max_turn_chars,

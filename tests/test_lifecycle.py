@@ -101,3 +101,8 @@ def test_bad_config_files_say_what_to_fix(tmp_path: Path, toml: str, message: st
     config_file.write_text(toml)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         config_from_args(build_parser().parse_args(["serve", "--config", str(config_file)]))
+
+
+def test_a_missing_claude_command_fails_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="'no-such-claude' not found: run `make setup`"):
+        config_from_args(build_parser().parse_args(["serve", "--claude-cmd", "no-such-claude"]))
