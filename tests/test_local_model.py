@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from hotsvc.config import BASE_ARGS
 from hotsvc.localmodel import MODEL_NAME, LocalModelServer, reply_for
 from hotsvc.localmodel.script import StallReply, TextReply, ToolUseReply
 
@@ -395,13 +396,7 @@ async def claude(
     with stderr_path.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             str(claude_bin),
-            "-p",
-            "--input-format",
-            "stream-json",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-            "--include-partial-messages",
+            *BASE_ARGS,
             *args,
             cwd=home,
             env=claude_env(server, home, **env),
