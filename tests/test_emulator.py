@@ -184,11 +184,18 @@ async def test_interrupt_mid_stream_then_next_turn_works(spawn: Spawn) -> None:
     await emu.send(control("req_int", "interrupt"))
     msgs = await emu.read_until(lambda m: m["type"] == "result")
 
-    assert [m["type"] for m in msgs] == ["control_response", "assistant", "user", "result"]
-    response, partial, marker, result = msgs
-    assert response["response"] == {"subtype": "success", "request_id": "req_int"}
+    # As CLI 2.1.330 does it: the partial assistant, the marker, then the stream closes.
+    kinds = [event_type(m) or m["type"] for m in msgs]
+    assert kinds == ["control_response", "assistant", "user", "content_block_stop",
+                     "message_delta", "message_stop", "result"]
+    response, partial, marker, _stop, delta, message_stop, result = msgs
+    assert response["response"] == {"subtype": "success", "request_id": "req_int",
+                                     "response": {"still_queued": []}}
     assert assistant_text(partial) == "word0 "
+    assert partial["aborted"] is True
     assert marker["message"]["content"][0]["text"] == "[Request interrupted by user]"
+    assert delta["event"]["delta"]["stop_reason"] is None
+    assert message_stop["abandoned_blocks"]["from_block_index"] == 1
     assert result["subtype"] == "error_during_execution"
     assert result["is_error"] is True
     assert result["terminal_reason"] == "aborted_streaming"
@@ -213,7 +220,7 @@ async def test_interrupt_while_idle_only_acknowledges(spawn: Spawn) -> None:
     await emu.send(control("i1", "interrupt"))
     assert await emu.read() == {
         "type": "control_response",
-        "response": {"subtype": "success", "request_id": "i1"},
+        "response": {"subtype": "success", "request_id": "i1", "response": {"still_queued": []}},
     }
     assert (await emu.turn("hi"))[-1]["result"] == "echo: hi"
 
@@ -318,3 +325,118 @@ async def test_stderr_noise_every_turn(spawn: Spawn) -> None:
     await emu.turn("two")
     assert await emu.close_and_wait() == 0
     assert len((await emu.stderr()).splitlines()) == 2
+
+
+async def test_result_fields_in_the_real_cli_order(spawn: Spawn) -> None:
+    emu = await spawn()
+    line = ""
+    await emu.send(user("Remember 1"))
+    while '"result"' not in line or not line.startswith('{"duration_api_ms"'):
+        line = await emu.read_line()
+    result = json.loads(line)
+    # CLI 2.1.330 does not put "type" first: readers must not rely on field order.
+    assert next(iter(result)) != "type"
+    assert (result["type"], result["result"]) == ("result", "OK")
+
+
+async def test_echo_and_recall_say_what_the_local_model_says(spawn: Spawn) -> None:
+    emu = await spawn()
+    assert (await emu.turn("What number?"))[-1]["result"] == "I was not asked to remember a number."
+    assert (await emu.turn("echo hello there"))[-1]["result"] == "echo: hello there"
+
+
+@pytest.mark.parametrize(("status", "retry_error"), [(500, "server_error"), (529, "overloaded")])
+async def test_api_failure_retries_then_reports_an_error_result(
+        spawn: Spawn, status: int, retry_error: str) -> None:
+    emu = await spawn("--include-partial-messages", CLAUDE_CODE_MAX_RETRIES="2")
+    msgs = await emu.turn(f"fail{status} please")
+
+    kinds = [m.get("subtype") if m["type"] == "system" else m["type"] for m in msgs]
+    assert kinds == ["init", "status", "api_retry", "api_retry", "assistant", "result"]
+    retries = [m for m in msgs if m.get("subtype") == "api_retry"]
+    assert [(r["attempt"], r["max_retries"], r["error_status"], r["error"]) for r in retries] == [
+        (1, 2, status, retry_error), (2, 2, status, retry_error)]
+    assert all(r["retry_delay_ms"] > 0 for r in retries)
+    synthetic, result = msgs[-2:]
+    assert synthetic["message"]["model"] == "<synthetic>"
+    assert synthetic["error"] == "server_error"
+    assert result["subtype"] == "success" and result["is_error"] is True
+    assert result["api_error_status"] == status
+    assert result["terminal_reason"] == "api_error"
+    assert result["result"].startswith(f"API Error: {status} ")
+    assert (await emu.turn("Remember 3"))[-1]["result"] == "OK"
+
+
+async def test_interrupt_while_waiting_to_retry(spawn: Spawn) -> None:
+    emu = await spawn("--include-partial-messages", HOTSVC_EMU_RETRY_DELAY="30")
+    await emu.send(user("fail500"))
+    await emu.read_until(lambda m: m.get("subtype") == "api_retry")
+    await emu.send(control("i1", "interrupt"))
+    msgs = await emu.read_until(lambda m: m["type"] == "result")
+    # Nothing streamed, so no assistant and no stream events to close.
+    assert [m["type"] for m in msgs] == ["control_response", "user", "result"]
+    assert msgs[-1]["subtype"] == "error_during_execution"
+
+
+async def test_stall_waits_for_an_interrupt(spawn: Spawn) -> None:
+    emu = await spawn("--include-partial-messages")
+    await emu.send(user("stall"))
+    await emu.read_until(lambda m: event_type(m) == "message_start")
+    await emu.send(control("i1", "interrupt"))
+    msgs = await emu.read_until(lambda m: m["type"] == "result")
+    kinds = [event_type(m) or m["type"] for m in msgs]
+    assert kinds == ["control_response", "user", "message_delta", "message_stop", "result"]
+    assert msgs[-2]["abandoned_blocks"]["from_block_index"] == 0
+    assert msgs[-1]["terminal_reason"] == "aborted_streaming"
+
+
+async def test_tool_turn_runs_bash_when_allowed(spawn: Spawn) -> None:
+    emu = await spawn("--allowedTools", "Bash")
+    msgs = await emu.turn("run tool: echo from-bash")
+
+    kinds = [m.get("subtype") if m["type"] == "system" else m["type"] for m in msgs]
+    assert kinds == ["init", "assistant", "assistant", "user", "assistant", "result"]
+    preamble, tool_use = (m["message"]["content"][0] for m in msgs[1:3])
+    assert preamble["type"] == "text"
+    assert (tool_use["name"], tool_use["input"]["command"]) == ("Bash", "echo from-bash")
+    (tool_result,) = msgs[3]["message"]["content"]
+    assert tool_result["tool_use_id"] == tool_use["id"]
+    assert (tool_result["content"], tool_result["is_error"]) == ("from-bash", False)
+    assert msgs[-1]["result"] == 'Bash tool said: "from-bash"'
+    assert msgs[-1]["num_turns"] == 2
+
+
+async def test_tool_turn_streams_each_api_message(spawn: Spawn) -> None:
+    emu = await spawn("--include-partial-messages")
+    msgs = await emu.turn("run tool")  # `echo hi` is read-only: no permission needed
+
+    kinds = [event_type(m) or m.get("status") or m.get("subtype") or m["type"] for m in msgs]
+    collapsed = [k for i, k in enumerate(kinds) if not i or k != kinds[i - 1]]
+    one_call = ["message_start",
+                "content_block_start", "content_block_delta", "assistant", "content_block_stop",
+                "message_delta", "message_stop"]
+    tool_call = [*one_call[:5], *one_call[1:5], *one_call[5:]]  # text, then tool_use
+    assert collapsed == ["init", "requesting", *tool_call, "user", "requesting", *one_call,
+                         "success"]
+    starts = [m["event"]["content_block"]["type"] for m in msgs
+              if event_type(m) == "content_block_start"]
+    assert starts == ["text", "tool_use", "text"]
+    json_parts = [m["event"]["delta"]["partial_json"] for m in msgs
+                  if event_type(m) == "content_block_delta"
+                  and m["event"]["delta"]["type"] == "input_json_delta"]
+    assert json.loads("".join(json_parts))["command"] == "echo hi"
+    assert msgs[-1]["result"] == 'Bash tool said: "hi"'
+
+
+async def test_tool_turn_denies_a_command_that_needs_permission(
+        spawn: Spawn, tmp_path: Path) -> None:
+    emu = await spawn()
+    msgs = await emu.turn("run tool: touch made-by-tool")
+    kinds = [m.get("subtype") if m["type"] == "system" else m["type"] for m in msgs]
+    assert kinds == ["init", "assistant", "assistant", "permission_denied", "user", "assistant",
+                     "result"]
+    (tool_result,) = msgs[4]["message"]["content"]
+    assert tool_result["is_error"] is True
+    assert msgs[-1]["result"].startswith("Bash tool failed: ")
+    assert [d["tool_name"] for d in msgs[-1]["permission_denials"]] == ["Bash"]
+    assert not (tmp_path / "work" / "made-by-tool").exists()

@@ -6,6 +6,11 @@ JSON lines in on stdin, JSON lines out on stdout, one ``result`` per user turn,
 ``control_request``/``control_response`` for initialize and interrupt. The "model"
 is a script (see ``classify``) and env knobs inject faults (see ``Knobs``).
 
+Where the local scripted model (hotsvc.localmodel) has the same trigger ("Remember N",
+"What number?", "slow", "echo X", "fail500"/"fail529", "stall", "run tool[: CMD]"), the
+emulator answers as the real CLI 2.1.330 does against it: tests/test_fidelity.py runs the
+same scenarios on both through hotsvc and compares what callers see.
+
 Only light stdlib modules are imported: the pool measures spawn-to-first-turn.
 """
 
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
+import random
 import re
 import stat
 import sys
@@ -48,6 +55,7 @@ SLASH_COMMANDS = ["clear", "compact", "config", "context", "init", "review", "us
 AGENTS = ["claude", "Explore", "general-purpose", "Plan", "statusline-setup"]
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
+PERMISSION_HINT = "Claude Code asks before a shell command that may change files; allow Bash"
 SLOW_WORDS = 30
 GARBAGE_LINE = "this is not json"
 CRASH_DELTA = "partial "
@@ -73,6 +81,7 @@ class Options:
     resume: str | None
     model: str
     permission_mode: str
+    allowed_tools: tuple[str, ...]
     disallowed_tools: tuple[str, ...]
     persist: bool
 
@@ -101,7 +110,9 @@ def parse_options(argv: list[str]) -> Options:
     p.add_argument("--no-session-persistence", action="store_true")
     ns, _unknown = p.parse_known_args(argv)
     # The real CLI takes "A,B" as well as "A B" for tool lists.
-    disallowed = tuple(t for arg in ns.disallowedTools for t in re.split(r"[,\s]+", arg) if t)
+    def tools(args: list[str]) -> tuple[str, ...]:
+        return tuple(t for arg in args for t in re.split(r"[,\s]+", arg) if t)
+
     return Options(
         print_mode=ns.print_mode,
         input_format=ns.input_format,
@@ -112,7 +123,8 @@ def parse_options(argv: list[str]) -> Options:
         resume=ns.resume,
         model=ns.model,
         permission_mode=ns.permission_mode,
-        disallowed_tools=disallowed,
+        allowed_tools=tools(ns.allowedTools),
+        disallowed_tools=tools(ns.disallowedTools),
         persist=not ns.no_session_persistence,
     )
 
@@ -128,7 +140,12 @@ def argv_error(opts: Options) -> str | None:
 
 @dataclass(frozen=True)
 class Knobs:
-    """Timing and fault injection, from HOTSVC_EMU_* environment variables."""
+    """Timing and fault injection, from HOTSVC_EMU_* environment variables.
+
+    ``max_retries`` is the real CLI's own CLAUDE_CODE_MAX_RETRIES; ``retry_delay`` is how
+    long the emulator really waits before each retry (the reported delay is the real
+    CLI's backoff, which would make tests slow).
+    """
 
     token_delay: float
     slow_delay: float
@@ -136,6 +153,8 @@ class Knobs:
     crash_code: int
     crash_after_turns: int | None
     stderr_noise: bool
+    retry_delay: float
+    max_retries: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Knobs:
@@ -147,18 +166,44 @@ class Knobs:
             crash_code=int(env.get("HOTSVC_EMU_CRASH_CODE", "3")),
             crash_after_turns=int(after) if after else None,
             stderr_noise=env.get("HOTSVC_EMU_STDERR_NOISE", "") not in ("", "0"),
+            retry_delay=float(env.get("HOTSVC_EMU_RETRY_DELAY", "0")),
+            max_retries=int(env.get("CLAUDE_CODE_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
         )
 
 
 # ---------------------------------------------------------------- the scripted model
 
+# Triggers shared with the local scripted model (hotsvc.localmodel.script), so one scenario
+# runs alike here and on the real CLI against that model (tests/test_fidelity.py).
+FAIL_RE = re.compile(r"\bfail(500|529)\b", re.IGNORECASE)
+STALL_RE = re.compile(r"\bstall\b", re.IGNORECASE)
+RUN_TOOL_RE = re.compile(r"\brun\s+tool\b(?::\s*(.+))?", re.IGNORECASE | re.DOTALL)
+ECHO_RE = re.compile(r"^\s*echo\b[:\s]*", re.IGNORECASE)
+NO_NUMBER_TEXT = "I was not asked to remember a number."
+DEFAULT_TOOL_COMMAND = "echo hi"
+TOOL_PREAMBLE = "Running a scripted Bash command."
+TOOL_DESCRIPTION = "Run a command scripted by the emulator"
+# Bash commands the real CLI runs without asking; any other needs --allowedTools Bash
+# (or --permission-mode bypassPermissions), else it is denied: -p mode has no one to ask.
+READ_ONLY_COMMANDS = frozenset({"echo", "ls", "pwd", "cat", "true", "date", "whoami"})
+SHELL_WRITES = re.compile(r"[>;&|`]|\$\(")
+
+# HTTP status -> (error message, api_retry "error", result "api_error_type"), as recorded.
+API_ERRORS = {
+    500: ("Internal server error", "server_error", "api_error"),
+    529: ("Overloaded", "overloaded", "overloaded_error"),
+}
+# The real CLI's default retry budget (CLAUDE_CODE_MAX_RETRIES overrides it).
+DEFAULT_MAX_RETRIES = 10
+
 
 @dataclass(frozen=True)
 class Intent:
-    """What a prompt asks of the scripted model; ``arg`` is its number, if any."""
+    """What a prompt asks of the scripted model: ``arg`` is its number, ``command`` a tool's."""
 
-    kind: str  # crash | hang | huge | slow | remember | recall | echo
+    kind: str  # crash | hang | huge | fail | stall | tool | slow | remember | recall | echo
     arg: int = 0
+    command: str = ""
 
 
 def classify(text: str) -> Intent:
@@ -170,6 +215,12 @@ def classify(text: str) -> Intent:
         return Intent("hang")
     if huge := HUGE_RE.search(text):
         return Intent("huge", int(huge.group(1)))
+    if fail := FAIL_RE.search(text):
+        return Intent("fail", int(fail.group(1)))
+    if STALL_RE.search(text):
+        return Intent("stall")
+    if tool := RUN_TOOL_RE.search(text):
+        return Intent("tool", command=(tool.group(1) or "").strip() or DEFAULT_TOOL_COMMAND)
     if "slow" in lowered:
         return Intent("slow")
     if remember := REMEMBER_RE.search(text):
@@ -191,6 +242,10 @@ class Reply:
         return "".join(self.chunks)
 
 
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text) or [text]
+
+
 def compose_reply(intent: Intent, prompt: str, number: int | None, knobs: Knobs) -> Reply:
     """The scripted model's answer; ``number`` is what it was last told to remember."""
     if intent.kind == "huge":
@@ -200,10 +255,79 @@ def compose_reply(intent: Intent, prompt: str, number: int | None, knobs: Knobs)
     if intent.kind == "remember":
         text = "OK"
     elif intent.kind == "recall":
-        text = str(number) if number is not None else "I don't remember a number."
+        text = str(number) if number is not None else NO_NUMBER_TEXT
+    elif ECHO_RE.match(prompt):
+        text = f"echo: {ECHO_RE.sub('', prompt, count=1)}"  # "echo X" says X, as scripted
     else:
         text = f"echo: {prompt}"
-    return Reply(WORD_RE.findall(text) or [text], knobs.token_delay)
+    return Reply(words(text), knobs.token_delay)
+
+
+def tool_report(output: str, is_error: bool) -> str:
+    """What the scripted model says once it has a tool's result."""
+    verb = "failed" if is_error else "said"
+    return f"Bash tool {verb}: {json.dumps(output, ensure_ascii=False)}"
+
+
+def api_error_text(status: int) -> str:
+    message = API_ERRORS[status][0]
+    return (
+        f"API Error: {status} {message} (hotsvc-emulator). This is a server-side issue, "
+        "usually temporary — try again in a moment."
+    )
+
+
+def retry_delay_ms(attempt: int) -> int:
+    """The real CLI's backoff: 0.5 s doubling to 32 s, plus up to 25% jitter."""
+    base = min(500 << min(attempt - 1, 16), 32_000)
+    return int(base * (1 + 0.25 * random.random()))
+
+
+def needs_permission(command: str) -> bool:
+    """Whether the real CLI would ask before running this Bash command."""
+    parts = command.split()
+    return not parts or parts[0] not in READ_ONLY_COMMANDS or bool(SHELL_WRITES.search(command))
+
+
+@dataclass(frozen=True)
+class Block:
+    """One content block of a scripted API message and the pieces it streams in."""
+
+    content: Json  # the whole block, as the assistant message carries it
+    pieces: list[str]  # text deltas, or a tool_use's input JSON in parts
+    delay: float = 0.0
+
+    @classmethod
+    def text(cls, chunks: list[str], delay: float = 0.0) -> Block:
+        return cls({"type": "text", "text": "".join(chunks)}, chunks, delay)
+
+    @classmethod
+    def tool_use(cls, tool_id: str, name: str, tool_input: Json) -> Block:
+        arguments = json.dumps(tool_input)
+        half = len(arguments) // 2
+        content = {"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}
+        return cls(content, [arguments[:half], arguments[half:]])
+
+    def start(self) -> Json:
+        """The block as content_block_start announces it: empty."""
+        if self.content["type"] == "text":
+            return {"type": "text", "text": ""}
+        return {**self.content, "input": {}}
+
+    def delta(self, piece: str) -> Json:
+        if self.content["type"] == "text":
+            return {"type": "text_delta", "text": piece}
+        return {"type": "input_json_delta", "partial_json": piece}
+
+
+@dataclass
+class ApiCall:
+    """The API message being streamed now: what an interrupt has to close."""
+
+    message_id: str
+    blocks_started: int = 0
+    open_block: Block | None = None
+    sent: str = ""  # the open block's streamed text
 
 
 def prompt_text(msg: Json) -> str:
@@ -402,6 +526,8 @@ class Session:
         self.turn_running = False
         self.hung = False
         self.billed_turns = 0  # successful turns; cost and modelUsage are per process
+        self.message_ids = itertools.count(1)
+        self.call: ApiCall | None = None  # the API message streaming now
         self.results = 0
         self.last_ok = True
 
@@ -446,8 +572,8 @@ class Session:
         request = msg.get("request")
         subtype = request.get("subtype") if isinstance(request, dict) else None
         if subtype == "interrupt":
-            # The recording's interrupt success carries no "response" object.
-            self.out.send(self._control_response(request_id, None))
+            # CLI 2.1.330 lists the prompts still queued behind the interrupted turn.
+            self.out.send(self._control_response(request_id, {"still_queued": []}))
             if self.turn_running:
                 self.interrupt.set()
         elif subtype == "initialize":
@@ -519,6 +645,7 @@ class Session:
         started = time.monotonic()
         self.interrupt.clear()
         self.turn_running = True
+        self.call = None
         try:
             intent = classify(prompt)
             self.transcript.append("user", prompt)
@@ -537,48 +664,147 @@ class Session:
                 self.out.raw(GARBAGE_LINE)
             if intent.kind == "remember":
                 self.number = intent.arg
-            reply = compose_reply(intent, prompt, self.number, self.knobs)
-            sent, interrupted = await self._stream(reply)
-            if interrupted:
-                self._finish_interrupted(sent, started)
-            else:
-                self._finish(reply.text, started)
+            await self._answer(intent, prompt, started)
+        except Interrupted:
+            self._finish_interrupted(started)
         finally:
             self.turn_running = False
+            self.call = None
 
-    async def _stream(self, reply: Reply) -> tuple[str, bool]:
-        """Stream the reply's deltas; the text sent and whether an interrupt stopped it."""
-        if self.opts.include_partial:
-            self._send_stream_head()
-        sent: list[str] = []
-        for i, chunk in enumerate(reply.chunks):
-            if await self._pause(reply.delay if i else 0.0):
-                return "".join(sent), True
+    async def _answer(self, intent: Intent, prompt: str, started: float) -> None:
+        """Play the scripted model's part of the turn, through to its result."""
+        if intent.kind == "fail":
+            await self._fail_api(intent.arg, started)
+            return
+        if intent.kind == "stall":
+            self._start_call()  # the stream starts, then nothing more until an interrupt
+            await self._wait(None)
+        if intent.kind == "tool":
+            await self._tool_turn(intent.command, started)
+            return
+        reply = compose_reply(intent, prompt, self.number, self.knobs)
+        await self._api_call([Block.text(reply.chunks, reply.delay)], "end_turn")
+        self._finish(reply.text, started, num_turns=1)
+
+    async def _api_call(self, blocks: list[Block], stop_reason: str) -> None:
+        """Stream one API message: per block its deltas, then its complete assistant line."""
+        call = self._start_call()
+        for index, block in enumerate(blocks):
+            call.blocks_started, call.open_block, call.sent = index + 1, block, ""
             if self.opts.include_partial:
-                self._send_event(
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": chunk},
-                    }
-                )
-            sent.append(chunk)
-        return "".join(sent), await self._pause(0.0)
+                start = {"type": "content_block_start", "index": index}
+                self._send_event({**start, "content_block": block.start()})
+            for position, piece in enumerate(block.pieces):
+                await self._wait(block.delay if position else 0.0)
+                if self.opts.include_partial:
+                    delta = {"type": "content_block_delta", "index": index}
+                    self._send_event({**delta, "delta": block.delta(piece)})
+                if block.content["type"] == "text":
+                    call.sent += piece
+            await self._wait(0.0)  # an interrupt that came with the last piece still counts
+            self.out.send(self._assistant([block.content]))
+            call.open_block = None
+            if self.opts.include_partial:
+                self._send_event({"type": "content_block_stop", "index": index})
+        if self.opts.include_partial:
+            self._send_event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": TURN_OUTPUT_TOKENS},
+                }
+            )
+            self._send_event({"type": "message_stop"})
+        self.call = None
 
-    async def _pause(self, seconds: float) -> bool:
-        """Wait between deltas, waking early on interrupt; True if interrupted."""
-        if seconds <= 0:
+    def _start_call(self) -> ApiCall:
+        self.call = ApiCall(f"msg_emu_{next(self.message_ids):06d}")
+        if self.opts.include_partial:
+            self._send_event({"type": "message_start", "message": self._message([])}, ttft_ms=1)
+        return self.call
+
+    async def _wait(self, seconds: float | None) -> None:
+        """Pause (None: until interrupted), waking early on interrupt; raises Interrupted."""
+        if seconds is not None and seconds <= 0:
             await asyncio.sleep(0)  # let a pending control request be read
-            return self.interrupt.is_set()
-        try:
-            await asyncio.wait_for(self.interrupt.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+        elif seconds is None:
+            await self.interrupt.wait()
+        else:
+            try:
+                await asyncio.wait_for(self.interrupt.wait(), seconds)
+            except TimeoutError:
+                return
+        if self.interrupt.is_set():
+            raise Interrupted
+
+    async def _fail_api(self, status: int, started: float) -> None:
+        """The API answers every attempt with ``status``: retries, then an error result."""
+        _message, retry_error, _type = API_ERRORS[status]
+        for attempt in range(1, self.knobs.max_retries + 1):
+            self.out.send(
+                {
+                    "type": "system",
+                    "subtype": "api_retry",
+                    "attempt": attempt,
+                    "max_retries": self.knobs.max_retries,
+                    "retry_delay_ms": retry_delay_ms(attempt),
+                    "error_status": status,
+                    "error": retry_error,
+                    "session_id": self.session_id,
+                    "uuid": _uuid(),
+                }
+            )
+            await self._wait(self.knobs.retry_delay)
+        self.out.send(self._synthetic_error(status))
+        self._send_result(self._api_error_result(status, started), ok=False)
+
+    async def _tool_turn(self, command: str, started: float) -> None:
+        """A Bash tool_use, its result (run, or denied), then a reply quoting it."""
+        tool_id = f"toolu_emu_{uuid.uuid4().hex[:24]}"
+        tool_input = {"command": command, "description": TOOL_DESCRIPTION}
+        preamble = Block.text(words(TOOL_PREAMBLE), self.knobs.token_delay)
+        await self._api_call([preamble, Block.tool_use(tool_id, "Bash", tool_input)], "tool_use")
+        denials: list[Json] = []
+        if self._may_run(command):
+            output, is_error = await run_bash(command, self.cwd)
+        else:
+            output, is_error = f"{command} needs approval: {PERMISSION_HINT}", True
+            denials.append({"tool_name": "Bash", "tool_use_id": tool_id, "tool_input": tool_input})
+            self.out.send(
+                {
+                    "type": "system",
+                    "subtype": "permission_denied",
+                    "tool_name": "Bash",
+                    "tool_use_id": tool_id,
+                    "message": output,
+                    "uuid": _uuid(),
+                    "session_id": self.session_id,
+                }
+            )
+        self.out.send(self._tool_result(tool_id, output, is_error))
+        if self.opts.include_partial:
+            self.out.send(self._status())  # the second API call of the turn
+        text = tool_report(output, is_error)
+        await self._api_call([Block.text(words(text), self.knobs.token_delay)], "end_turn")
+        self._finish(text, started, num_turns=2, denials=denials)
+
+    def _may_run(self, command: str) -> bool:
+        return (
+            "Bash" in self.opts.allowed_tools
+            or self.opts.permission_mode == "bypassPermissions"
+            or not needs_permission(command)
+        )
 
     def _crash(self) -> NoReturn:
         if self.opts.include_partial:
-            self._send_stream_head()
+            self._start_call()
+            self._send_event(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
             self._send_event(
                 {
                     "type": "content_block_delta",
@@ -599,26 +825,20 @@ class Session:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    def _finish(self, text: str, started: float) -> None:
-        self.out.send(self._assistant(text))
-        if self.opts.include_partial:
-            self._send_event({"type": "content_block_stop", "index": 0})
-            self._send_event(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": TURN_OUTPUT_TOKENS},
-                }
-            )
-            self._send_event({"type": "message_stop"})
+    def _finish(
+        self, text: str, started: float, num_turns: int, denials: list[Json] | None = None
+    ) -> None:
         self.transcript.append("assistant", text)
         self.billed_turns += 1
-        self._send_result(self._success_result(text, started), ok=True)
+        result = self._success_result(text, started, num_turns, denials or [])
+        self._send_result(result, ok=True)
 
-    def _finish_interrupted(self, sent: str, started: float) -> None:
-        if sent:
-            self.out.send(self._assistant(sent))
-            self.transcript.append("assistant", sent)
+    def _finish_interrupted(self, started: float) -> None:
+        """As recorded: the partial assistant (aborted), the marker, then the stream closes."""
+        call = self.call
+        if call is not None and call.open_block is not None and call.sent:
+            self.out.send(self._assistant([{"type": "text", "text": call.sent}], aborted=True))
+            self.transcript.append("assistant", call.sent)
         self.out.send(
             {
                 "type": "user",
@@ -632,6 +852,25 @@ class Session:
                 "timestamp": iso_now(),
             }
         )
+        if call is not None and self.opts.include_partial:
+            if call.open_block is not None:
+                self._send_event({"type": "content_block_stop", "index": call.blocks_started - 1})
+            self._send_event(
+                {
+                    "type": "message_delta",
+                    "context_management": None,
+                    "delta": {
+                        "container": None,
+                        "stop_details": None,
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                    },
+                    "usage": {"input_tokens": TURN_INPUT_TOKENS, "output_tokens": 1},
+                }
+            )
+            abandoned = {"api_message_id": call.message_id, "from_block_index": call.blocks_started}
+            self._send_event({"type": "message_stop"}, abandoned_blocks=abandoned)
+        self.call = None
         self._send_result(self._interrupted_result(started), ok=False)
 
     def _send_result(self, result: Json, ok: bool) -> None:
@@ -675,13 +914,13 @@ class Session:
             "type": "system",
             "subtype": "status",
             "status": "requesting",
-            "uuid": _uuid(),
             "session_id": self.session_id,
+            "uuid": _uuid(),
         }
 
     def _message(self, content: list[Json]) -> Json:
         return {
-            "id": "msg_1",
+            "id": self.call.message_id if self.call else f"msg_emu_{next(self.message_ids):06d}",
             "type": "message",
             "role": "assistant",
             "model": api_model(self.opts.model),
@@ -691,28 +930,59 @@ class Session:
             "usage": {"input_tokens": TURN_INPUT_TOKENS, "output_tokens": 1},
         }
 
-    def _assistant(self, text: str) -> Json:
-        message = self._message([{"type": "text", "text": text}])
+    def _assistant(self, content: list[Json], aborted: bool = False) -> Json:
+        message = self._message(content)
         message["context_management"] = None
-        return {
+        msg: Json = {
             "type": "assistant",
             "message": message,
             "parent_tool_use_id": None,
             "session_id": self.session_id,
             "uuid": _uuid(),
+            "timestamp": iso_now(),
+        }
+        if aborted:
+            msg["aborted"] = True
+        return msg
+
+    def _synthetic_error(self, status: int) -> Json:
+        """The assistant message the real CLI makes up when the API keeps failing."""
+        return {
+            "type": "assistant",
+            "message": {
+                "id": _uuid(),
+                "model": "<synthetic>",
+                "role": "assistant",
+                "stop_reason": "stop_sequence",
+                "stop_sequence": "",
+                "type": "message",
+                "usage": usage_block(0, 0),
+                "content": [{"type": "text", "text": api_error_text(status)}],
+                "context_management": None,
+            },
+            "parent_tool_use_id": None,
+            "session_id": self.session_id,
+            "uuid": _uuid(),
+            "timestamp": iso_now(),
+            "error": "server_error",
+            "is_api_error_message": True,
+            "api_error_status": status,
+            "api_error_type": API_ERRORS[status][2],
         }
 
-    def _send_stream_head(self) -> None:
-        self._send_event({"type": "message_start", "message": self._message([])}, ttft_ms=1)
-        self._send_event(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            }
-        )
+    def _tool_result(self, tool_id: str, output: str, is_error: bool) -> Json:
+        block = {"tool_use_id": tool_id, "type": "tool_result", "content": output,
+                 "is_error": is_error}
+        return {
+            "type": "user",
+            "message": {"role": "user", "content": [block]},
+            "parent_tool_use_id": None,
+            "session_id": self.session_id,
+            "uuid": _uuid(),
+            "timestamp": iso_now(),
+        }
 
-    def _send_event(self, event: Json, ttft_ms: int | None = None) -> None:
+    def _send_event(self, event: Json, ttft_ms: int | None = None, **extra: Any) -> None:
         msg: Json = {
             "type": "stream_event",
             "event": event,
@@ -720,9 +990,11 @@ class Session:
             "parent_tool_use_id": None,
             "uuid": _uuid(),
         }
+        if self.call is not None:
+            msg["api_message_id"] = self.call.message_id
         if ttft_ms is not None:
             msg["ttft_ms"] = ttft_ms
-        self.out.send(msg)
+        self.out.send({**msg, **extra})
 
     def _cost(self) -> float:
         return round(TURN_COST_USD * self.billed_turns, 6)
@@ -744,40 +1016,39 @@ class Session:
             }
         }
 
-    def _success_result(self, text: str, started: float) -> Json:
+    # Result lines keep the real CLI's field order: "type" is not first (CLI 2.1.330).
+
+    def _success_result(
+        self, text: str, started: float, num_turns: int, denials: list[Json]
+    ) -> Json:
         duration_ms = _ms_since(started)
         return {
-            "type": "result",
-            "subtype": "success",
-            "is_error": False,
-            "api_error_status": None,
-            "duration_ms": duration_ms,
             "duration_api_ms": duration_ms,
-            "ttft_ms": 1,
-            "ttft_stream_ms": 1,
-            "time_to_request_ms": 0,
-            "num_turns": 1,
-            "result": text,
             "stop_reason": "end_turn",
             "session_id": self.session_id,
             "total_cost_usd": self._cost(),
-            "usage": usage_block(TURN_INPUT_TOKENS, TURN_OUTPUT_TOKENS),
+            "usage": usage_block(TURN_INPUT_TOKENS * num_turns, TURN_OUTPUT_TOKENS * num_turns),
             "modelUsage": self._model_usage(),
-            "permission_denials": [],
+            "permission_denials": denials,
             "terminal_reason": "completed",
             "fast_mode_state": "off",
+            "is_error": False,
+            "num_turns": num_turns,
+            "subtype": "success",
+            "api_error_status": None,
+            "result": text,
+            "ttft_ms": 1,
+            "type": "result",
+            "duration_ms": duration_ms,
             "uuid": _uuid(),
+            "ttft_stream_ms": 1,
+            "time_to_request_ms": 0,
         }
 
     def _interrupted_result(self, started: float) -> Json:
-        # Field order, num_turns 2 and the diagnostic in "errors" are as recorded.
+        # num_turns 2 and the diagnostic in "errors" are as recorded.
         return {
-            "type": "result",
-            "subtype": "error_during_execution",
-            "duration_ms": _ms_since(started),
             "duration_api_ms": 0,
-            "is_error": True,
-            "num_turns": 2,
             "stop_reason": None,
             "session_id": self.session_id,
             "total_cost_usd": self._cost(),
@@ -786,9 +1057,59 @@ class Session:
             "permission_denials": [],
             "terminal_reason": "aborted_streaming",
             "fast_mode_state": "off",
-            "uuid": _uuid(),
+            "is_error": True,
+            "num_turns": 2,
+            "subtype": "error_during_execution",
             "errors": ["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"],
+            "type": "result",
+            "duration_ms": _ms_since(started),
+            "uuid": _uuid(),
         }
+
+    def _api_error_result(self, status: int, started: float) -> Json:
+        # As recorded: subtype "success" yet is_error, with the API's status and type.
+        return {
+            "duration_api_ms": 0,
+            "stop_reason": "stop_sequence",
+            "session_id": self.session_id,
+            "total_cost_usd": self._cost(),
+            "usage": usage_block(0, 0),
+            "modelUsage": self._model_usage(),
+            "permission_denials": [],
+            "terminal_reason": "api_error",
+            "fast_mode_state": "off",
+            "is_error": True,
+            "num_turns": 1,
+            "subtype": "success",
+            "api_error_status": status,
+            "api_error_type": API_ERRORS[status][2],
+            "result": api_error_text(status),
+            "type": "result",
+            "duration_ms": _ms_since(started),
+            "uuid": _uuid(),
+        }
+
+
+class Interrupted(Exception):
+    """An interrupt control request stopped the running turn."""
+
+
+async def run_bash(command: str, cwd: str) -> tuple[str, bool]:
+    """Run a Bash tool call for real: its output, and whether it failed."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    stdout, _ = await proc.communicate()
+    output = stdout.decode(errors="replace").rstrip("\n")
+    if proc.returncode:
+        return f"Exit code {proc.returncode}\n{output}".rstrip("\n"), True
+    return output, False
 
 
 def _uuid() -> str:
