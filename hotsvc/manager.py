@@ -13,7 +13,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from hotsvc import background
 from hotsvc.config import ServiceConfig
@@ -94,27 +94,34 @@ class SessionManager:
 
     @contextlib.asynccontextmanager
     async def attach(self, session_id: str, profile_name: str, owner: str = "",
+                     stream_alive: Callable[[], bool] | None = None,
                      ) -> AsyncIterator[tuple[Session, Start]]:
-        """Open a new session or re-attach to a known one, for the duration of a stream."""
+        """Open a new session or re-attach to a known one, for the duration of a stream.
+
+        `stream_alive` says whether the attaching RPC is still there; each attach needs
+        its own (the attachment is identified by it).
+        """
+        stream_alive = stream_alive or (lambda: True)
         if self.draining:
             raise Draining("hotsvc is shutting down and opens no sessions; retry on another "
                            "instance or after it restarts")
         if session_id:
             session = self._attachable(session_id)
-            session.attached = True  # claimed before any await: one stream per session
+            session.attachment = stream_alive  # claimed before any await: one stream each
             try:
                 _, resumed = await session.ensure_process()
             except BaseException:
-                session.attached = False
+                session.attachment = None
                 raise
             start = Start.RESUMED if resumed else Start.ATTACHED
         else:
             session, start = await self._open(profile_name, owner)
-            session.attached = True
+            session.attachment = stream_alive
         try:
             yield session, start
         finally:
-            session.attached = False
+            if session.attachment is stream_alive:  # not taken over by a newer stream
+                session.attachment = None
 
     def _attachable(self, session_id: str) -> Session:
         check_session_id(session_id)

@@ -95,8 +95,9 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                     "the first request of a Prompt stream must be `open`: send "
                     "open{} for a new session or open{session_id} to re-attach")
             request = first.open
-            async with self._manager.attach(request.session_id, request.profile,
-                                            owner_of(context)) as (session, start):
+            async with self._manager.attach(
+                    request.session_id, request.profile, owner_of(context),
+                    stream_alive=lambda: not context.done()) as (session, start):
                 yield messages.opened(session, start, request.include_last_result)
                 async for response in self._converse(session, request_iterator,
                                                      request.include_raw_json):

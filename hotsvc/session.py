@@ -14,6 +14,7 @@ import enum
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,7 +108,10 @@ class Session:
         self.last_active_at = time.time()
         self.turns_completed = turns
         self.process_turns = 0  # turns on the current process, for recycling
-        self.attached = False
+        # The attached stream, as "is it still there?"; a stream whose RPC already ended
+        # (say, at its deadline) no longer holds the session, even before its handler
+        # has unwound, so the caller's immediate re-attach is not refused.
+        self.attachment: Callable[[], bool] | None = None
         self.closed = False
         self.last_turn_id = ""
         self.last_result: Result | None = None
@@ -122,6 +126,10 @@ class Session:
     @property
     def busy(self) -> bool:
         return self._running is not None
+
+    @property
+    def attached(self) -> bool:
+        return self.attachment is not None and self.attachment()
 
     @property
     def live(self) -> bool:

@@ -232,3 +232,28 @@ async def test_sigkill_of_the_service_leaves_no_child(tmp_path: Path) -> None:
             await server.proc.wait()
     for pid in children:
         await wait_dead(pid)
+
+
+async def test_reattach_right_after_a_deadline_is_not_refused(tmp_path: Path) -> None:
+    """A separate server process: the caller's re-attach may beat the handler's unwinding."""
+    env = {"CLAUDE_CONFIG_DIR": str(tmp_path), "HOTSVC_EMU_SLOW_DELAY": "10"}
+    async with (ServerProcess("--pool-size", "0", env=env) as server,
+                grpc.aio.insecure_channel(server.address) as channel):
+        stub = pb_grpc.HotSessionStub(channel)
+        talk = Conversation(stub)
+        session_id = (await talk.open()).session_id
+        assert (await talk.ask("Remember 42")).text == "OK"
+        await talk.finish()
+
+        call = stub.Prompt(request_iterator=None, timeout=2.0)
+        await call.write(pb.PromptRequest(open=pb.OpenSession(session_id=session_id)))
+        await call.write(pb.PromptRequest(turn=pb.UserTurn(text="slow, very slow")))
+        try:
+            while True:
+                await call.read()
+        except grpc.aio.AioRpcError as expired:
+            assert expired.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        again = Conversation(stub)
+        assert (await again.open(session_id=session_id)).start == pb.SESSION_START_ATTACHED
+        assert (await again.ask("What number?")).text == "42"
