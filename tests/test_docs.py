@@ -1,7 +1,8 @@
-"""Every shell recipe in README.md and docs/grpcurl.md runs, with the real grpcurl.
+"""Every recipe in README.md and docs/grpcurl.md runs: grpcurl for real, Python examples too.
 
-A recipe is a ```sh block; the `<!-- expect: ... -->` comments right after it name
-text its output must contain. Blocks run in document order against one live service.
+A recipe is a ```sh block using grpcurl, or a ```python block that talks to the service;
+the `<!-- expect: ... -->` comments right after it name text its output must contain.
+Blocks run in document order against one live service.
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ from tests.conftest import BIN, DEADLINE, Conversation, StartService
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", REPO / "docs" / "grpcurl.md"]
-RECIPE = re.compile(r"```sh\n(?P<script>.*?)```\n(?P<expects>(?:<!-- expect: .*? -->\n)*)",
-                    re.DOTALL)
+RECIPE = re.compile(
+    r"```(?P<lang>sh|python)\n(?P<script>.*?)```\n(?P<expects>(?:<!-- expect: .*? -->\n)*)",
+    re.DOTALL)
 EXPECT = re.compile(r"<!-- expect: (.*?) -->")
 
 
 def recipes(doc: Path) -> list[tuple[str, list[str]]]:
-    found = [(m["script"], EXPECT.findall(m["expects"])) for m in RECIPE.finditer(doc.read_text())]
-    return [(script, expects) for script, expects in found if "grpcurl" in script]
+    """Runnable blocks as shell scripts: grpcurl recipes, and Python examples that call us."""
+    found = []
+    for match in RECIPE.finditer(doc.read_text()):
+        script = match["script"]
+        if match["lang"] == "python":
+            if "localhost:50051" not in script:
+                continue
+            script = f"python - <<'PYTHON'\n{script}PYTHON\n"
+        elif "grpcurl" not in script:
+            continue
+        found.append((script, EXPECT.findall(match["expects"])))
+    return found
 
 
 def test_every_recipe_states_what_it_prints() -> None:

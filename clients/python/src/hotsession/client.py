@@ -142,6 +142,8 @@ class Session:
         self._half_closed = False
         self._closed = False
         self._error: HotSessionError | None = None
+        # Set when the service announced it is draining: finish up, re-attach later.
+        self.go_away: pb.GoAway | None = None
         self._reader = asyncio.create_task(self._read(), name=f"hotsession-{self.session_id}")
 
     @property
@@ -236,10 +238,11 @@ class Session:
             self._pending.remove(turn)
 
     def _route(self, event: pb.PromptResponse) -> Turn | None:
-        turn = self._by_id.get(event.turn_id)
-        if turn is None and self._pending:
-            turn = self._pending[0]  # a server that does not echo ids: turns run in order
-        return turn
+        if not event.turn_id:  # heartbeat, go_away: the session's, not a turn's
+            if event.HasField("go_away"):
+                self.go_away = event.go_away
+            return None
+        return self._by_id.get(event.turn_id)
 
     async def _read(self) -> None:
         error: HotSessionError = SessionClosedError(
