@@ -1,29 +1,83 @@
-"""Errors a caller can act on; the gRPC layer maps each kind to its status code."""
+"""Errors a caller can act on; the gRPC layer maps each kind to its status code.
+
+Each kind has a stable `reason` (sent as google.rpc.ErrorInfo.reason, so a client can
+branch on it without parsing the message) and may carry `metadata`: the figures the
+message quotes (session id, capacity, limits), as lowerCamelCase string pairs. Kinds a
+retry can cure also say after how long (`retry_after`, sent as google.rpc.RetryInfo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 
 class ServiceError(Exception):
     """Base class: the message tells the caller what to do."""
 
+    reason: ClassVar[str] = "SERVICE_ERROR"
+    # Seconds after which the same request may succeed; None: retrying as is will not help.
+    retry_after: ClassVar[float | None] = None
+
+    def __init__(self, message: str, *, metadata: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = {key: str(value) for key, value in (metadata or {}).items()}
+
 
 class InvalidRequest(ServiceError):
-    pass
+    """The request itself is wrong; `field` names the part to fix (a google.rpc.BadRequest)."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, message: str, *, field: str,
+                 metadata: Mapping[str, object] | None = None) -> None:
+        super().__init__(message, metadata={"field": field, **(metadata or {})})
+        self.field = field
 
 
 class SessionNotFound(ServiceError):
-    pass
+    reason = "SESSION_NOT_FOUND"
+
+
+class ProfileNotFound(ServiceError):
+    """The profile an `open` names is not configured."""
+
+    reason = "PROFILE_NOT_FOUND"
 
 
 class SessionBusy(ServiceError):
     """The session already has a stream attached."""
 
+    reason = "SESSION_ATTACHED"
+
 
 class CapacityExhausted(ServiceError):
-    pass
+    reason = "CAPACITY_EXHAUSTED"
+    retry_after = 1.0  # a turn ends or a session closes, and its slot can be reclaimed
 
 
 class Draining(ServiceError):
     """The service is shutting down and takes no new work."""
 
+    reason = "DRAINING"
+    retry_after = 1.0  # on another instance, or this one once restarted
+
 
 class SpawnFailed(ServiceError):
     """Claude Code could not be started."""
+
+    reason = "SPAWN_FAILED"
+    retry_after = 2.0  # a start-up that timed out may succeed; a wrong command will not
+
+
+def clip(text: str, limit: int = 64) -> str:
+    """`text` shortened for quoting in an error: status trailers have a size limit (8-16 KiB
+    in most clients) past which the caller gets RESOURCE_EXHAUSTED instead of the error."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+# Every reason a caller may see, for clients and tests to check against.
+REASONS: frozenset[str] = frozenset(
+    kind.reason for kind in (InvalidRequest, SessionNotFound, ProfileNotFound, SessionBusy,
+                             CapacityExhausted, Draining, SpawnFailed))

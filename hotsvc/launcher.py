@@ -75,7 +75,9 @@ class Launcher:
             if for_pool or not (self.reclaim() or self.stats.in_flight):
                 raise CapacityExhausted(
                     f"all {self.max_live} session slots are in use by live sessions; "
-                    "close an idle session with CloseSession or retry later"
+                    "close an idle session with CloseSession or retry later",
+                    metadata={"maxSessions": self.max_live, "liveProcesses": self.live,
+                              "spawning": self.stats.in_flight},
                 )
             self._sessions_waiting += 1
             try:
@@ -143,7 +145,8 @@ class Launcher:
         except OSError as exc:
             raise SpawnFailed(
                 f"cannot start Claude Code ({argv[0]}): {exc}; check --claude-cmd / "
-                "HOTSVC_CLAUDE_CMD and the profile's cwd"
+                "HOTSVC_CLAUDE_CMD and the profile's cwd",
+                metadata={"profile": profile.name, "command": argv[0]},
             ) from exc
 
     async def _prime(self, process: ClaudeProcess) -> None:
@@ -165,7 +168,8 @@ class Launcher:
                 raise
             raise SpawnFailed(
                 f"Claude Code process {process.pid} did not start: {exc}; "
-                f"stderr: {process.stderr_tail() or '(empty)'}"
+                f"stderr: {process.stderr_tail() or '(empty)'}",
+                metadata={"pid": process.pid},
             ) from exc
 
     async def _release_on_exit(self, process: ClaudeProcess) -> None:

@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from hotsvc import background
 from hotsvc.config import ServiceConfig
-from hotsvc.errors import Draining, InvalidRequest, SessionBusy, SessionNotFound
+from hotsvc.errors import (
+    Draining,
+    InvalidRequest,
+    ProfileNotFound,
+    SessionBusy,
+    SessionNotFound,
+    clip,
+)
 from hotsvc.launcher import Launcher
 from hotsvc.pool import WarmPool
 from hotsvc.process import ClaudeProcess
@@ -41,8 +48,9 @@ def check_session_id(session_id: str) -> None:
         uuid.UUID(session_id)
     except ValueError:
         raise InvalidRequest(
-            f"session_id {session_id!r} is not a UUID; leave it empty to open a new "
-            "session, or pass the id from SessionOpened") from None
+            f"session_id {clip(session_id)!r} is not a UUID; leave it empty to open a new "
+            "session, or pass the id from SessionOpened",
+            field="session_id", metadata={"sessionId": clip(session_id)}) from None
 
 
 class SessionManager:
@@ -104,7 +112,8 @@ class SessionManager:
         stream_alive = stream_alive or (lambda: True)
         if self.draining:
             raise Draining("hotsvc is shutting down and opens no sessions; retry on another "
-                           "instance or after it restarts")
+                           "instance or after it restarts",
+                           metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"})
         if session_id:
             session = self._attachable(session_id)
             session.attachment = stream_alive  # claimed before any await: one stream each
@@ -128,17 +137,21 @@ class SessionManager:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionNotFound(f"no session {session_id}; it was closed or never "
-                                  "existed; open a new session with an empty session_id")
+                                  "existed; open a new session with an empty session_id",
+                                  metadata={"sessionId": session_id})
         if session.attached:
             raise SessionBusy(f"session {session_id} already has a stream attached; one "
-                              "stream per session: end that stream first")
+                              "stream per session: end that stream first",
+                              metadata={"sessionId": session_id})
         return session
 
     async def _open(self, profile_name: str, owner: str) -> tuple[Session, Start]:
         profile = self.config.profile(profile_name)
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
-            raise SessionNotFound(f"unknown profile {profile_name!r}; known profiles: {known}")
+            raise ProfileNotFound(f"unknown profile {clip(profile_name)!r}; known profiles: "
+                                  f"{known}", metadata={"profile": clip(profile_name),
+                                                        "knownProfiles": known})
         first_turn_done = asyncio.Event()
         process = self.pools[profile.name].take(hold_refill=first_turn_done)
         if process is not None:
@@ -162,7 +175,8 @@ class SessionManager:
     async def resume_process(self, session: Session) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
         if self.draining:
-            raise Draining("hotsvc is shutting down")
+            raise Draining("hotsvc is shutting down",
+                           metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"})
         process = await self.launcher.spawn(session.profile, for_pool=False,
                                             session_id=session.id,
                                             resume=session.turns_completed > 0)
@@ -207,7 +221,8 @@ class SessionManager:
         check_session_id(session_id)
         session = self.sessions.pop(session_id, None)
         if session is None:
-            raise SessionNotFound(f"no session {session_id}; nothing to close")
+            raise SessionNotFound(f"no session {session_id}; nothing to close",
+                                  metadata={"sessionId": session_id})
         self.registry.forget(session_id)
         return await session.close()
 

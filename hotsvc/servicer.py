@@ -12,21 +12,12 @@ import grpc
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc import errors, messages
+from hotsvc import errors, messages, status
 from hotsvc.manager import SessionManager
 from hotsvc.protocol import Result
 from hotsvc.session import Session, Turn, TurnState
 
 log = logging.getLogger(__name__)
-
-STATUS = {
-    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.SessionNotFound: grpc.StatusCode.NOT_FOUND,
-    errors.SessionBusy: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Draining: grpc.StatusCode.UNAVAILABLE,
-    errors.SpawnFailed: grpc.StatusCode.UNAVAILABLE,
-}
 
 # What the reader hands the writer: a turn to stream, a request error, or the end.
 Inbox = asyncio.Queue[Turn | errors.ServiceError | None]
@@ -34,6 +25,7 @@ T = TypeVar("T")
 # How often a waiting stream checks whether it owes a heartbeat or a go_away.
 TICK_SECONDS = 1.0
 OWNER_KEY = "hotsvc-owner"
+OWNER_BIN_KEY = OWNER_KEY + "-bin"  # the same, as UTF-8 bytes, for owners beyond ASCII
 
 
 def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -41,6 +33,14 @@ def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == OWNER_KEY:
             return str(value)
+        if key == OWNER_BIN_KEY:
+            try:
+                return value.decode("utf-8") if isinstance(value, bytes) else value
+            except UnicodeDecodeError as exc:
+                raise errors.InvalidRequest(
+                    f"metadata {OWNER_BIN_KEY} is not valid UTF-8 ({exc.reason} at byte "
+                    f"{exc.start}): send the owner's name UTF-8 encoded, or as plain "
+                    f"ASCII in {OWNER_KEY}", field=f"metadata.{OWNER_BIN_KEY}") from None
     return str(context.peer())
 
 
@@ -93,7 +93,8 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
             if first is None or first.WhichOneof("request") != "open":
                 raise errors.InvalidRequest(
                     "the first request of a Prompt stream must be `open`: send "
-                    "open{} for a new session or open{session_id} to re-attach")
+                    "open{} for a new session or open{session_id} to re-attach",
+                    field="open")
             request = first.open
             async with self._manager.attach(
                     request.session_id, request.profile, owner_of(context),
@@ -103,7 +104,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                                                      request.include_raw_json):
                     yield response
         except errors.ServiceError as exc:
-            await context.abort(STATUS[type(exc)], str(exc))
+            await context.abort_with_status(status.grpc_status(exc))  # type: ignore[attr-defined]  # missing from grpc-stubs
 
     async def _converse(self, session: Session, requests: AsyncIterator[pb.PromptRequest],
                         include_raw_json: bool) -> AsyncIterator[pb.PromptResponse]:
@@ -154,10 +155,12 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                 elif kind == "open":
                     raise errors.InvalidRequest(
                         "`open` may only be the first request of a Prompt stream; this stream "
-                        f"is attached to session {session.id}: start a new stream to open another")
+                        f"is attached to session {session.id}: start a new stream to open another",
+                        field="open", metadata={"sessionId": session.id})
                 else:
                     raise errors.InvalidRequest(
-                        "empty PromptRequest: set one of open, turn or interrupt")
+                        "empty PromptRequest: set one of open, turn or interrupt",
+                        field="request")
         except errors.ServiceError as exc:
             inbox.put_nowait(exc)
         finally:
@@ -165,12 +168,14 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
 
     def _check_turn(self, turn: pb.UserTurn) -> None:
         if not turn.text.strip():
-            raise errors.InvalidRequest("turn.text is empty: send the prompt text")
+            raise errors.InvalidRequest("turn.text is empty: send the prompt text",
+                                        field="turn.text")
         limit = self._manager.config.max_turn_chars
         if len(turn.text) > limit:
             raise errors.InvalidRequest(
                 f"turn.text has {len(turn.text)} characters, over the limit of {limit}; "
-                "split the prompt or raise --max-turn-chars")
+                "split the prompt or raise --max-turn-chars",
+                field="turn.text", metadata={"length": len(turn.text), "limit": limit})
 
     async def PoolStatus(
         self,
@@ -187,5 +192,5 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         try:
             exit_code = await self._manager.close_session(request.session_id)
         except errors.ServiceError as exc:
-            await context.abort(STATUS[type(exc)], str(exc))
+            await context.abort_with_status(status.grpc_status(exc))  # type: ignore[attr-defined]  # missing from grpc-stubs
         return pb.CloseSessionResponse(session_id=request.session_id, exit_code=exit_code)

@@ -1,0 +1,297 @@
+"""Every bad input gets the right status, a message that says what to do, and details a
+client can branch on (google.rpc.ErrorInfo, BadRequest, RetryInfo), read the way a
+client reads them: `grpc_status.rpc_status.from_call` on the failed call."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
+from grpc_status import rpc_status
+from hotsession.v1 import hotsession_pb2 as pb
+
+from hotsvc.config import DEFAULT_PROFILE, Profile
+from hotsvc.errors import REASONS
+from hotsvc.status import DOMAIN
+from tests.conftest import Conversation, StartService
+
+
+@dataclass
+class Refusal:
+    """A failed call as a client sees it: status, message, and the rich details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+    field: str | None  # from BadRequest
+    retry_delay: float | None  # from RetryInfo, in seconds
+
+
+def refusal(error: grpc.aio.AioRpcError) -> Refusal:
+    # from_call raises if the trailer's code or message differ from the call's own.
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    assert status is not None, f"no google.rpc.Status details on {error!r}"
+    infos: list[Any] = []
+    fields: list[Any] = []
+    delays: list[Any] = []
+    for packed in status.details:
+        for kind, found in ((error_details_pb2.ErrorInfo, infos),
+                            (error_details_pb2.BadRequest, fields),
+                            (error_details_pb2.RetryInfo, delays)):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                found.append(detail)
+    (info,) = infos
+    assert info.domain == DOMAIN and info.reason in REASONS, info
+    assert len(fields) <= 1 and len(delays) <= 1
+    field = None
+    if fields:
+        (violation,) = fields[0].field_violations
+        assert violation.description == status.message
+        field = violation.field
+    return Refusal(
+        code=error.code(), message=str(error.details()), reason=info.reason,
+        metadata=dict(info.metadata), field=field,
+        retry_delay=delays[0].retry_delay.ToNanoseconds() / 1e9 if delays else None)
+
+
+async def refused_open(talk: Conversation, **open_args: Any) -> Refusal:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await talk.open(**open_args)
+    return refusal(failed.value)
+
+
+async def refused_read(talk: Conversation) -> Refusal:
+    """The stream's next read fails: the answer to what was just sent."""
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        while True:  # turns sent before the bad request still stream their events first
+            await talk.read()
+    return refusal(failed.value)
+
+
+# -- INVALID_ARGUMENT ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [
+    pb.PromptRequest(turn=pb.UserTurn(text="hi")),
+    pb.PromptRequest(interrupt=pb.Interrupt()),
+], ids=["turn", "interrupt"])
+async def test_a_stream_must_open_first(start_service: StartService,
+                                        first: pb.PromptRequest) -> None:
+    live = await start_service()
+    talk = Conversation(live.stub)
+    await talk.send(first)
+    got = await refused_read(talk)
+    assert (got.code, got.reason, got.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "open")
+    assert "send open{} for a new session or open{session_id} to re-attach" in got.message
+    assert got.retry_delay is None  # the same request can never succeed
+    assert (await live.status()).sessions == []  # nothing was opened
+
+
+async def test_a_second_open_on_one_stream(start_service: StartService) -> None:
+    live = await start_service()
+    talk = Conversation(live.stub)
+    opened = await talk.open()
+    assert (await talk.ask("Remember 6")).text == "OK"
+    await talk.send(pb.PromptRequest(open=pb.OpenSession()))
+    got = await refused_read(talk)
+    assert (got.code, got.reason, got.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "open")
+    assert got.metadata["sessionId"] == opened.session_id
+    assert "start a new stream to open another" in got.message
+    # The refusal ended the stream, not the session: it re-attaches with its memory.
+    again = Conversation(live.stub)
+    assert (await again.open(session_id=opened.session_id)).pid == opened.pid
+    assert (await again.ask("What number?")).text == "6"
+
+
+@pytest.mark.parametrize("text", ["", " \n\t "], ids=["empty", "blank"])
+async def test_empty_turn_text(start_service: StartService, text: str) -> None:
+    live = await start_service()
+    talk = Conversation(live.stub)
+    await talk.open()
+    await talk.send(pb.PromptRequest(turn=pb.UserTurn(text=text)))
+    got = await refused_read(talk)
+    assert (got.code, got.reason, got.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "turn.text")
+    assert got.message == "turn.text is empty: send the prompt text"
+    assert (await live.status()).sessions[0].turns == 0  # never reached the process
+
+
+async def test_oversized_turn_text(start_service: StartService) -> None:
+    live = await start_service(max_turn_chars=100)
+    talk = Conversation(live.stub)
+    await talk.open()
+    at_limit = "x" * 100
+    assert (await talk.ask(at_limit)).text == f"echo: {at_limit}"
+    # Sent right behind an accepted turn: that one still gets its result, then the refusal.
+    await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="Remember 4", turn_id="ok")))
+    await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="y" * 101, turn_id="too-long")))
+    events = await talk.until_result()
+    assert (events[-1].turn_id, events[-1].result.text) == ("ok", "OK")
+    got = await refused_read(talk)
+    assert (got.code, got.reason, got.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "turn.text")
+    assert (got.metadata["length"], got.metadata["limit"]) == ("101", "100")
+    assert "101 characters, over the limit of 100" in got.message
+    assert "split the prompt or raise --max-turn-chars" in got.message
+    assert (await live.status()).sessions[0].turns == 2
+
+
+# A long id is quoted shortened: status trailers over 8-16 KiB reach the caller as
+# RESOURCE_EXHAUSTED ("metadata size exceeds limit"), not as this error.
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "z" * 100_000], ids=["short", "100k"])
+async def test_malformed_session_id(start_service: StartService, bad_id: str) -> None:
+    live = await start_service()
+    opening = await refused_open(Conversation(live.stub), session_id=bad_id)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await live.stub.CloseSession(pb.CloseSessionRequest(session_id=bad_id))
+    closing = refusal(failed.value)
+    for got in (opening, closing):
+        assert (got.code, got.reason, got.field) == (
+            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "session_id")
+        assert "is not a UUID; leave it empty to open a new session, or pass the id " \
+               "from SessionOpened" in got.message
+        assert bad_id[:10] in got.message and bad_id[:10] in got.metadata["sessionId"]
+        assert len(got.message) < 300
+
+
+async def test_owner_metadata_that_is_not_utf8(start_service: StartService) -> None:
+    # Plain (ASCII) metadata values are checked by the client library itself; only a
+    # `-bin` header can carry arbitrary bytes to the server.
+    live = await start_service()
+    talk = Conversation(live.stub, metadata=(("hotsvc-owner-bin", b"team \xff\xfe"),))
+    got = await refused_open(talk)
+    assert (got.code, got.reason, got.field) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata.hotsvc-owner-bin")
+    assert "is not valid UTF-8" in got.message
+    assert "send the owner's name UTF-8 encoded" in got.message
+    assert (await live.status()).sessions == []
+
+    good = Conversation(live.stub, metadata=(("hotsvc-owner-bin", "équipe".encode()),))
+    opened = await good.open()
+    # The owner is not part of PoolStatus; read it where the service keeps it.
+    assert live.service.manager.sessions[opened.session_id].owner == "équipe"
+
+
+# -- NOT_FOUND -----------------------------------------------------------------------
+
+
+async def test_reattach_to_a_session_that_never_existed(start_service: StartService) -> None:
+    live = await start_service()
+    never = str(uuid.uuid4())
+    got = await refused_open(Conversation(live.stub), session_id=never)
+    assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+    assert got.metadata == {"sessionId": never}
+    assert "open a new session with an empty session_id" in got.message
+    assert got.field is None and got.retry_delay is None
+
+
+async def test_reattach_to_a_closed_session(start_service: StartService) -> None:
+    live = await start_service()
+    talk = Conversation(live.stub)
+    opened = await talk.open()
+    assert (await talk.ask("Remember 2")).text == "OK"
+    assert await talk.finish() == grpc.StatusCode.OK
+    await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+
+    got = await refused_open(Conversation(live.stub), session_id=opened.session_id)
+    assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+    assert got.metadata == {"sessionId": opened.session_id}
+    assert "it was closed or never existed" in got.message
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+    again = refusal(failed.value)
+    assert (again.code, again.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
+    assert again.message == f"no session {opened.session_id}; nothing to close"
+
+
+async def test_unknown_profile(start_service: StartService) -> None:
+    profiles = {name: Profile(name=name, pool_size=0) for name in (DEFAULT_PROFILE, "review")}
+    live = await start_service(profiles=profiles)
+    got = await refused_open(Conversation(live.stub), profile="nope")
+    assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "PROFILE_NOT_FOUND")
+    assert got.metadata == {"profile": "nope", "knownProfiles": "default, review"}
+    assert got.message == "unknown profile 'nope'; known profiles: default, review"
+    assert (await Conversation(live.stub).open(profile="review")).profile == "review"
+
+
+# -- FAILED_PRECONDITION -------------------------------------------------------------
+
+
+async def test_second_stream_on_an_attached_session(start_service: StartService) -> None:
+    live = await start_service()
+    holder = Conversation(live.stub)
+    opened = await holder.open()
+    got = await refused_open(Conversation(live.stub), session_id=opened.session_id)
+    assert (got.code, got.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "SESSION_ATTACHED")
+    assert got.metadata == {"sessionId": opened.session_id}
+    assert "one stream per session: end that stream first" in got.message
+    assert got.retry_delay is None  # waiting alone does not help: the holder must let go
+
+    assert await holder.finish() == grpc.StatusCode.OK  # ... and once it has:
+    assert (await Conversation(live.stub).open(session_id=opened.session_id)).pid == opened.pid
+
+
+# -- RESOURCE_EXHAUSTED and UNAVAILABLE: RetryInfo -----------------------------------
+
+
+async def test_capacity_exhausted_says_the_figures_and_when_to_retry(
+        start_service: StartService) -> None:
+    live = await start_service(max_sessions=2)
+    first, second = Conversation(live.stub), Conversation(live.stub)
+    await first.open()
+    await second.open()  # both attached: neither can be evicted
+    got = await refused_open(Conversation(live.stub))
+    assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CAPACITY_EXHAUSTED")
+    assert got.message == ("all 2 session slots are in use by live sessions; close an idle "
+                           "session with CloseSession or retry later")
+    assert got.metadata == {"maxSessions": "2", "liveProcesses": "2", "spawning": "0"}
+    assert got.retry_delay is not None and got.retry_delay > 0
+
+    # A retry can succeed: once a session is left idle, a new one takes its slot.
+    assert await first.finish() == grpc.StatusCode.OK
+    assert (await Conversation(live.stub).open()).start == pb.SESSION_START_COLD
+
+
+async def test_draining_is_unavailable_with_retry_info(start_service: StartService) -> None:
+    live = await start_service(child_env={"HOTSVC_EMU_SLOW_DELAY": "0.05"})
+    talk = Conversation(live.stub)
+    opened = await talk.open()
+    await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="slow please")))
+    while not (await talk.read()).HasField("text_delta"):
+        pass
+    stopping = asyncio.create_task(live.service.stop())
+    while not (await talk.read()).HasField("go_away"):
+        pass
+
+    for open_args in ({}, {"session_id": opened.session_id}):
+        got = await refused_open(Conversation(live.stub), **open_args)
+        assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "DRAINING")
+        assert "retry on another instance or after it restarts" in got.message
+        assert got.retry_delay is not None and got.retry_delay > 0
+        assert float(got.metadata["drainSecondsLeft"]) >= 0
+    assert not (await talk.until_result())[-1].result.is_error
+    await stopping
+
+
+async def test_spawn_failure_is_unavailable_with_retry_info(
+        start_service: StartService, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    live = await start_service(profiles={DEFAULT_PROFILE: Profile(
+        name=DEFAULT_PROFILE, pool_size=0, cwd=str(missing))})
+    got = await refused_open(Conversation(live.stub))
+    assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "SPAWN_FAILED")
+    assert "check --claude-cmd / HOTSVC_CLAUDE_CMD and the profile's cwd" in got.message
+    assert str(missing) in got.message
+    assert got.metadata["profile"] == DEFAULT_PROFILE
+    assert got.retry_delay is not None and got.retry_delay > 0
