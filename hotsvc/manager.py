@@ -199,7 +199,9 @@ class SessionManager:
             return False
         victim = min(idle, key=lambda s: s.last_active_at)
         log.info("evicting the process of idle session %s to make room", victim.id)
-        background.spawn(victim.stop())
+        process = victim.release_process()  # now: no re-attach may pick it up meanwhile
+        if process is not None:
+            background.spawn(process.close())
         return True
 
     async def _reap_idle(self) -> None:

@@ -248,10 +248,21 @@ class Session:
             return f"{rss_mb} MB resident"
         return ""
 
+    def release_process(self) -> ClaudeProcess | None:
+        """Take the process from the session at once (it resumes later); the caller ends it.
+
+        Synchronous on purpose: from this moment no open or turn can pick the process up,
+        even before it has finished exiting.
+        """
+        process, self.process = self.process, None
+        return process
+
     async def stop(self) -> None:
-        """End the process, keep the conversation (idle timeout, eviction, recycling)."""
-        if self.process is not None:
-            await self.process.close()
+        """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
+        async with self._spawning:  # a process still starting is ended too, not leaked
+            process = self.release_process()
+        if process is not None:
+            await process.close()
 
     async def _exited_result(self, process: ClaudeProcess) -> Result:
         await process.wait_exited()
@@ -288,9 +299,9 @@ class Session:
     async def close(self) -> int:
         """End the session for good: queued turns end with an error result."""
         self.closed = True
-        if self.process is None:
-            return 0
-        return await self.process.close()
+        async with self._spawning:
+            process = self.release_process()
+        return await process.close() if process is not None else 0
 
 
 def resident_mb(pid: int) -> int:
