@@ -29,7 +29,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc import protocol
 from hotsvc.config import BASE_ARGS
-from hotsvc.local import OFFLINE_ENV, PROJECT_CLAUDE
+from hotsvc.local import PROJECT_CLAUDE, local_model_env
 
 PROMPT = "Remember 42"
 
@@ -279,8 +279,7 @@ async def run_real(turns: int, sessions: int) -> str:
     model, url = await local_model_process()
     try:
         with tempfile.TemporaryDirectory() as home:
-            env = {**OFFLINE_ENV, "ANTHROPIC_BASE_URL": url,
-                   "ANTHROPIC_API_KEY": "bench-local-model", "HOME": home, "TMPDIR": home}
+            env = {**local_model_env(url, Path(home) / ".claude"), "HOME": home, "TMPDIR": home}
             return await run([str(PROJECT_CLAUDE)],
                              "Real Claude Code CLI against the local scripted model",
                              turns, sessions, env, cold_one_shot=True)

@@ -80,10 +80,6 @@ class ServiceConfig:
     heartbeat_interval: float = 30.0  # under nginx's 60 s grpc_read_timeout
     interrupt_on_disconnect: bool = True  # else a turn whose caller left runs to its end
 
-    @property
-    def default_profile(self) -> Profile:
-        return self.profiles[DEFAULT_PROFILE]
-
     def profile(self, name: str) -> Profile | None:
         return self.profiles.get(name or DEFAULT_PROFILE)
 

@@ -35,6 +35,19 @@ def has_credentials(env: Mapping[str, str]) -> bool:
     return (config_dir / ".credentials.json").exists()  # `claude login`
 
 
+def local_model_env(url: str, config_dir: Path) -> dict[str, str]:
+    """The environment that points the real CLI at a local model at `url`.
+
+    Transcripts of a scripted model go to `config_dir`, out of the user's own ~/.claude.
+    """
+    return {
+        **OFFLINE_ENV,
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_API_KEY": "hotsvc-local-model",
+        "CLAUDE_CONFIG_DIR": str(config_dir),
+    }
+
+
 @contextlib.contextmanager
 def local_model(config_dir: Path) -> Iterator[dict[str, str]]:
     """Run the local scripted model; yields the environment that points children at it."""
@@ -42,13 +55,7 @@ def local_model(config_dir: Path) -> Iterator[dict[str, str]]:
 
     config_dir.mkdir(parents=True, exist_ok=True)
     with LocalModelServer(host="127.0.0.1", port=0) as server:
-        yield {
-            **OFFLINE_ENV,
-            "ANTHROPIC_BASE_URL": server.url,
-            "ANTHROPIC_API_KEY": "hotsvc-local-model",
-            # Transcripts of a scripted model stay out of the user's own ~/.claude.
-            "CLAUDE_CONFIG_DIR": str(config_dir),
-        }
+        yield local_model_env(server.url, config_dir)
 
 
 def wants_local_model(mode: str, claude_cmd_given: bool,

@@ -17,7 +17,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.config import DEFAULT_PROFILE, Profile, ServiceConfig
-from hotsvc.local import OFFLINE_ENV
+from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.server import Service
 
@@ -128,10 +128,7 @@ def local_model(tmp_path: Path) -> Iterator[tuple[LocalModelServer, dict[str, st
     (home / "tmp").mkdir(parents=True)
     with LocalModelServer(host="127.0.0.1", port=0) as server:
         yield server, {
-            **OFFLINE_ENV,
-            "ANTHROPIC_BASE_URL": server.url,
-            "ANTHROPIC_API_KEY": "test-local-model",
-            "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+            **local_model_env(server.url, home / ".claude"),
             "HOME": str(home),
             "TMPDIR": str(home / "tmp"),  # the CLI leaves sockets here when killed
         }

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from hotsvc.config import BASE_ARGS
+from hotsvc.local import local_model_env
 from hotsvc.localmodel import MODEL_NAME, LocalModelServer, reply_for
 from hotsvc.localmodel.script import StallReply, TextReply, ToolUseReply
 
@@ -332,11 +333,7 @@ def claude_env(server: LocalModelServer, home: Path, **extra: str) -> dict[str, 
     scratch.mkdir(exist_ok=True)
     return {
         **inherited,
-        "ANTHROPIC_BASE_URL": server.url,
-        "ANTHROPIC_API_KEY": "sk-local-dummy",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        **local_model_env(server.url, home / ".claude"),
         "HOME": str(home),
         "TMPDIR": str(scratch),
         **extra,

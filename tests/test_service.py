@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import grpc
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
@@ -95,8 +98,6 @@ async def test_dead_idle_process_is_replaced_not_handed_out(
         start_service: StartService) -> None:
     live = await start_service(pool_size=1)
     (victim,) = (await live.status()).pools[0].idle_pids
-    import os
-    import signal
     os.kill(victim, signal.SIGKILL)
 
     async def replaced() -> bool:
