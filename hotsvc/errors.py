@@ -52,6 +52,12 @@ class SessionBusy(ServiceError):
     reason = "SESSION_ATTACHED"
 
 
+class SessionClosed(ServiceError):
+    """The session was closed (CloseSession) while this stream was attached to it."""
+
+    reason = "SESSION_CLOSED"
+
+
 class CapacityExhausted(ServiceError):
     reason = "CAPACITY_EXHAUSTED"
     retry_after = 1.0  # a turn ends or a session closes, and its slot can be reclaimed
@@ -71,6 +77,12 @@ class SpawnFailed(ServiceError):
     retry_after = 2.0  # a start-up that timed out may succeed; a wrong command will not
 
 
+class Internal(ServiceError):
+    """A bug: the message names an incident id to find in the service's log, nothing more."""
+
+    reason = "INTERNAL"
+
+
 def clip(text: str, limit: int = 64) -> str:
     """`text` shortened for quoting in an error: status trailers have a size limit (8-16 KiB
     in most clients) past which the caller gets RESOURCE_EXHAUSTED instead of the error."""
@@ -80,4 +92,4 @@ def clip(text: str, limit: int = 64) -> str:
 # Every reason a caller may see, for clients and tests to check against.
 REASONS: frozenset[str] = frozenset(
     kind.reason for kind in (InvalidRequest, SessionNotFound, ProfileNotFound, SessionBusy,
-                             CapacityExhausted, Draining, SpawnFailed))
+                             SessionClosed, CapacityExhausted, Draining, SpawnFailed, Internal))

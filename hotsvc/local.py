@@ -1,31 +1,22 @@
 """Which Claude Code to run, and the local scripted model when there are no credentials.
 
-`make run` on a fresh machine has the real CLI (installed by `make setup` under
-node_modules) but no Anthropic credentials. Rather than start sessions that can only fail,
-it points the CLI at hotsvc's local scripted Messages API and says so, loudly, once.
+`make run` on a fresh machine has the real CLI (`make setup` installs it under
+node_modules and puts it at the end of PATH) but no Anthropic credentials. Rather than
+start sessions that can only fail, it points the CLI at hotsvc's local scripted Messages
+API and says so, loudly, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PROJECT_CLAUDE = REPO / "node_modules" / ".bin" / "claude"
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
                    "ANTHROPIC_BASE_URL")
 # Keep the CLI to the one endpoint the local model serves.
 OFFLINE_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
-
-
-def default_claude_cmd() -> str:
-    """`claude` from PATH, else the project-local CLI that `make setup` installs."""
-    if shutil.which("claude") or not PROJECT_CLAUDE.exists():
-        return "claude"
-    return str(PROJECT_CLAUDE)
 
 
 def has_credentials(env: Mapping[str, str]) -> bool:

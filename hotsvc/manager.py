@@ -1,4 +1,4 @@
-"""The registry of sessions, the warm pools behind them, and their lifecycle policies.
+"""The sessions, the warm pools behind them, and their lifecycle policies.
 
 A session is a conversation; its process is a cache. Processes end (crash, idle timeout,
 eviction to make room, recycling, a service restart) and the conversation resumes in a
@@ -9,38 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
-from hotsvc import background
-from hotsvc.config import ServiceConfig
+from hotsvc.attachment import Attachment
+from hotsvc.capacity import Capacity, Slot
+from hotsvc.claude.process import ClaudeProcess
 from hotsvc.errors import (
     Draining,
     InvalidRequest,
     ProfileNotFound,
     SessionBusy,
+    SessionClosed,
     SessionNotFound,
     clip,
 )
 from hotsvc.launcher import Launcher
 from hotsvc.pool import WarmPool
-from hotsvc.process import ClaudeProcess
 from hotsvc.registry import Registry, SessionRecord
-from hotsvc.session import Session
+from hotsvc.session import OnProgress, Session
+from hotsvc.settings import ServiceConfig
+from hotsvc.snapshot import (
+    Opened,
+    PoolView,
+    SessionState,
+    SessionView,
+    Snapshot,
+    SpawnView,
+    Start,
+)
 
 log = logging.getLogger(__name__)
 
 
-class Start(enum.Enum):
-    """Where an opened session's process came from."""
-
-    WARM = "warm"
-    COLD = "cold"
-    ATTACHED = "attached"
-    RESUMED = "resumed"
+@dataclass(frozen=True)
+class OpenRequest:
+    session_id: str = ""  # empty: a new session
+    profile: str = ""
 
 
 def check_session_id(session_id: str) -> None:
@@ -54,87 +62,100 @@ def check_session_id(session_id: str) -> None:
 
 
 class SessionManager:
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, registry: Registry, launcher: Launcher,
+                 capacity: Capacity) -> None:
         self.config = config
-        data_dir = config.data_dir
-        self.registry = Registry(data_dir / "registry.sqlite3" if data_dir else None)
-        self.launcher = Launcher(config, self.registry)
-        self.pools = {name: WarmPool(profile, self.launcher)
-                      for name, profile in config.profiles.items()}
-        self.launcher.reclaim = self._reclaim_slot
-        self.sessions: dict[str, Session] = {}
+        self._registry = registry
+        self._launcher = launcher
+        self._capacity = capacity
+        self._pools = {name: WarmPool(profile, launcher, capacity)
+                       for name, profile in config.profiles.items()}
+        self._sessions: dict[str, Session] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._session_tasks: dict[str, asyncio.Task[None]] = {}
+        self._pool_tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
         self.draining = False
         self._drain_deadline = 0.0
-        self._reaper: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        swept = self.registry.sweep_orphans()
-        if swept:
-            log.warning("ended %d Claude Code processes left by a previous run", swept)
-        self._restore_sessions()
-        for pool in self.pools.values():
-            pool.start()
-        if self.config.idle_timeout > 0:
-            self._reaper = asyncio.create_task(self._reap_idle(), name="idle-reaper")
+    # -- running -------------------------------------------------------------------
+
+    async def run(self, started: asyncio.Event) -> None:
+        """Own the pools', sessions' and idle reaper's tasks until stop()."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            self._restore_sessions()
+            self._pool_tasks = [tasks.create_task(pool.run(), name=f"pool-{name}")
+                                for name, pool in self._pools.items()]
+            if self.config.idle_timeout > 0:
+                self._pool_tasks.append(tasks.create_task(self._reap_idle(), name="reaper"))
+            started.set()
+            await self._stopped.wait()
+            for task in [*self._pool_tasks, *self._session_tasks.values()]:
+                task.cancel()
 
     def _restore_sessions(self) -> None:
-        for record in self.registry.sessions():
+        for record in self._registry.sessions():
             profile = self.config.profile(record.profile)
             if profile is None:
                 log.warning("session %s needs profile %r, which is no longer configured",
                             record.id, record.profile)
                 continue
-            self.sessions[record.id] = Session(
-                record.id, profile, self.config, self, owner=record.owner,
-                created_at=record.created_at, turns=record.turns)
-        if self.sessions:
-            log.info("restored %d sessions; each resumes on its next open", len(self.sessions))
+            self._add(Session(record.id, profile, self.config, self, owner=record.owner,
+                              created_at=record.created_at, turns=record.turns))
+        if self._sessions:
+            log.info("restored %d sessions; each resumes on its next open", len(self._sessions))
+
+    def _add(self, session: Session) -> None:
+        assert self._tasks is not None
+        self._sessions[session.id] = session
+        self._session_tasks[session.id] = self._tasks.create_task(
+            session.run(), name=f"session-{session.id}")
 
     async def wait_ready(self) -> None:
         """Until every pool first reached its target (at once for pool size 0)."""
-        await asyncio.gather(*(pool.filled.wait() for pool in self.pools.values()))
+        await asyncio.gather(*(pool.filled.wait() for pool in self._pools.values()))
 
-    @property
-    def live_sessions(self) -> int:
-        return sum(1 for s in self.sessions.values() if s.live)
-
-    # -- opening and attaching ----------------------------------------------------
+    # -- opening and attaching -----------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def attach(self, session_id: str, profile_name: str, owner: str = "",
-                     stream_alive: Callable[[], bool] | None = None,
-                     ) -> AsyncIterator[tuple[Session, Start]]:
-        """Open a new session or re-attach to a known one, for the duration of a stream.
+    async def attach(self, request: OpenRequest, owner: str, alive: Callable[[], bool],
+                     progress: OnProgress | None = None,
+                     ) -> AsyncIterator[tuple[Attachment, Opened]]:
+        """Open a new session or re-attach to a known one, for the duration of a stream."""
+        self._refuse_if_draining()
+        if request.session_id:
+            session = self._attachable(request.session_id)
+            attachment = session.attachment = Attachment(session, self.config, alive)
+            try:  # claimed before any await: one stream per session
+                start = Start.RESUMED if await session.ensure_process(progress) \
+                    else Start.ATTACHED
+            except BaseException:
+                session.attachment = None
+                raise
+        else:
+            session, start = await self._open(request.profile, owner, progress)
+            attachment = session.attachment = Attachment(session, self.config, alive)
+        process = session.process
+        opened = Opened(session.id, start, process.pid if process else 0, session.profile.name,
+                        session.last_turn_id, session.last_result)
+        try:
+            yield attachment, opened
+        finally:
+            attachment.detach()
+            if session.attachment is attachment:
+                session.attachment = None
+            self._capacity.changed()  # an idle session may be evictable now
 
-        `stream_alive` says whether the attaching RPC is still there; each attach needs
-        its own (the attachment is identified by it).
-        """
-        stream_alive = stream_alive or (lambda: True)
+    def _refuse_if_draining(self) -> None:
         if self.draining:
             raise Draining("hotsvc is shutting down and opens no sessions; retry on another "
                            "instance or after it restarts",
                            metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"})
-        if session_id:
-            session = self._attachable(session_id)
-            session.attachment = stream_alive  # claimed before any await: one stream each
-            try:
-                _, resumed = await session.ensure_process()
-            except BaseException:
-                session.attachment = None
-                raise
-            start = Start.RESUMED if resumed else Start.ATTACHED
-        else:
-            session, start = await self._open(profile_name, owner)
-            session.attachment = stream_alive
-        try:
-            yield session, start
-        finally:
-            if session.attachment is stream_alive:  # not taken over by a newer stream
-                session.attachment = None
 
     def _attachable(self, session_id: str) -> Session:
         check_session_id(session_id)
-        session = self.sessions.get(session_id)
+        session = self._sessions.get(session_id)
         if session is None:
             raise SessionNotFound(f"no session {session_id}; it was closed or never "
                                   "existed; open a new session with an empty session_id",
@@ -145,7 +166,8 @@ class SessionManager:
                               metadata={"sessionId": session_id})
         return session
 
-    async def _open(self, profile_name: str, owner: str) -> tuple[Session, Start]:
+    async def _open(self, profile_name: str, owner: str,
+                    progress: OnProgress | None) -> tuple[Session, Start]:
         profile = self.config.profile(profile_name)
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
@@ -153,55 +175,63 @@ class SessionManager:
                                   f"{known}", metadata={"profile": clip(profile_name),
                                                         "knownProfiles": known})
         first_turn_done = asyncio.Event()
-        process = self.pools[profile.name].take(hold_refill=first_turn_done)
+        process = self._pools[profile.name].take(hold_refill=first_turn_done)
         if process is not None:
-            self.launcher.stats.warm_starts += 1
+            self._launcher.stats.warm_starts += 1
             start = Start.WARM
         else:
-            process = await self.launcher.spawn(profile, for_pool=False)
-            self.launcher.stats.cold_starts += 1
+            slot = await self._slot(progress)
+            process = await self._launcher.spawn(profile, slot)
+            self._launcher.stats.cold_starts += 1
             start = Start.COLD
         session = Session(process.session_id, profile, self.config, self, process,
                           owner=owner, first_turn_done=first_turn_done)
-        self.sessions[session.id] = session
-        self.registry.save(SessionRecord(session.id, profile.name, owner, profile.cwd,
-                                         session.created_at, session.last_active_at, 0))
+        self._add(session)
+        self._registry.save(SessionRecord(session.id, profile.name, owner, profile.cwd,
+                                          session.created_at, session.last_active_at, 0))
         log.info("session %s opened %s (pid %d, profile %s)",
                  session.id, start.value, process.pid, profile.name)
         return session, start
 
-    # -- the session's process source ---------------------------------------------
+    async def _slot(self, progress: OnProgress | None) -> Slot:
+        async def on_place(place: int, waiting: int) -> None:
+            if progress is not None:
+                await progress(f"waiting for a session slot: {place} of {waiting} in line")
+        return await self._capacity.acquire(self.config.open_queue_timeout, self._make_room,
+                                            on_place)
 
-    async def resume_process(self, session: Session) -> ClaudeProcess:
+    # -- the sessions' process source ----------------------------------------------
+
+    async def resume_process(self, session: Session,
+                             progress: OnProgress | None = None) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
-        if self.draining:
-            raise Draining("hotsvc is shutting down",
-                           metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"})
-        process = await self.launcher.spawn(session.profile, for_pool=False,
-                                            session_id=session.id,
-                                            resume=session.turns_completed > 0)
+        self._refuse_if_draining()
+        slot = await self._slot(progress)
+        process = await self._launcher.spawn(session.profile, slot, session_id=session.id,
+                                             resume=session.turns > 0)
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
 
     def turn_ended(self, session: Session) -> None:
-        self.registry.touch(session.id, session.last_active_at, session.turns_completed)
+        self._registry.touch(session.id, session.last_active_at, session.turns)
+        if not session.attached:
+            self._capacity.changed()  # idle and unattached: evictable for a waiting open
 
-    # -- making room --------------------------------------------------------------
+    # -- making room ---------------------------------------------------------------
 
-    def _reclaim_slot(self) -> bool:
-        """Free a slot for a new session: a warm process first, else the LRU idle session."""
-        for pool in sorted(self.pools.values(), key=lambda p: p.size, reverse=True):
+    def _make_room(self) -> bool:
+        """Free a slot for a waiting open: a warm process first, else the LRU idle session."""
+        for pool in sorted(self._pools.values(), key=lambda p: p.size, reverse=True):
             if pool.give_way():
                 return True
-        idle = [s for s in self.sessions.values()
-                if s.live and not s.attached and not s.busy]
+        idle = [s for s in self._sessions.values() if s.live and not s.attached and not s.busy]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.last_active_at)
         log.info("evicting the process of idle session %s to make room", victim.id)
         process = victim.release_process()  # now: no re-attach may pick it up meanwhile
         if process is not None:
-            background.spawn(process.close())
+            process.retire()
         return True
 
     async def _reap_idle(self) -> None:
@@ -210,52 +240,83 @@ class SessionManager:
         while True:
             await asyncio.sleep(min(timeout / 2, 5.0))
             cutoff = time.time() - timeout
-            for session in list(self.sessions.values()):
+            for session in list(self._sessions.values()):
                 if (session.live and not session.attached and not session.busy
                         and session.last_active_at < cutoff):
                     log.info("session %s idle for %.0fs: ending its process", session.id,
                              time.time() - session.last_active_at)
                     await session.stop()
 
-    # -- closing ------------------------------------------------------------------
+    # -- closing -------------------------------------------------------------------
 
     async def close_session(self, session_id: str) -> int:
         check_session_id(session_id)
-        session = self.sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(f"no session {session_id}; nothing to close",
                                   metadata={"sessionId": session_id})
-        self.registry.forget(session_id)
-        return await session.close()
+        self._registry.forget(session_id)
+        exit_code = await session.close()
+        await session.idle()  # queued turns end with `session_closed` results
+        self._session_tasks.pop(session_id).cancel()
+        if session.attachment is not None:
+            session.attachment.end(SessionClosed(
+                f"session {session_id} was closed by CloseSession; open a new session to "
+                "go on", metadata={"sessionId": session_id}))
+        self._capacity.changed()
+        return exit_code
 
     def drain_time_left(self) -> float:
         return max(0.0, self._drain_deadline - time.monotonic())
 
     async def drain(self, grace: float) -> None:
-        """Stop opening sessions and give running turns up to `grace` seconds to finish."""
+        """Stop opening sessions, tell the streams, give running turns `grace` seconds."""
         self._drain_deadline = time.monotonic() + grace
         self.draining = True
-        busy = [s for s in self.sessions.values() if s.busy]
+        for session in self._sessions.values():
+            if session.attachment is not None:
+                session.attachment.go_away(grace, "hotsvc is shutting down: running turns "
+                                                  "may finish, then streams close; re-attach "
+                                                  "after it restarts")
+        busy = [s for s in self._sessions.values() if s.busy]
         if busy:
             log.info("draining: up to %.1fs for the turns of %d sessions", grace, len(busy))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(s.idle() for s in busy)), grace)
 
-    async def shutdown(self) -> None:
-        """End every process, warm or in a session; sessions stay resumable in the registry."""
+    async def stop(self) -> None:
+        """End every process, in sessions and pools; sessions stay resumable."""
         self.draining = True
-        if self._reaper:
-            self._reaper.cancel()
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()),
-                             *(s.stop() for s in self.sessions.values()))
-        self.registry.close()
+        for pool in self._pools.values():
+            pool.close()
+        await asyncio.gather(*(s.stop() for s in self._sessions.values()))
+        self._stopped.set()
 
-    def kill_all(self) -> None:
-        """Last resort on the way out: SIGKILL every process group we know of."""
-        for process in self._all_processes():
-            process.kill()
+    # -- reporting -----------------------------------------------------------------
 
-    def _all_processes(self) -> Iterable[ClaudeProcess]:
-        yield from (s.process for s in self.sessions.values() if s.process is not None)
-        for pool in self.pools.values():
-            yield from pool.idle_processes()
+    def snapshot(self) -> Snapshot:
+        stats = self._launcher.stats
+        return Snapshot(
+            pools=tuple(PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))
+                        for p in self._pools.values()),
+            sessions=tuple(_view(s) for s in self._sessions.values()),
+            spawns=SpawnView(stats.spawned, stats.failed, stats.in_flight, stats.replaced,
+                             stats.warm_starts, stats.cold_starts, stats.mean_ready_seconds),
+            max_sessions=self.config.max_sessions,
+            draining=self.draining,
+        )
+
+    def session(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+
+def _view(session: Session) -> SessionView:
+    process = session.process
+    if not session.live or process is None:
+        state, pid = SessionState.STOPPED, 0
+    else:
+        pid = process.pid
+        state = (SessionState.BUSY if session.busy else
+                 SessionState.ATTACHED if session.attached else SessionState.IDLE)
+    return SessionView(session.id, state, pid, session.created_at, session.last_active_at,
+                       session.turns, session.profile.name, session.attached)

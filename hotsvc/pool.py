@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 
-from hotsvc import background
-from hotsvc.config import Profile
+from hotsvc.capacity import Capacity, Slot
+from hotsvc.claude.process import ClaudeProcess, Listener, ProcessExited
+from hotsvc.claude.protocol import Event
 from hotsvc.errors import ServiceError
 from hotsvc.launcher import Launcher
-from hotsvc.process import ClaudeProcess
+from hotsvc.settings import Profile
 
 log = logging.getLogger(__name__)
 
@@ -21,29 +22,46 @@ REFILL_HOLD_SECONDS = 2.0
 class WarmPool:
     """Keeps `profile.pool_size` idle processes ready; refills in the background."""
 
-    def __init__(self, profile: Profile, launcher: Launcher) -> None:
+    def __init__(self, profile: Profile, launcher: Launcher, capacity: Capacity) -> None:
         self.profile = profile
         self.target = profile.pool_size
         self._launcher = launcher
+        self._capacity = capacity
         self._idle: list[ClaudeProcess] = []
         self._spawning = 0
         self._failures = 0  # consecutive failed spawns, for backoff
+        self._hold: asyncio.Event | None = None  # a first turn the refill waits for
         self._wake = asyncio.Event()
-        self._refill_task: asyncio.Task[None] | None = None
-        self._spawn_tasks: set[asyncio.Task[None]] = set()
         self.filled = asyncio.Event()  # set once the pool first reached its target
+        capacity.observe(self._wake.set)
 
     @property
     def size(self) -> int:
         return len(self._idle)
 
-    def idle_processes(self) -> list[ClaudeProcess]:
-        return list(self._idle)
+    def idle_pids(self) -> list[int]:
+        return [p.pid for p in self._idle]
 
-    def start(self) -> None:
+    async def run(self) -> None:
+        """Refill until cancelled; spawns under way belong to this task's group."""
         if self.target == 0:
             self.filled.set()
-        self._refill_task = asyncio.create_task(self._refill(), name=f"pool-{self.profile.name}")
+        async with asyncio.TaskGroup() as spawns:
+            while True:
+                await self._wait_for_hold()
+                self._wake.clear()
+                while self.target - len(self._idle) - self._spawning > 0 and (
+                        slot := self._capacity.try_acquire()):
+                    self._spawning += 1
+                    spawns.create_task(self._spawn_one(slot))
+                await self._wake.wait()
+
+    async def _wait_for_hold(self) -> None:
+        """A session's first turn runs before the refill's start-up burst slows it down."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hold.wait(), REFILL_HOLD_SECONDS)
 
     def take(self, hold_refill: asyncio.Event | None = None) -> ClaudeProcess | None:
         """An idle live process, or None; dead ones are dropped, never handed out.
@@ -55,62 +73,30 @@ class WarmPool:
         while self._idle:
             process = self._idle.pop()
             if process.alive:
-                background.spawn(self._refill_after(hold_refill))
+                self._hold = hold_refill
+                self._wake.set()
                 return process
         self._wake.set()
         return None
 
-    async def _refill_after(self, hold: asyncio.Event | None) -> None:
-        if hold is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hold.wait(), REFILL_HOLD_SECONDS)
-        self._wake.set()
-
     def give_way(self) -> bool:
-        """Close one idle process so a session can have its slot; False if none is idle."""
-        process = self.take()  # its slot goes to a session: refilling at once is moot
-        if process is None:
-            return False
-        background.spawn(process.close())
-        return True
+        """Retire one idle process so a session can have its slot; False if none is idle."""
+        while self._idle:
+            process = self._idle.pop()
+            if process.alive:
+                process.retire()
+                return True
+        return False
 
-    async def close(self) -> None:
-        if self._refill_task:
-            self._refill_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill_task
-        for task in list(self._spawn_tasks):
-            task.cancel()
-        await asyncio.gather(*self._spawn_tasks, return_exceptions=True)
+    def close(self) -> None:
+        """Retire every idle process (the refill task is cancelled by its owner)."""
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(p.close() for p in idle))
+        for process in idle:
+            process.retire()
 
-    async def _refill(self) -> None:
-        while True:
-            self._wake.clear()
-            deficit = self.target - len(self._idle) - self._spawning
-            if deficit > 0 and self._launcher.pool_may_spawn():
-                self._spawning += 1
-                task = asyncio.create_task(self._spawn_one())
-                self._spawn_tasks.add(task)
-                task.add_done_callback(self._spawn_tasks.discard)
-                continue
-            await self._changed()
-
-    async def _changed(self) -> None:
-        """Wait until a process is taken, spawned or dies, or a slot frees up."""
-        wake = asyncio.create_task(self._wake.wait())
-        room = asyncio.create_task(self._launcher.changed.wait())
+    async def _spawn_one(self, slot: Slot) -> None:
         try:
-            await asyncio.wait({wake, room}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            room.cancel()
-        self._launcher.changed.clear()
-
-    async def _spawn_one(self) -> None:
-        try:
-            process = await self._launcher.spawn(self.profile, for_pool=True)
+            process = await self._launcher.spawn(self.profile, slot, prime=True)
         except ServiceError as exc:
             self._failures += 1
             delay = min(0.5 * 2 ** (self._failures - 1), MAX_BACKOFF_SECONDS)
@@ -119,19 +105,20 @@ class WarmPool:
             await asyncio.sleep(delay)
         else:
             self._failures = 0
+            process.listener = self._listener(process)
             self._idle.append(process)
-            self._launcher.changed.set()  # a session waiting for a slot may reclaim it
-            background.spawn(self._replace_when_dead(process))
+            self._capacity.changed()  # an open waiting for a slot may reclaim this one
             if len(self._idle) >= self.target:
                 self.filled.set()
         finally:
             self._spawning -= 1
             self._wake.set()
 
-    async def _replace_when_dead(self, process: ClaudeProcess) -> None:
-        await process.wait_exited()
-        if process in self._idle:
-            self._idle.remove(process)
-            self._launcher.stats.replaced += 1
-            log.warning("warm process %d died while idle; replacing it", process.pid)
-            self._wake.set()
+    def _listener(self, process: ClaudeProcess) -> Listener:
+        def on_event(event: Event) -> None:
+            if isinstance(event, ProcessExited) and process in self._idle:
+                self._idle.remove(process)
+                self._launcher.stats.replaced += 1
+                log.warning("warm process %d died while idle; replacing it", process.pid)
+                self._wake.set()
+        return on_event

@@ -16,23 +16,31 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    profile TEXT NOT NULL,
-    owner TEXT NOT NULL DEFAULT '',
-    cwd TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    last_used_at REAL NOT NULL,
-    turns INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS processes (
-    pid INTEGER PRIMARY KEY,
-    start_ticks INTEGER NOT NULL
-);
-"""
+# Each step moves the schema from version N (its index) to N + 1; PRAGMA user_version
+# records where a file is.
+MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        profile TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        cwd TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        last_used_at REAL NOT NULL,
+        turns INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS processes (pid INTEGER PRIMARY KEY, start_ticks INTEGER);
+    """,
+    # Start times as psutil reports them (seconds since the epoch).
+    """
+    DROP TABLE processes;
+    CREATE TABLE processes (pid INTEGER PRIMARY KEY, started_at REAL NOT NULL);
+    """,
+)
 
 
 @dataclass(frozen=True)
@@ -46,13 +54,12 @@ class SessionRecord:
     turns: int
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), None if it is gone."""
+def process_start_time(pid: int) -> float | None:
+    """When `pid` started, None if it is gone: with the pid, it names one process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 class Registry:
@@ -66,8 +73,13 @@ class Registry:
         # the last transaction, never the file.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._migrate()
         self._closed = False
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        for step, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {step}; COMMIT;")
 
     def close(self) -> None:
         self._closed = True
@@ -99,9 +111,9 @@ class Registry:
     # -- processes -------------------------------------------------------------------
 
     def process_started(self, pid: int) -> None:
-        ticks = process_start_ticks(pid)
-        if ticks is not None:
-            self._execute("INSERT OR REPLACE INTO processes VALUES (?, ?)", (pid, ticks))
+        started = process_start_time(pid)
+        if started is not None:
+            self._execute("INSERT OR REPLACE INTO processes VALUES (?, ?)", (pid, started))
 
     def process_ended(self, pid: int) -> None:
         self._execute("DELETE FROM processes WHERE pid = ?", (pid,))
@@ -109,8 +121,8 @@ class Registry:
     def sweep_orphans(self) -> int:
         """Kill the process groups of children a previous run left behind; returns how many."""
         killed = 0
-        for pid, ticks in self._db.execute("SELECT pid, start_ticks FROM processes").fetchall():
-            if process_start_ticks(pid) == ticks:  # the same process, not a reused pid
+        for pid, started in self._db.execute("SELECT pid, started_at FROM processes"):
+            if process_start_time(pid) == started:  # the same process, not a reused pid
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
                     killed += 1

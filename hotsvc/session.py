@@ -1,94 +1,49 @@
 """A hot session: one conversation on one Claude Code process, its turns run one at a time.
 
-A turn is driven by its own task, not by the RPC that sent it, so a caller that goes away
-mid-turn never leaves the process half way through a reply: the driver always reads up
-to the turn's `result` (interrupting first if the caller asked), and only then lets the
-next turn write.
+The session's own task runs its turns, not the RPC that sent them, so a caller that goes
+away mid-turn never leaves the process half way through a reply: the runner always reads
+up to the turn's `result` (interrupting first if asked), and only then writes the next.
+The process's reader hands each event straight to the running turn (`_route`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import functools
 import logging
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
-from hotsvc import background, protocol
-from hotsvc.config import Profile, ServiceConfig
-from hotsvc.errors import ServiceError
-from hotsvc.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
-from hotsvc.protocol import ControlRequest, Event, Result, SystemEvent
+import psutil
+
+from hotsvc.claude import protocol
+from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
+from hotsvc.claude.protocol import ControlRequest, Event, Result, SystemEvent
+from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound
+from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
+
+if TYPE_CHECKING:
+    from hotsvc.attachment import Attachment
 
 log = logging.getLogger(__name__)
 
-INTERRUPT_TIMEOUT_SECONDS = 10.0
+# How long an interrupt may take to end a turn before the watchdog kills the process.
+INTERRUPT_TIMEOUT_SECONDS = 3.0
+KILL_TIMEOUT_SECONDS = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class TurnStarted(protocol.Event):
-    """hotsvc's own event: the turn left the queue and was written to the process."""
-
-    text: str
-
-
-class TurnState(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-
-
-class Turn:
-    """One user message and the events it produced, ending with exactly one Result."""
-
-    def __init__(self, text: str, turn_id: str) -> None:
-        self.id = turn_id or f"turn-{uuid.uuid4().hex[:12]}"
-        self.text = text
-        self.state = TurnState.QUEUED
-        self.interrupt_requested = False
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._process: ClaudeProcess | None = None
-
-    async def next_event(self) -> Event:
-        """The turn's next event; the last one is its Result. Safe to cancel and retry."""
-        return await self._events.get()
-
-    def interrupt(self) -> None:
-        """Stop this turn: at once if running, before it starts if still queued."""
-        if self.state is TurnState.DONE or self.interrupt_requested:
-            return
-        self.interrupt_requested = True
-        if self.state is TurnState.RUNNING and self._process is not None:
-            background.spawn(_send_interrupt(self._process))
-
-    def deliver(self, event: Event) -> None:
-        self._events.put_nowait(event)
-        if isinstance(event, Result):
-            self.state = TurnState.DONE
-
-
-async def _send_interrupt(process: ClaudeProcess) -> None:
-    try:
-        async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
-            await process.request("interrupt")
-    except (ProcessGone, ControlError, TimeoutError) as exc:
-        log.warning("interrupt of pid %d failed: %s", process.pid, exc)
-
-
-def hotsvc_result(subtype: str, text: str) -> Result:
-    """An error result for a turn that ended without the CLI's own `result`."""
-    return Result(text=text, is_error=True, subtype=subtype)
+# Told how a wait for a process is getting on (e.g. a place in the queue for a slot).
+OnProgress = Callable[[str], Awaitable[None]]
 
 
 class ProcessSource(Protocol):
     """Where a session gets a new process when its old one is gone (the manager)."""
 
-    async def resume_process(self, session: Session) -> ClaudeProcess: ...
+    async def resume_process(self, session: Session,
+                             progress: OnProgress | None = None) -> ClaudeProcess: ...
 
     def turn_ended(self, session: Session) -> None: ...
 
@@ -103,25 +58,27 @@ class Session:
         self.id = session_id
         self.profile = profile
         self.owner = owner
-        self.process = process
         self.created_at = created_at or time.time()
         self.last_active_at = time.time()
-        self.turns_completed = turns
+        self.turns = turns  # turns that reached a process, across processes
         self.process_turns = 0  # turns on the current process, for recycling
-        # The attached stream, as "is it still there?"; a stream whose RPC already ended
-        # (say, at its deadline) no longer holds the session, even before its handler
-        # has unwound, so the caller's immediate re-attach is not refused.
-        self.attachment: Callable[[], bool] | None = None
         self.closed = False
         self.last_turn_id = ""
         self.last_result: Result | None = None
         self.first_turn_done = first_turn_done or asyncio.Event()
+        self.process: ClaudeProcess | None = None
+        self.attachment: Attachment | None = None  # the one stream attached, if any
         self._config = config
         self._source = source
-        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue[Turn] = asyncio.Queue(config.max_pending_turns)
         self._spawning = asyncio.Lock()
         self._running: Turn | None = None
-        self._drivers: set[asyncio.Task[None]] = set()
+        self._ended: asyncio.Future[Result | ProcessExited] | None = None
+        self._turn_process: ClaudeProcess | None = None  # the running turn was written to it
+        self._retiring: ClaudeProcess | None = None  # released, maybe still exiting
+        self._tasks: asyncio.TaskGroup | None = None
+        if process is not None:
+            self._adopt(process)
 
     @property
     def busy(self) -> bool:
@@ -129,146 +86,149 @@ class Session:
 
     @property
     def attached(self) -> bool:
-        return self.attachment is not None and self.attachment()
+        return self.attachment is not None and self.attachment.attached
 
     @property
     def live(self) -> bool:
         return self.process is not None and self.process.alive
 
-    def submit(self, text: str, turn_id: str = "") -> Turn:
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # -- turns ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run submitted turns one at a time, in order; owned by the manager."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            while True:
+                turn = await self._queue.get()
+                await self._drive(turn)
+                self._queue.task_done()
+
+    def submit(self, turn: Turn) -> None:
         """Accept a turn; it runs after every turn submitted before it."""
-        turn = Turn(text, turn_id)
-        driver = asyncio.create_task(self._drive(turn), name=f"turn-{turn.id}")
-        self._drivers.add(driver)
-        driver.add_done_callback(self._drivers.discard)
-        return turn
+        if self.closed:
+            raise SessionNotFound(f"session {self.id} was closed; open a new session",
+                                  metadata={"sessionId": self.id})
+        try:
+            self._queue.put_nowait(turn)
+        except asyncio.QueueFull:
+            limit = self._config.max_pending_turns
+            raise CapacityExhausted(
+                f"session {self.id} already has {limit} turns waiting; wait for a result "
+                "before sending more, or raise --max-pending-turns",
+                metadata={"sessionId": self.id, "maxPendingTurns": limit}) from None
 
     async def idle(self) -> None:
         """Wait until every submitted turn has its result."""
-        while self._drivers:
-            await asyncio.gather(*self._drivers, return_exceptions=True)
+        await self._queue.join()
 
-    async def ensure_process(self) -> tuple[ClaudeProcess, bool]:
-        """The live process, resuming the conversation in a new one if needed; True if new."""
-        async with self._spawning:
-            if self.process is not None and self.process.alive:
-                return self.process, False
-            self.process = await self._source.resume_process(self)
-            self.process_turns = 0
-            return self.process, True
+    def interrupt(self, turn: Turn) -> None:
+        """Stop a turn: at once if running, before it starts if still queued."""
+        if turn.state is TurnState.DONE or turn.interrupt_requested:
+            return
+        turn.interrupt_requested = True
+        if turn is self._running and turn.state is TurnState.RUNNING and self.process:
+            self._send_interrupt(self.process)
 
     async def _drive(self, turn: Turn) -> None:
-        async with self._lock:  # FIFO: turns run in the order they were submitted
-            self._running = turn
-            try:
-                result = await self._run(turn)
-            except Exception as exc:  # a bug here must still end the turn
-                log.exception("turn %s of session %s failed", turn.id, self.id)
-                result = hotsvc_result("internal_error", f"hotsvc failed the turn: {exc}")
-            self.last_turn_id, self.last_result = turn.id, result
-            turn.deliver(result)
-            self._running = None
-            self.first_turn_done.set()
-            self.turns_completed += 1
+        self._running = turn
+        try:
+            result = await self._run(turn)
+        except asyncio.CancelledError:
+            turn.finish(hotsvc_result("shutdown", "hotsvc stopped before the turn ended"))
+            raise
+        except Exception as exc:  # a bug here must still end the turn
+            log.exception("turn %s of session %s failed", turn.id, self.id)
+            result = hotsvc_result("internal_error", f"hotsvc failed the turn: {exc}")
+        finally:
+            self._running = self._ended = self._turn_process = None
+        if turn.state is TurnState.RUNNING:
+            self.turns += 1
             self.process_turns += 1
-            self.last_active_at = time.time()
-            self._source.turn_ended(self)
-            if reason := self._recycle_reason():
-                log.info("session %s: recycling its process (%s)", self.id, reason)
-                await self.stop()
+        self.last_turn_id, self.last_result = turn.id, result
+        turn.finish(result)
+        self.first_turn_done.set()
+        self.last_active_at = time.time()
+        self._source.turn_ended(self)
+        if reason := self._recycle_reason():
+            log.info("session %s: recycling its process (%s)", self.id, reason)
+            await self.stop()
 
     async def _run(self, turn: Turn) -> Result:
-        """Write the turn and forward its events; returns the Result that ends it."""
+        """Write the turn and let its events flow; returns the Result that ends it."""
         if self.closed:
             return hotsvc_result("session_closed", f"session {self.id} was closed")
         if turn.interrupt_requested:
             return hotsvc_result("interrupted", "interrupted before it reached Claude")
         try:
-            process, resumed = await self.ensure_process()
+            resumed = await self.ensure_process()
         except ServiceError as exc:
             return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
-        turn._process = process
+        process = self.process
+        assert process is not None
+        self._ended = asyncio.get_running_loop().create_future()
+        self._turn_process = process
         turn.state = TurnState.RUNNING
-        turn.deliver(TurnStarted(turn.text))
+        await _emit(turn, TurnStarted(turn.text))
         if resumed:
-            status = f"conversation resumed in pid {process.pid}"
-            turn.deliver(SystemEvent("resumed", status=status))
-        try:
+            await _emit(turn, SystemEvent("resumed",
+                                          status=f"conversation resumed in pid {process.pid}"))
+        with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
             await process.send(protocol.user_message(turn.text))
-        except ProcessGone:
-            return await self._exited_result(process)
         if turn.interrupt_requested:  # asked while we were writing
-            background.spawn(_send_interrupt(process))
-        while True:
-            try:
-                async with asyncio.timeout(self._config.turn_inactivity_timeout):
-                    event = await process.next_event()
-            except TimeoutError:
-                return await self._unstick(process, turn)
-            if isinstance(event, Result):
-                return event
-            if isinstance(event, ProcessExited):
-                return self._describe_exit(process, event)
-            if isinstance(event, ControlRequest):
-                await self._answer(process, event)
-                continue
-            turn.deliver(event)
+            self._send_interrupt(process)
+        ending = await self._watch(process, turn)
+        return ending if isinstance(ending, Result) else self._describe_exit(process, ending)
 
-    async def _unstick(self, process: ClaudeProcess, turn: Turn) -> Result:
-        """The watchdog: a silent turn is interrupted, and if that gets no result, killed."""
-        quiet = self._config.turn_inactivity_timeout
-        turn.deliver(SystemEvent("watchdog", status=f"no output for {quiet:g}s: interrupting"))
-        background.spawn(_send_interrupt(process))
-        try:
-            async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
-                while not isinstance(event := await process.next_event(), Result | ProcessExited):
-                    turn.deliver(event)
+    def _route(self, process: ClaudeProcess, event: Event) -> Awaitable[None] | None:
+        """The process's listener: events to the running turn, its end to the runner."""
+        if isinstance(event, ControlRequest):
+            assert self._tasks is not None
+            self._tasks.create_task(self._answer(process, event))
+            return None
+        ended, turn = self._ended, self._running
+        if ended is None or turn is None or process is not self._turn_process:
             if isinstance(event, Result):
-                return event
-        except TimeoutError:
-            process.kill()
-            await process.wait_exited()
+                log.warning("session %s: dropped a result no turn was waiting for", self.id)
+            return None  # between turns, or a released process's last words
+        if isinstance(event, Result | ProcessExited):
+            if not ended.done():
+                ended.set_result(event)
+            return None
+        return turn.emit(event)
+
+    async def _watch(self, process: ClaudeProcess,
+                     turn: Turn) -> Result | ProcessExited:
+        """Wait for the turn's end; a turn silent for too long is interrupted, then killed."""
+        assert self._ended is not None
+        quiet = self._config.turn_inactivity_timeout
+        started = time.monotonic()
+        while True:
+            left = max(process.last_output, started) + quiet - time.monotonic()
+            if left <= 0:
+                return await self._stop_silent_turn(process, turn)
+            done, _ = await asyncio.wait((self._ended,), timeout=left)
+            if done:
+                return self._ended.result()
+
+    async def _stop_silent_turn(self, process: ClaudeProcess, turn: Turn) -> Result:
+        assert self._ended is not None
+        quiet = self._config.turn_inactivity_timeout
+        await _emit(turn, SystemEvent("watchdog", status=f"no output for {quiet:g}s: "
+                                                         "interrupting"))
+        self._send_interrupt(process)
+        done, _ = await asyncio.wait((self._ended,), timeout=INTERRUPT_TIMEOUT_SECONDS)
+        if done and isinstance(ending := self._ended.result(), Result):
+            return ending
+        process.kill()
+        await asyncio.wait((self._ended,), timeout=KILL_TIMEOUT_SECONDS)
         return hotsvc_result(
             "watchdog_timeout",
             f"Claude Code (pid {process.pid}) produced no output for {quiet:g}s and did not "
             "answer an interrupt, so it was killed; the next turn resumes the conversation")
-
-    def _recycle_reason(self) -> str:
-        """Why the process should be replaced before the next turn, or "" to keep it."""
-        process, config = self.process, self._config
-        if process is None or not process.alive:
-            return ""
-        if config.recycle_after_turns and self.process_turns >= config.recycle_after_turns:
-            return f"{self.process_turns} turns"
-        age = time.monotonic() - process.started_at
-        if config.recycle_after_seconds and age >= config.recycle_after_seconds:
-            return f"{age:.0f}s old"
-        rss_mb = resident_mb(process.pid)
-        if config.recycle_above_rss_mb and rss_mb >= config.recycle_above_rss_mb:
-            return f"{rss_mb} MB resident"
-        return ""
-
-    def release_process(self) -> ClaudeProcess | None:
-        """Take the process from the session at once (it resumes later); the caller ends it.
-
-        Synchronous on purpose: from this moment no open or turn can pick the process up,
-        even before it has finished exiting.
-        """
-        process, self.process = self.process, None
-        return process
-
-    async def stop(self) -> None:
-        """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
-        async with self._spawning:  # a process still starting is ended too, not leaked
-            process = self.release_process()
-        if process is not None:
-            await process.close()
-
-    async def _exited_result(self, process: ClaudeProcess) -> Result:
-        await process.wait_exited()
-        event = await process.next_event()
-        assert isinstance(event, ProcessExited)
-        return self._describe_exit(process, event)
 
     def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
         if self.closed:
@@ -277,8 +237,11 @@ class Session:
         return hotsvc_result(
             "process_exited",
             f"Claude Code (pid {process.pid}) exited with code {exited.returncode} "
-            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}",
-        )
+            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}")
+
+    def _send_interrupt(self, process: ClaudeProcess) -> None:
+        assert self._tasks is not None
+        self._tasks.create_task(_interrupt(process))
 
     async def _answer(self, process: ClaudeProcess, request: ControlRequest) -> None:
         """Answer the CLI's own questions so it never waits on us forever."""
@@ -292,24 +255,88 @@ class Session:
         else:
             response = {}
             log.warning("session %s: unanswerable control request %r", self.id, request.subtype)
-        # If the process is gone, its exit shows up as ProcessExited on the next read.
+        # If the process is gone, its exit shows up as ProcessExited anyway.
         with contextlib.suppress(ProcessGone):
             await process.send(protocol.control_success(request.request_id, response))
 
+    # -- the process ---------------------------------------------------------------
+
+    def _adopt(self, process: ClaudeProcess) -> None:
+        self.process = process
+        self.process_turns = 0
+        process.listener = functools.partial(self._route, process)
+
+    async def ensure_process(self, progress: OnProgress | None = None) -> bool:
+        """A live process, resuming the conversation in a new one if needed; True if new."""
+        async with self._spawning:
+            if self.process is not None and self.process.alive:
+                return False
+            if self._retiring is not None:  # two processes must never share a transcript
+                await self._retiring.wait_done()
+                self._retiring = None
+            self._adopt(await self._source.resume_process(self, progress))
+            return True
+
+    def release_process(self) -> ClaudeProcess | None:
+        """Take the process from the session at once (it resumes later); the caller ends it.
+
+        Synchronous on purpose: from this moment no open or turn can pick the process up,
+        even before it has finished exiting.
+        """
+        process, self.process = self.process, None
+        if process is not None:
+            self._retiring = process
+        return process
+
+    def _recycle_reason(self) -> str:
+        """Why the process should be replaced before the next turn, or "" to keep it."""
+        process, config = self.process, self._config
+        if process is None or not process.alive:
+            return ""
+        if config.recycle_after_turns and self.process_turns >= config.recycle_after_turns:
+            return f"{self.process_turns} turns"
+        age = time.monotonic() - process.started_at
+        if config.recycle_after_seconds and age >= config.recycle_after_seconds:
+            return f"{age:.0f}s old"
+        if config.recycle_above_rss_mb:
+            rss_mb = resident_mb(process.pid)
+            if rss_mb >= config.recycle_above_rss_mb:
+                return f"{rss_mb} MB resident"
+        return ""
+
+    async def stop(self) -> None:
+        """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
+        self.first_turn_done.set()  # no first turn on this process to keep the refill for
+        async with self._spawning:  # a process still starting is ended too, not leaked
+            process = self.release_process()
+        if process is not None:
+            await process.close()
+
     async def close(self) -> int:
-        """End the session for good: queued turns end with an error result."""
+        """End the session for good: turns still queued end with an error result."""
         self.closed = True
+        self.first_turn_done.set()
         async with self._spawning:
             process = self.release_process()
         return await process.close() if process is not None else 0
 
 
-def resident_mb(pid: int) -> int:
-    """Resident memory of `pid` in MB, 0 if unknown."""
+async def _emit(turn: Turn, event: Event) -> None:
+    if (pending := turn.emit(event)) is not None:
+        await pending
+
+
+async def _interrupt(process: ClaudeProcess) -> None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
+            await process.request("interrupt")
+    except (ProcessGone, ControlError, TimeoutError) as exc:
+        log.info("interrupt of pid %d failed: %s", process.pid, exc)
+
+
+def resident_mb(pid: int) -> int:
+    """Resident memory of `pid` in MB, 0 if it is gone."""
+    try:
+        return psutil.Process(pid).memory_info().rss // (1024 * 1024)
+    except psutil.Error:
+        return 0

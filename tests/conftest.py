@@ -11,19 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc.config import DEFAULT_PROFILE, Profile, ServiceConfig
+from hotsvc.grpc.server import Service
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
-from hotsvc.server import Service
+from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
 REAL_CLAUDE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "claude"
+# As `make run` does: the pinned CLI is found after any `claude` already on PATH.
+os.environ["PATH"] = f"{os.environ.get('PATH', '')}{os.pathsep}{REAL_CLAUDE.parent}"
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 DEADLINE = 30.0  # safety net for every wait; tests wait on events, not on time
 
@@ -35,10 +38,9 @@ def child_pids() -> set[int]:
 
 def pid_alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -78,6 +80,7 @@ def make_config(pool_size: int = 0, child_env: dict[str, str] | None = None,
                 claude_cmd: tuple[str, ...] = EMULATOR_CMD, **overrides: Any) -> ServiceConfig:
     profiles = overrides.pop("profiles", None) or {
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)}
+    overrides.setdefault("data_dir", None)  # the registry in memory unless a test asks
     return ServiceConfig(listen="127.0.0.1:0", claude_cmd=claude_cmd,
                          profiles=profiles, env=child_env or {}, **overrides)
 
@@ -144,7 +147,10 @@ class Conversation:
                    include_raw_json: bool = False) -> pb.SessionOpened:
         await self.send(pb.PromptRequest(open=pb.OpenSession(
             session_id=session_id, profile=profile, include_raw_json=include_raw_json)))
-        response = await self.read()
+        self.queued: list[str] = []  # where the open waited in line for a session slot
+        while (response := await self.read()).WhichOneof("event") == "progress":
+            assert response.progress.subtype == "queued", response
+            self.queued.append(response.progress.status.status)
         assert response.WhichOneof("event") == "opened", response
         return response.opened
 
@@ -221,16 +227,11 @@ class ServerProcess:
 
 
 def _children_of(parent: int) -> set[int]:
-    children = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent and fields[0] != "Z":
-                children.add(int(entry.name))
-    return children
+    try:
+        children = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return set()
+    return {child.pid for child in children if pid_alive(child.pid)}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

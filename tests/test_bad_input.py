@@ -16,9 +16,9 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no p
 from grpc_status import rpc_status
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.config import DEFAULT_PROFILE, Profile
 from hotsvc.errors import REASONS
-from hotsvc.status import DOMAIN
+from hotsvc.grpc.status import DOMAIN
+from hotsvc.settings import DEFAULT_PROFILE, Profile
 from tests.conftest import Conversation, StartService
 
 
@@ -180,7 +180,8 @@ async def test_owner_metadata_that_is_not_utf8(start_service: StartService) -> N
     good = Conversation(live.stub, metadata=(("hotsvc-owner-bin", "équipe".encode()),))
     opened = await good.open()
     # The owner is not part of PoolStatus; read it where the service keeps it.
-    assert live.service.manager.sessions[opened.session_id].owner == "équipe"
+    session = live.service.manager.session(opened.session_id)
+    assert session is not None and session.owner == "équipe"
 
 
 # -- NOT_FOUND -----------------------------------------------------------------------
@@ -247,15 +248,19 @@ async def test_second_stream_on_an_attached_session(start_service: StartService)
 
 async def test_capacity_exhausted_says_the_figures_and_when_to_retry(
         start_service: StartService) -> None:
-    live = await start_service(max_sessions=2)
+    live = await start_service(max_sessions=2, open_queue_timeout=0.5)
     first, second = Conversation(live.stub), Conversation(live.stub)
     await first.open()
     await second.open()  # both attached: neither can be evicted
-    got = await refused_open(Conversation(live.stub))
+    waiting = Conversation(live.stub)
+    got = await refused_open(waiting)
+    # It waited in line for the bound, told its place, then was refused.
+    assert waiting.queued == ["waiting for a session slot: 1 of 1 in line"]
     assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CAPACITY_EXHAUSTED")
-    assert got.message == ("all 2 session slots are in use by live sessions; close an idle "
-                           "session with CloseSession or retry later")
-    assert got.metadata == {"maxSessions": "2", "liveProcesses": "2", "spawning": "0"}
+    assert got.message == ("no session slot came free within 0.5s: all 2 are held by busy or "
+                           "attached sessions; close an idle session with CloseSession, or "
+                           "retry later")
+    assert got.metadata == {"maxSessions": "2", "liveProcesses": "2", "waiting": "1"}
     assert got.retry_delay is not None and got.retry_delay > 0
 
     # A retry can succeed: once a session is left idle, a new one takes its slot.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from hotsvc.config import BASE_ARGS
+from hotsvc.claude.launch import BASE_ARGS
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import MODEL_NAME, LocalModelServer, reply_for
 from hotsvc.localmodel.script import StallReply, TextReply, ToolUseReply

@@ -15,9 +15,9 @@ import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc.config import DEFAULT_PROFILE, Profile
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
+from hotsvc.settings import DEFAULT_PROFILE, Profile
 from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]

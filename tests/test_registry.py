@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from hotsvc.registry import Registry, SessionRecord, process_start_ticks
+from hotsvc.registry import Registry, SessionRecord, process_start_time
 from tests.conftest import pid_alive
 
 
@@ -20,10 +20,10 @@ def test_sweep_kills_recorded_process_groups_but_not_reused_pids(tmp_path: Path)
         first_run.process_started(leftover.pid)
         first_run.process_started(bystander.pid)
         # The bystander's pid was "reused": its recorded start time is not its own.
-        ticks = process_start_ticks(bystander.pid)
-        assert ticks is not None
-        first_run._db.execute("UPDATE processes SET start_ticks = ? WHERE pid = ?",
-                              (ticks - 1, bystander.pid))
+        started = process_start_time(bystander.pid)
+        assert started is not None
+        first_run._db.execute("UPDATE processes SET started_at = ? WHERE pid = ?",
+                              (started - 1, bystander.pid))
         first_run.close()  # the service died without cleaning up
 
         assert Registry(db).sweep_orphans() == 1

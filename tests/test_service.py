@@ -250,14 +250,14 @@ async def test_reattach_to_unknown_or_malformed_ids(start_service: StartService)
 
 
 async def test_max_sessions_is_resource_exhausted(start_service: StartService) -> None:
-    live = await start_service(pool_size=1, max_sessions=2)
+    live = await start_service(pool_size=1, max_sessions=2, open_queue_timeout=0.5)
     first, second = Conversation(live.stub), Conversation(live.stub)
     await first.open()  # takes the warm process
     await second.open()  # the pool's refill or a cold spawn: the second slot
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await Conversation(live.stub).open()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "all 2 session slots are in use" in str(refused.value.details())
+    assert "within 0.5s: all 2 are held" in str(refused.value.details())
 
 
 async def test_close_session_ends_its_process(start_service: StartService) -> None:

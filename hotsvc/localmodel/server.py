@@ -190,10 +190,6 @@ class LocalModelServer:
         """Only the `POST /v1/messages` requests."""
         return [r for r in self.requests if r.method == "POST" and r.path == MESSAGES_PATH]
 
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
     def wait_for_message_requests(self, count: int, timeout: float = 30.0) -> list[RecordedRequest]:
         """Block until at least `count` Messages requests arrived; TimeoutError otherwise.
 

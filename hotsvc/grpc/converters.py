@@ -1,16 +1,16 @@
-"""Protocol events and session state to hotsession.v1 messages."""
+"""Pure conversions between hotsession.v1 messages and the domain's values."""
 
 from __future__ import annotations
-
-import time
 
 from google.protobuf import struct_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc import protocol
-from hotsvc.launcher import SpawnStats
-from hotsvc.manager import SessionManager, Start
-from hotsvc.session import Session, TurnStarted
+from hotsvc.attachment import GoAway, Heartbeat
+from hotsvc.claude import protocol
+from hotsvc.errors import InvalidRequest
+from hotsvc.manager import OpenRequest
+from hotsvc.snapshot import Opened, SessionState, SessionView, Snapshot, SpawnView, Start
+from hotsvc.turn import TurnStarted
 
 START = {
     Start.WARM: pb.SESSION_START_WARM,
@@ -18,38 +18,43 @@ START = {
     Start.ATTACHED: pb.SESSION_START_ATTACHED,
     Start.RESUMED: pb.SESSION_START_RESUMED,
 }
+STATE = {
+    SessionState.IDLE: pb.SESSION_STATE_IDLE,
+    SessionState.BUSY: pb.SESSION_STATE_BUSY,
+    SessionState.ATTACHED: pb.SESSION_STATE_ATTACHED,
+    SessionState.STOPPED: pb.SESSION_STATE_STOPPED,
+}
 
 
-def opened(session: Session, start: Start, include_last_result: bool) -> pb.PromptResponse:
+def open_request(first: pb.PromptRequest | None) -> OpenRequest:
+    """The `open` a Prompt stream must start with."""
+    if first is None or first.WhichOneof("request") != "open":
+        raise InvalidRequest("the first request of a Prompt stream must be `open`: send "
+                             "open{} for a new session or open{session_id} to re-attach",
+                             field="open")
+    return OpenRequest(session_id=first.open.session_id, profile=first.open.profile)
+
+
+def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
     response = pb.PromptResponse(
-        session_id=session.id,
-        opened=pb.SessionOpened(session_id=session.id, start=START[start],
-                                pid=_pid(session), profile=session.profile.name),
+        session_id=view.session_id,
+        opened=pb.SessionOpened(session_id=view.session_id, start=START[view.start],
+                                pid=view.pid, profile=view.profile),
     )
-    if include_last_result and session.last_result is not None:
-        response.opened.last_turn_id = session.last_turn_id
-        _fill_result(response.opened.last_result, session.last_result)
+    if include_last_result and view.last_result is not None:
+        response.opened.last_turn_id = view.last_turn_id
+        _fill_result(response.opened.last_result, view.last_result)
     return response
 
 
-def heartbeat(session: Session) -> pb.PromptResponse:
-    return pb.PromptResponse(session_id=session.id,
-                             heartbeat=pb.Heartbeat(turn_running=session.busy))
-
-
-def go_away(session_id: str, time_left: float, reason: str) -> pb.PromptResponse:
-    response = pb.PromptResponse(session_id=session_id, go_away=pb.GoAway(reason=reason))
-    response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
-    return response
-
-
-def _pid(session: Session) -> int:
-    return session.process.pid if session.live and session.process else 0
+def progress(session_id: str, subtype: str, status: str) -> pb.PromptResponse:
+    return pb.PromptResponse(session_id=session_id, progress=pb.Progress(
+        subtype=subtype, status=pb.StatusUpdate(status=status)))
 
 
 def event_response(event: protocol.Event, session_id: str, turn_id: str,
                    include_raw_json: bool) -> pb.PromptResponse | None:
-    """The response for one turn event, or None for events callers don't see."""
+    """The response for one event, or None for events callers don't see."""
     response = pb.PromptResponse(session_id=session_id, turn_id=turn_id)
     match event:
         case TurnStarted(text=text):
@@ -77,6 +82,11 @@ def event_response(event: protocol.Event, session_id: str, turn_id: str,
                 response.progress.status.status = status
         case protocol.Result():
             _fill_result(response.result, event)
+        case Heartbeat(turn_running=running):
+            response.heartbeat.turn_running = running
+        case GoAway(time_left=time_left, reason=reason):
+            response.go_away.reason = reason
+            response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
@@ -99,10 +109,10 @@ def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessa
             case protocol.ToolUseBlock(id=tool_id, name=name, input=tool_input):
                 out.tool_use.id = tool_id
                 out.tool_use.name = name
-                out.tool_use.input.CopyFrom(_struct(tool_input))
+                out.tool_use.input.CopyFrom(struct(tool_input))
 
 
-def _struct(value: protocol.JsonObject) -> struct_pb2.Struct:
+def struct(value: protocol.JsonObject) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(value)
     return result
@@ -125,44 +135,37 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
     usage.cache_read_input_tokens = event.usage.cache_read_input_tokens
 
 
-def pool_status(manager: SessionManager) -> pb.PoolStatusResponse:
-    now = time.time()
+def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
+    live = snapshot.live_sessions
     response = pb.PoolStatusResponse(
-        active_sessions=manager.live_sessions,
-        stopped_sessions=len(manager.sessions) - manager.live_sessions,
-        max_sessions=manager.config.max_sessions,
-        spawn_stats=_spawn_stats(manager.launcher.stats),
-        draining=manager.draining,
+        active_sessions=live,
+        stopped_sessions=len(snapshot.sessions) - live,
+        max_sessions=snapshot.max_sessions,
+        spawn_stats=_spawn_stats(snapshot.spawns),
+        draining=snapshot.draining,
     )
-    for pool in manager.pools.values():
-        response.pools.add(profile=pool.profile.name, pool_size=pool.size,
-                           target_size=pool.target,
-                           idle_pids=[p.pid for p in pool.idle_processes()])
+    for pool in snapshot.pools:
+        response.pools.add(profile=pool.profile, pool_size=pool.size, target_size=pool.target,
+                           idle_pids=pool.idle_pids)
         response.pool_size += pool.size
         response.target_size += pool.target
-    for session in manager.sessions.values():
-        row = response.sessions.add(
-            session_id=session.id,
-            state=_state(session),
-            pid=_pid(session),
-            turns=session.turns_completed,
-            profile=session.profile.name,
-            attached=session.attached,
-        )
-        row.age.FromNanoseconds(int((now - session.created_at) * 1e9))
-        row.last_active_time.FromNanoseconds(int(session.last_active_at * 1e9))
+    for session in snapshot.sessions:
+        _fill_session(response.sessions.add(), session, now)
     return response
 
 
-def _state(session: Session) -> pb.SessionState.ValueType:
-    if not session.live:
-        return pb.SESSION_STATE_STOPPED
-    if session.busy:
-        return pb.SESSION_STATE_BUSY
-    return pb.SESSION_STATE_ATTACHED if session.attached else pb.SESSION_STATE_IDLE
+def _fill_session(row: pb.SessionInfo, session: SessionView, now: float) -> None:
+    row.session_id = session.id
+    row.state = STATE[session.state]
+    row.pid = session.pid
+    row.turns = session.turns
+    row.profile = session.profile
+    row.attached = session.attached
+    row.age.FromNanoseconds(int((now - session.created_at) * 1e9))
+    row.last_active_time.FromNanoseconds(int(session.last_active_at * 1e9))
 
 
-def _spawn_stats(stats: SpawnStats) -> pb.SpawnStats:
+def _spawn_stats(stats: SpawnView) -> pb.SpawnStats:
     message = pb.SpawnStats(
         spawned=stats.spawned, failed=stats.failed, in_flight=stats.in_flight,
         replaced=stats.replaced, warm_starts=stats.warm_starts, cold_starts=stats.cold_starts,

@@ -14,6 +14,12 @@ standard `grpc-status-details-bin` trailer (google.rpc.Status, read with e.g.
 
 from __future__ import annotations
 
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
@@ -25,6 +31,9 @@ from google.rpc import (  # type: ignore[import-untyped]  # .pyi files, but no p
 from grpc_status import rpc_status
 
 from hotsvc import errors
+from hotsvc.attachment import StreamEnded
+
+log = logging.getLogger(__name__)
 
 DOMAIN = "hotsession.v1"
 
@@ -36,6 +45,8 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Draining: grpc.StatusCode.UNAVAILABLE,
     errors.SpawnFailed: grpc.StatusCode.UNAVAILABLE,
+    errors.SessionClosed: grpc.StatusCode.ABORTED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
 }
 
 
@@ -76,3 +87,41 @@ def grpc_status(error: errors.ServiceError) -> grpc.Status:
 _CODE_NUMBERS: dict[grpc.StatusCode, int] = {
     code: code_pb2.Code.Value(code.name) for code in grpc.StatusCode
 }
+
+
+Servicer = TypeVar("Servicer")
+Handler = Callable[[Servicer, Any, Any], Awaitable[Any]]
+
+
+def service_error(exc: BaseException) -> errors.ServiceError | None:
+    """The caller's error inside `exc`, also from a task group's ExceptionGroup."""
+    if isinstance(exc, errors.ServiceError):
+        return exc
+    if isinstance(exc, StreamEnded):
+        return exc.error
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := service_error(inner)) is not None:
+                return found
+    return None
+
+
+def maps_errors(method: Handler[Servicer]) -> Handler[Servicer]:
+    """The one place where errors become statuses: a ServiceError its own, anything else
+    INTERNAL with an incident id that the log has too (never a traceback or class name)."""
+
+    @functools.wraps(method)
+    async def handle(self: Servicer, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            error = service_error(exc)
+            if error is None:
+                incident = uuid.uuid4().hex[:12]
+                log.exception("incident %s: %s failed", incident, method.__name__)
+                error = errors.Internal(f"hotsvc failed this request (incident {incident}); "
+                                        "the service's log has the details; retry, or "
+                                        "report the incident id")
+            await context.abort_with_status(grpc_status(error))
+
+    return handle

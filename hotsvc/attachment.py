@@ -1,0 +1,195 @@
+"""One stream attached to a session: the turns it sent, and the events on their way to it.
+
+The attachment owns the stream's side of a session: it submits the turns the caller sends,
+routes their events into a bounded outbox (a caller that stops reading stops the session's
+reader, and the pipe pushes back on the CLI instead of on our memory), adds heartbeats
+and the go-away notice, and on detach applies the disconnect policy to its turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from hotsvc.claude.protocol import Event, Result
+from hotsvc.errors import ServiceError
+from hotsvc.session import Session
+from hotsvc.settings import ServiceConfig
+from hotsvc.turn import Turn, TurnState
+
+log = logging.getLogger(__name__)
+
+# Events held for a stream that is not reading; past this the session's reader waits.
+OUTBOX_EVENTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Event):
+    turn_running: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway(Event):
+    time_left: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(Event):
+    """A request refused without ending the stream (e.g. a turn past the pending limit)."""
+
+    error: ServiceError
+
+
+class StreamEnded(Exception):
+    """The session ended under the stream (e.g. CloseSession); carries the caller's error."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+Item = tuple[str, Event]  # (turn id, event); turn id "" for the stream's own notices
+_END = Event()  # no more items
+
+
+class Outbox:
+    """Events for one stream. `put` waits for room; results and notices never wait."""
+
+    def __init__(self, bound: int) -> None:
+        self._items: asyncio.Queue[tuple[str, Event, bool]] = asyncio.Queue()
+        self._room = asyncio.Semaphore(bound)
+        self._bound = bound
+        self.closed = False
+        self.last_sent = time.monotonic()
+
+    async def put(self, turn_id: str, event: Event) -> None:
+        if self.closed:
+            return
+        await self._room.acquire()
+        if self.closed:
+            return
+        self._items.put_nowait((turn_id, event, True))
+
+    def put_nowait(self, turn_id: str, event: Event) -> None:
+        if not self.closed:
+            self._items.put_nowait((turn_id, event, False))
+
+    def empty(self) -> bool:
+        return self._items.empty()
+
+    async def get(self) -> Item:
+        turn_id, event, counted = await self._items.get()
+        if counted:
+            self._room.release()
+        self.last_sent = time.monotonic()
+        return turn_id, event
+
+    def close(self) -> None:
+        """Drop everything from now on, and free any producer waiting for room."""
+        self.closed = True
+        while not self._items.empty():
+            self._items.get_nowait()
+        for _ in range(self._bound):
+            self._room.release()
+
+
+class Attachment:
+    def __init__(self, session: Session, config: ServiceConfig,
+                 alive: Callable[[], bool]) -> None:
+        self.session = session
+        self.alive = alive  # is the attaching RPC still there?
+        self._config = config
+        self._outbox = Outbox(OUTBOX_EVENTS)
+        self._turns: list[Turn] = []  # sent on this stream and not yet finished
+        self._last_sent: Turn | None = None
+        self._input_ended = False
+        self._told_go_away = False
+        self.ended: ServiceError | None = None
+
+    @property
+    def attached(self) -> bool:
+        return not self._outbox.closed and self.alive()
+
+    # -- what the caller sends -----------------------------------------------------
+
+    def submit(self, text: str, turn_id: str) -> Turn:
+        turn = Turn(text, turn_id, self)
+        self.session.submit(turn)
+        self._turns.append(turn)
+        self._last_sent = turn
+        return turn
+
+    async def reject(self, turn_id: str, error: ServiceError) -> None:
+        """Tell the caller a request was refused; counts against the outbox like an event."""
+        await self._outbox.put(turn_id, Rejected(error))
+
+    def interrupt(self) -> None:
+        """Interrupt the most recently sent turn."""
+        if self._last_sent is not None:
+            self.session.interrupt(self._last_sent)
+
+    def end_input(self, error: ServiceError | None = None) -> None:
+        """No more requests: the stream ends once the turns already sent have results,
+        with `error` if a bad request ended the input, else OK."""
+        self._input_ended = True
+        self.ended = self.ended or error
+        self._end_if_done()
+
+    # -- TurnSink: what the session sends ------------------------------------------
+
+    def emit(self, turn: Turn, event: Event) -> Awaitable[None] | None:
+        if self._outbox.closed:
+            return None
+        return self._outbox.put(turn.id, event)
+
+    def finished(self, turn: Turn, result: Result) -> None:
+        self._outbox.put_nowait(turn.id, result)
+        if turn in self._turns:
+            self._turns.remove(turn)
+        self._end_if_done()
+
+    # -- what the stream receives --------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Item]:
+        """The stream's events until the caller's turns are done after a half-close."""
+        while (item := await self._outbox.get())[1] is not _END:
+            yield item
+        if self.ended is not None:
+            raise StreamEnded(self.ended)
+
+    async def keep_alive(self) -> None:
+        """A heartbeat whenever the stream has been silent for the heartbeat interval."""
+        interval = self._config.heartbeat_interval
+        while True:
+            await asyncio.sleep(self._outbox.last_sent + interval - time.monotonic())
+            if time.monotonic() - self._outbox.last_sent >= interval and self._outbox.empty():
+                self._outbox.put_nowait("", Heartbeat(self.session.busy))
+                self._outbox.last_sent = time.monotonic()
+
+    def go_away(self, time_left: float, reason: str) -> None:
+        if not self._told_go_away:
+            self._told_go_away = True
+            self._outbox.put_nowait("", GoAway(time_left, reason))
+
+    def end(self, error: ServiceError) -> None:
+        """The session is gone: end the stream with `error` after what is already queued."""
+        self.ended = error
+        self._outbox.put_nowait("", _END)
+
+    def _end_if_done(self) -> None:
+        if self._input_ended and not self._turns:
+            self._outbox.put_nowait("", _END)
+
+    # -- detaching -----------------------------------------------------------------
+
+    def detach(self) -> None:
+        """The stream is gone: its unfinished turns are interrupted (or left to finish)."""
+        self._outbox.close()
+        if self._config.interrupt_on_disconnect:
+            for turn in self._turns:
+                if turn.state is not TurnState.DONE:
+                    self.session.interrupt(turn)

@@ -1,0 +1,1 @@
+"""The gRPC boundary: server assembly, the thin servicer, converters, error mapping."""

@@ -1,0 +1,322 @@
+"""Every setting, defined once: its flag, its HOTSVC_* variable, its default and its help.
+
+`hotsvc serve --help`, the environment variables, the TOML profiles and the README's
+configuration table (`python -m hotsvc.settings`) are all generated from the dataclass
+fields below, so they cannot disagree. A field without `setting(...)` metadata is
+internal: not a flag, not in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import tomllib
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROFILE = "default"
+ENV_PREFIX = "HOTSVC_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is set from outside."""
+
+    help: str
+    group: str
+    minimum: float | None = None  # values below are refused
+    above: float | None = None  # values at or below are refused
+    choices: tuple[str, ...] = ()
+    repeat: bool = False  # a repeatable flag (tuple fields)
+    flag: str = ""  # defaults to --field-name
+    shown_default: str = ""  # for the docs, when the default is computed
+
+
+def setting(default: Any, help: str, *, group: str = "service", **spec: Any) -> Any:
+    """A dataclass field that is also a flag and an environment variable."""
+    meta = {"spec": Spec(help=help, group=group, **spec)}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Claude Code options for the sessions opened with this profile, and their warm pool.
+
+    A TOML `[profiles.NAME]` table sets these by field name; the flags set them for the
+    default profile.
+    """
+
+    name: str = DEFAULT_PROFILE
+    pool_size: int = setting(2, "idle warm processes per profile; 0 spawns on demand",
+                             minimum=0)
+    model: str = setting("", "Claude model (`--model`)", group="default profile")
+    system_prompt: str = setting("", "replaces Claude Code's system prompt",
+                                 group="default profile")
+    append_system_prompt: str = setting("", "appended to the system prompt",
+                                        group="default profile")
+    permission_mode: str = setting("", "Claude Code's permission mode, e.g. `plan`",
+                                   group="default profile")
+    allowed_tools: tuple[str, ...] = setting((), "tools allowed without asking, "
+                                                 "comma-separated", group="default profile")
+    disallowed_tools: tuple[str, ...] = setting((), "tools never allowed, comma-separated",
+                                                group="default profile")
+    cwd: str = setting("", "working directory of the sessions", group="default profile")
+    extra_args: tuple[str, ...] = setting((), "extra argument for claude (repeatable)",
+                                          group="default profile", repeat=True,
+                                          flag="--claude-arg")
+    env: Mapping[str, str] = field(default_factory=dict)  # TOML only: extra env
+
+    def cli_args(self) -> list[str]:
+        """The flags this profile adds to Claude Code's base arguments."""
+        args: list[str] = []
+        for flag, value in (
+            ("--model", self.model),
+            ("--system-prompt", self.system_prompt),
+            ("--append-system-prompt", self.append_system_prompt),
+            ("--permission-mode", self.permission_mode),
+        ):
+            if value:
+                args += [flag, value]
+        if self.allowed_tools:
+            args += ["--allowedTools", ",".join(self.allowed_tools)]
+        if self.disallowed_tools:
+            args += ["--disallowedTools", ",".join(self.disallowed_tools)]
+        return args + list(self.extra_args)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    listen: str = setting("127.0.0.1:50051",
+                          "HOST:PORT to serve on; port 0 picks a free one (printed as "
+                          "`hotsvc listening on HOST:PORT`)")
+    claude_cmd: tuple[str, ...] = setting(
+        ("claude",), "the Claude Code command, split like a shell would",
+        shown_default="`claude`")
+    local_model: str = setting(
+        "never", "`auto`: run the CLI against the local scripted model when there are no "
+        "credentials and no `--claude-cmd` (`make run` passes `auto`); `always`; `never`",
+        choices=("auto", "always", "never"))
+    config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
+    data_dir: Path | None = setting(
+        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config")
+    max_sessions: int = setting(0, "cap on live processes, warm ones included; 0 = no cap",
+                                minimum=0)
+    open_queue_timeout: float = setting(
+        10.0, "how long an open waits in line for a session slot at `--max-sessions` "
+        "before RESOURCE_EXHAUSTED", above=0)
+    max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
+    max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
+    shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
+    log_level: str = setting("INFO", "logging level")
+    idle_timeout: float = setting(
+        0.0, "end an unattached idle session's process after this many seconds; it resumes "
+        "on the next open (0 = off)", group="session lifecycle", minimum=0)
+    recycle_after_turns: int = setting(
+        0, "replace a session's process (by resume) after this many turns (0 = off)",
+        group="session lifecycle", minimum=0)
+    recycle_after_seconds: float = setting(
+        0.0, "... or once its process is this old (0 = off)", group="session lifecycle",
+        minimum=0)
+    recycle_above_rss_mb: int = setting(
+        0, "... or once its process holds this much resident memory (0 = off)",
+        group="session lifecycle", minimum=0)
+    turn_inactivity_timeout: float = setting(
+        600.0, "a turn with no output this long is interrupted, then killed",
+        group="session lifecycle", above=0)
+    heartbeat_interval: float = setting(
+        30.0, "seconds of silence before a `heartbeat` event, for proxies with idle "
+        "timeouts", group="session lifecycle", above=0)
+    on_disconnect: str = setting(
+        "interrupt", "what happens to a running turn whose caller went away; its result "
+        "is kept for re-attach", group="session lifecycle", choices=("interrupt", "finish"))
+    max_pending_turns: int = setting(
+        16, "turns a session queues behind the running one; past it a turn is refused "
+        "with RESOURCE_EXHAUSTED and the stream stays", group="session lifecycle", minimum=1)
+    max_line_bytes: int = setting(
+        64 * 1024 * 1024, "longest stdout line read from Claude Code; longer ones are "
+        "dropped and logged", group="session lifecycle", minimum=1024)
+    # Internal: not flags.
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
+    ready_timeout: float = 60.0  # a warm process must answer `initialize` within this
+
+    @property
+    def interrupt_on_disconnect(self) -> bool:
+        return self.on_disconnect == "interrupt"
+
+    def profile(self, name: str) -> Profile | None:
+        return self.profiles.get(name or DEFAULT_PROFILE)
+
+
+# -- flags and environment ------------------------------------------------------------
+
+
+def _specs(cls: type) -> Iterator[tuple[Field[Any], Spec, Any]]:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if "spec" in f.metadata:
+            yield f, f.metadata["spec"], hints[f.name]
+
+
+GROUPS = ("service", "session lifecycle", "default profile")
+
+
+def _all_specs() -> Iterator[tuple[Field[Any], Spec, Any]]:
+    specs = [*_specs(ServiceConfig), *_specs(Profile)]
+    yield from sorted(specs, key=lambda item: GROUPS.index(item[1].group))
+
+
+def flag_of(f: Field[Any], spec: Spec) -> str:
+    return spec.flag or "--" + f.name.replace("_", "-")
+
+
+def env_of(f: Field[Any], spec: Spec) -> str:
+    return ENV_PREFIX + flag_of(f, spec).removeprefix("--").replace("-", "_").upper()
+
+
+def _converter(kind: Any, f: Field[Any], spec: Spec) -> Callable[[str], Any]:
+    if spec.repeat or f.name == "claude_cmd":
+        return lambda text: tuple(shlex.split(text))
+    if kind is bool:
+        return lambda text: text.strip().lower() in ("1", "true", "yes", "on")
+    if kind in (int, float, str):
+        return typing.cast(Callable[[str], Any], kind)
+    if kind == (Path | None):
+        return lambda text: Path(text) if text else None
+    if kind == tuple[str, ...]:
+        return lambda text: tuple(t.strip() for t in text.split(",") if t.strip())
+    raise TypeError(f"no converter for {f.name}: {kind}")
+
+
+def _default(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    assert f.default_factory is not MISSING
+    return f.default_factory()
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """One flag per setting; its HOTSVC_* variable, when set, is the default."""
+    groups: dict[str, Any] = {"service": parser}
+    for f, spec, kind in _all_specs():
+        if spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        convert = _converter(kind, f, spec)
+        default = _default(f)
+        env = env_of(f, spec)
+        if raw := environ.get(env):
+            try:
+                default = convert(raw)
+            except ValueError:
+                raise ConfigError(f"{env}={raw!r} is not a valid {kind.__name__}") from None
+        help_text = f"{spec.help} (env {env})".replace("%", "%%")
+        options: dict[str, Any] = {"dest": f.name, "help": help_text, "default": default}
+        if spec.repeat:
+            options.update(action="append", default=list(default))
+        elif kind is bool:
+            options.update(action=argparse.BooleanOptionalAction)
+        else:
+            options.update(type=convert)
+        if spec.choices:
+            options["choices"] = spec.choices
+        groups[spec.group].add_argument(flag_of(f, spec), **options)
+
+
+def from_args(args: argparse.Namespace) -> ServiceConfig:
+    """The configuration the parsed flags describe, validated; raises ConfigError."""
+    values = vars(args)
+    for f, spec, _ in _all_specs():
+        _check(flag_of(f, spec), spec, values[f.name])
+    profile_values = {f.name: values[f.name] for f, _, _ in _specs(Profile)}
+    profile_values["extra_args"] = tuple(profile_values["extra_args"])
+    default = Profile(**profile_values)
+    service = {f.name: values[f.name] for f, _, _ in _specs(ServiceConfig)}
+    if not service["claude_cmd"]:
+        raise ConfigError("--claude-cmd is empty; give the Claude Code command, e.g. 'claude'")
+    config = ServiceConfig(**service)
+    profiles = load_profiles(config.config, default) if config.config else {
+        DEFAULT_PROFILE: default}
+    return replace(config, profiles=profiles)
+
+
+def _check(name: str, spec: Spec, value: Any) -> None:
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{name} must be >= {spec.minimum:g}, not {value}")
+    if spec.above is not None and value <= spec.above:
+        raise ConfigError(f"{name} must be > {spec.above:g}, not {value}")
+
+
+# -- TOML profiles --------------------------------------------------------------------
+
+_PROFILE_KEYS = {f.name for f in fields(Profile)} - {"name"}
+
+
+def load_profiles(path: Path, default: Profile) -> dict[str, Profile]:
+    """Read `[profiles.NAME]` tables; each inherits nothing but the pool size default."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    unknown_sections = set(document) - {"profiles"}
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown_sections)}; "
+                          "only [profiles.NAME] tables are read")
+    profiles = {DEFAULT_PROFILE: default}
+    for name, table in dict(document.get("profiles", {})).items():
+        profiles[name] = _profile_from_table(path, name, table, default.pool_size)
+    return profiles
+
+
+def _profile_from_table(path: Path, name: str, table: Any, pool_size: int) -> Profile:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: profiles.{name} must be a table")
+    unknown = set(table) - _PROFILE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: profiles.{name} has unknown keys {sorted(unknown)}; "
+                          f"known keys are {sorted(_PROFILE_KEYS)}")
+    values: dict[str, Any] = {"pool_size": pool_size, **table}
+    hints = typing.get_type_hints(Profile)
+    for key, value in values.items():
+        if hints[key] == tuple[str, ...]:
+            values[key] = tuple(str(v) for v in value)
+    if "env" in values:
+        values["env"] = {str(k): str(v) for k, v in values["env"].items()}
+    for f, spec, _ in _specs(Profile):
+        if f.name in values and spec.minimum is not None and (
+                not isinstance(values[f.name], int) or values[f.name] < spec.minimum):
+            raise ConfigError(f"{path}: profiles.{name}.{f.name} must be a whole number "
+                              f">= {spec.minimum:g}")
+    return Profile(name=name, **values)
+
+
+# -- documentation --------------------------------------------------------------------
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| flag | env | default | meaning |", "| --- | --- | --- | --- |"]
+    for f, spec, _ in _all_specs():
+        default = spec.shown_default or _shown(_default(f))
+        rows.append(f"| `{flag_of(f, spec)}` | `{env_of(f, spec)}` | {default} | {spec.help} |")
+    return "\n".join(rows)
+
+
+def _shown(value: Any) -> str:
+    if value in ("", (), None):
+        return "none"
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    return f"`{value}`"
+
+
+if __name__ == "__main__":
+    print(markdown_table())

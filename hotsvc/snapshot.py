@@ -1,0 +1,80 @@
+"""Read-only views of the service's state, for PoolStatus and whatever else reports it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from hotsvc.claude.protocol import Result
+
+
+class Start(enum.Enum):
+    """Where an opened session's process came from."""
+
+    WARM = "warm"
+    COLD = "cold"
+    ATTACHED = "attached"
+    RESUMED = "resumed"
+
+
+class SessionState(enum.Enum):
+    IDLE = "idle"  # live, no stream attached
+    BUSY = "busy"  # running a turn
+    ATTACHED = "attached"  # a stream is attached, no turn running
+    STOPPED = "stopped"  # no process; the next open or turn resumes it
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a stream learns when it attaches."""
+
+    session_id: str
+    start: Start
+    pid: int
+    profile: str
+    last_turn_id: str
+    last_result: Result | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    id: str
+    state: SessionState
+    pid: int
+    created_at: float
+    last_active_at: float
+    turns: int
+    profile: str
+    attached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    profile: str
+    size: int
+    target: int
+    idle_pids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnView:
+    spawned: int
+    failed: int
+    in_flight: int
+    replaced: int
+    warm_starts: int
+    cold_starts: int
+    mean_ready_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    pools: tuple[PoolView, ...]
+    sessions: tuple[SessionView, ...]
+    spawns: SpawnView
+    max_sessions: int
+    draining: bool
+
+    @property
+    def live_sessions(self) -> int:
+        return sum(1 for s in self.sessions if s.state is not SessionState.STOPPED)
