@@ -29,7 +29,8 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc import protocol
 from hotsvc.config import BASE_ARGS
-from hotsvc.local import PROJECT_CLAUDE, local_model_env
+from hotsvc.local import local_model_env
+from hotsvc_tools.paths import PROJECT_CLAUDE
 
 PROMPT = "Remember 42"
 
@@ -289,7 +290,7 @@ async def run_real(turns: int, sessions: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hotsvc_tools.bench", description=__doc__)
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--real-turns", type=int, default=100)

@@ -628,7 +628,7 @@ def render(options: Options, figures: Figures) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     defaults = Options()
-    parser = argparse.ArgumentParser(prog="python -m hotsvc.soak", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m hotsvc_tools.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=defaults.sessions)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
