@@ -1,13 +1,6 @@
-"""Entry point: ``hotsvc-emulator`` or ``python -m hotsvc_tools.emulator``, with the CLI's argv."""
+"""``python -m hotsvc_tools.emulator``: the same as ``hotsvc-emulator``."""
 
-import sys
-
-from hotsvc_tools.emulator import run
-
-
-def main() -> None:
-    sys.exit(run())
-
+from .cli import main
 
 if __name__ == "__main__":
     main()
