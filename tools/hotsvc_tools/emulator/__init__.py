@@ -8,8 +8,9 @@ is a script and env knobs inject faults.
 
 Where the local scripted model (hotsvc.localmodel) has the same trigger ("Remember N",
 "What number?", "slow", "echo X", "fail500"/"fail529", "stall", "run tool[: CMD]"), the
-emulator answers as the real CLI 2.1.330 does against it: tests/test_fidelity.py runs the
-same scenarios on both through hotsvc and compares what callers see.
+emulator reads it with that model's own ``classify`` and answers as the real CLI 2.1.330
+does against it: tests/test_fidelity.py runs the same scenarios on both through hotsvc
+and compares what callers see.
 
 Modules, in the order a turn meets them:
 

@@ -1,31 +1,30 @@
-"""The reply script: what the emulator's "model" answers to a prompt (see ``classify``)."""
+"""The reply script: what the emulator's "model" answers to a prompt.
+
+The triggers it shares with hotsvc's local scripted model ("Remember N", "What number?",
+"slow", "echo X", "fail500"/"fail529", "stall", "run tool[: CMD]") are read by that model's
+own ``classify`` (hotsvc.localmodel.script), so the emulator answers a scenario as the real
+CLI does against that model (tests/test_fidelity.py). The faults only the emulator plays
+are read here and win over the script: "crash", "hang", "huge N", and "garbage" (a line
+that is not JSON ahead of the reply).
+"""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
+from typing import Literal
+
+from hotsvc.localmodel import script
+from hotsvc.localmodel.script import NO_NUMBER_TEXT, Intent, slow_words
 
 from .options import Knobs
 
-SLOW_WORDS = 30
+HUGE_RE = re.compile(r"\bhuge\s+(\d+)\b", re.IGNORECASE)
+WORD_RE = re.compile(r"\s*\S+\s*")
 GARBAGE_LINE = "this is not json"
 CRASH_DELTA = "partial "
 
-REMEMBER_RE = re.compile(r"\bremember\s+(-?\d+)\b", re.IGNORECASE)
-HUGE_RE = re.compile(r"\bhuge\s+(\d+)\b", re.IGNORECASE)
-WORD_RE = re.compile(r"\s*\S+\s*")
-
-# Triggers shared with the local scripted model (hotsvc.localmodel.script), so one scenario
-# runs alike here and on the real CLI against that model (tests/test_fidelity.py).
-FAIL_RE = re.compile(r"\bfail(500|529)\b", re.IGNORECASE)
-STALL_RE = re.compile(r"\bstall\b", re.IGNORECASE)
-RUN_TOOL_RE = re.compile(r"\brun\s+tool\b(?::\s*(.+))?", re.IGNORECASE | re.DOTALL)
-ECHO_RE = re.compile(r"^\s*echo\b[:\s]*", re.IGNORECASE)
-NO_NUMBER_TEXT = "I was not asked to remember a number."
-DEFAULT_TOOL_COMMAND = "echo hi"
-TOOL_PREAMBLE = "Running a scripted Bash command."
 TOOL_DESCRIPTION = "Run a command scripted by the emulator"
 PERMISSION_HINT = "Claude Code asks before a shell command that may change files; allow Bash"
 # Bash commands the real CLI runs without asking; any other needs --allowedTools Bash
@@ -41,36 +40,23 @@ API_ERRORS = {
 
 
 @dataclass(frozen=True)
-class Intent:
-    """What a prompt asks of the scripted model: ``arg`` is its number, ``command`` a tool's."""
+class Fault:
+    """An emulator-only trigger: the process crashes, hangs, or sends one huge line."""
 
-    kind: str  # crash | hang | huge | fail | stall | tool | slow | remember | recall | echo
-    arg: int = 0
-    command: str = ""
+    kind: Literal["crash", "hang", "huge"]
+    size: int = 0  # huge: the reply's length in characters
 
 
-def classify(text: str) -> Intent:
-    """Map a prompt to an intent; fault triggers win over ordinary replies."""
+def classify(text: str) -> Fault | Intent:
+    """Map a prompt to what the turn plays; the emulator's faults win over the script."""
     lowered = text.lower()
     if "crash" in lowered:
-        return Intent("crash")
+        return Fault("crash")
     if "hang" in lowered:
-        return Intent("hang")
+        return Fault("hang")
     if huge := HUGE_RE.search(text):
-        return Intent("huge", int(huge.group(1)))
-    if fail := FAIL_RE.search(text):
-        return Intent("fail", int(fail.group(1)))
-    if STALL_RE.search(text):
-        return Intent("stall")
-    if tool := RUN_TOOL_RE.search(text):
-        return Intent("tool", command=(tool.group(1) or "").strip() or DEFAULT_TOOL_COMMAND)
-    if "slow" in lowered:
-        return Intent("slow")
-    if remember := REMEMBER_RE.search(text):
-        return Intent("remember", int(remember.group(1)))
-    if "what number" in lowered:
-        return Intent("recall")
-    return Intent("echo")
+        return Fault("huge", int(huge.group(1)))
+    return script.classify(text)
 
 
 def wants_garbage(text: str) -> bool:
@@ -94,27 +80,28 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text) or [text]
 
 
-def compose_reply(intent: Intent, prompt: str, number: int | None, knobs: Knobs) -> Reply:
+def compose_reply(intent: Fault | Intent, prompt: str, number: str | None, knobs: Knobs) -> Reply:
     """The scripted model's answer; ``number`` is what it was last told to remember."""
-    if intent.kind == "huge":
-        return Reply(["x" * intent.arg], 0.0)  # one delta, to test very long lines
+    if isinstance(intent, Fault):  # "huge": a crash or hang never gets this far
+        return Reply(["x" * intent.size], 0.0)  # one delta, to test very long lines
     if intent.kind == "slow":
-        return Reply([f"word{i} " for i in range(SLOW_WORDS)], knobs.slow_delay)
+        return Reply(slow_words(), knobs.slow_delay)
     if intent.kind == "remember":
         text = "OK"
     elif intent.kind == "recall":
-        text = str(number) if number is not None else NO_NUMBER_TEXT
-    elif ECHO_RE.match(prompt):
-        text = f"echo: {ECHO_RE.sub('', prompt, count=1)}"  # "echo X" says X, as scripted
+        text = number if number is not None else NO_NUMBER_TEXT
+    elif intent.kind == "echo":
+        text = f"echo: {intent.said}"  # "echo X" says X, as scripted
     else:
+        # The local model adds its disclaimer here. "write file" lands here too: the
+        # emulator has no Write tool.
         text = f"echo: {prompt}"
     return Reply(words(text), knobs.token_delay)
 
 
 def tool_report(output: str, is_error: bool) -> str:
-    """What the scripted model says once it has a tool's result."""
-    verb = "failed" if is_error else "said"
-    return f"Bash tool {verb}: {json.dumps(output, ensure_ascii=False)}"
+    """What the scripted model says once it has the Bash tool's result."""
+    return script.tool_report("Bash", output, is_error)
 
 
 def api_error_text(status: int) -> str:

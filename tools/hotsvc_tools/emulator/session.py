@@ -15,7 +15,7 @@ class Session:
     """One CLI process: reads stdin, runs queued turns one at a time, answers controls."""
 
     def __init__(
-        self, opts: Options, knobs: Knobs, out: Output, session_id: str, number: int | None
+        self, opts: Options, knobs: Knobs, out: Output, session_id: str, number: str | None
     ) -> None:
         self.opts = opts
         self.out = out

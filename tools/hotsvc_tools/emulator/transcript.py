@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from hotsvc.localmodel.script import Intent
+
 from .options import Options
 from .reply import classify
 from .stdio import die, prompt_text
@@ -59,19 +61,19 @@ def load_history(path: Path) -> list[str] | None:
         return None
 
 
-def remembered_number(lines: list[str]) -> int | None:
+def remembered_number(lines: list[str]) -> str | None:
     """Replay stored user prompts through the script to recover what it remembers."""
     number = None
     for line in lines:
         entry = json.loads(line)
         if entry.get("type") == "user":
             intent = classify(prompt_text(entry))
-            if intent.kind == "remember":
-                number = intent.arg
+            if isinstance(intent, Intent) and intent.kind == "remember":
+                number = intent.number
     return number
 
 
-def resolve_session(opts: Options) -> tuple[str, int | None]:
+def resolve_session(opts: Options) -> tuple[str, str | None]:
     """The session id and remembered number; an unknown ``--resume`` id is fatal."""
     if opts.resume is None:
         return opts.session_id or new_uuid(), None

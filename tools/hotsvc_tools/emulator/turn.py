@@ -9,14 +9,15 @@ import time
 import uuid
 from typing import NoReturn
 
+from hotsvc.localmodel.script import TOOL_PREAMBLE, Intent
+
 from .options import Knobs, Options
 from .reply import (
     CRASH_DELTA,
     GARBAGE_LINE,
     PERMISSION_HINT,
     TOOL_DESCRIPTION,
-    TOOL_PREAMBLE,
-    Intent,
+    Fault,
     classify,
     compose_reply,
     needs_permission,
@@ -36,7 +37,7 @@ class Turns:
     """Plays the queued turns of one process; ``interrupt()`` stops the running one."""
 
     def __init__(
-        self, opts: Options, knobs: Knobs, out: Output, session_id: str, number: int | None
+        self, opts: Options, knobs: Knobs, out: Output, session_id: str, number: str | None
     ) -> None:
         self.opts = opts
         self.knobs = knobs
@@ -81,8 +82,8 @@ class Turns:
                 await self._hang()
             if wants_garbage(prompt):
                 self.out.raw(GARBAGE_LINE)
-            if intent.kind == "remember":
-                self.number = intent.arg
+            if isinstance(intent, Intent) and intent.kind == "remember":
+                self.number = intent.number
             await self._answer(intent, prompt, started)
         except Interrupted:
             self._finish_interrupted(started)
@@ -90,17 +91,18 @@ class Turns:
             self.running = False
             self.stream.call = None
 
-    async def _answer(self, intent: Intent, prompt: str, started: float) -> None:
+    async def _answer(self, intent: Fault | Intent, prompt: str, started: float) -> None:
         """Play the scripted model's part of the turn, through to its result."""
-        if intent.kind == "fail":
-            await self._fail_api(intent.arg, started)
-            return
-        if intent.kind == "stall":
-            self.stream.start_call()  # the stream starts, then nothing until an interrupt
-            await self.stream.wait(None)
-        if intent.kind == "tool":
-            await self._tool_turn(intent.command, started)
-            return
+        if isinstance(intent, Intent):
+            if intent.kind == "fail":
+                await self._fail_api(intent.status, started)
+                return
+            if intent.kind == "stall":
+                self.stream.start_call()  # the stream starts, then nothing until an interrupt
+                await self.stream.wait(None)
+            if intent.kind == "tool":
+                await self._tool_turn(intent.command, started)
+                return
         reply = compose_reply(intent, prompt, self.number, self.knobs)
         await self.stream.api_call([Block.text(reply.chunks, reply.delay)], "end_turn")
         self._finish(reply.text, started, num_turns=1)
