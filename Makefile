@@ -48,6 +48,7 @@ proto: setup
 
 lint: setup
 	$(BIN)/ruff check hotsvc tools tests clients/python/src/hotsession/client.py
+	$(BIN)/ruff format --check tools
 	$(BIN)/mypy hotsvc tools tests clients/python/src/hotsession/client.py
 
 bench: setup

@@ -66,8 +66,9 @@ class ApiCall:
 class Stream:
     """One session's API messages; ``call`` is the one streaming now, if any."""
 
-    def __init__(self, out: Output, wire: Wire, include_partial: bool,
-                 interrupt: asyncio.Event) -> None:
+    def __init__(
+        self, out: Output, wire: Wire, include_partial: bool, interrupt: asyncio.Event
+    ) -> None:
         self.out = out
         self.wire = wire
         self.include_partial = include_partial
@@ -136,8 +137,11 @@ class Stream:
         call = self.call
         if call is None or call.open_block is None or not call.sent:
             return ""
-        self.out.send(self.wire.assistant(call.message_id, [{"type": "text", "text": call.sent}],
-                                          aborted=True))
+        self.out.send(
+            self.wire.assistant(
+                call.message_id, [{"type": "text", "text": call.sent}], aborted=True
+            )
+        )
         return call.sent
 
     def abandon(self) -> None:
