@@ -14,10 +14,12 @@ GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
 setup: $(VENV)/.installed node_modules/.package-lock.json \
        clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt
 
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+# tools/ is the dev-only hotsvc-tools (hotsvc-emulator, bench, soak, codegen), installed
+# in the same command so its `hotsvc` dependency resolves to this checkout.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml tools/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e clients/python -e '.[dev]'
+	$(PY) -m pip install -q -e clients/python -e '.[dev]' -e tools
 	touch $@
 
 # The real Claude Code CLI, pinned in package-lock.json, when none is on PATH.
@@ -42,18 +44,20 @@ test: setup
 
 # Regenerate every language's committed stubs; tests/test_clients.py fails when they drift.
 proto: setup
-	$(PY) -m hotsvc.codegen
+	$(PY) -m hotsvc_tools.codegen
 
 lint: setup
-	$(BIN)/ruff check hotsvc tests clients/python/src/hotsession/client.py
-	$(BIN)/mypy hotsvc tests clients/python/src/hotsession/client.py
+	$(BIN)/ruff check hotsvc tools tests clients/python/src/hotsession/client.py
+	$(BIN)/ruff format --check tools
+	$(BIN)/mypy hotsvc tools tests clients/python/src/hotsession/client.py
 
 bench: setup
-	$(PY) -m hotsvc.bench
+	$(PY) -m hotsvc_tools.bench
 
 # Many sessions and turns with injected faults; prints leaks, lost results, memory.
 soak: setup
-	$(PY) -m hotsvc.soak
+	$(PY) -m hotsvc_tools.soak
 
 clean:
-	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build *.egg-info
+	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build *.egg-info \
+	  tools/build tools/*.egg-info

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hotsession.client import HotSessionClient, SessionClosedError, TurnFailedError
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc import codegen
+from hotsvc_tools import codegen
 
 REPO = codegen.REPO
 BIN = Path(sys.executable).parent

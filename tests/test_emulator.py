@@ -111,7 +111,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "hotsvc.emulator",
+            "hotsvc_tools.emulator",
             *BASE_ARGV,
             *args,
             stdin=asyncio.subprocess.PIPE,

@@ -1,10 +1,10 @@
-"""A small soak in the suite: `make soak`'s checks on fewer sessions (see hotsvc/soak.py)."""
+"""A small soak in the suite: `make soak`'s checks on fewer sessions (see hotsvc_tools.soak)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hotsvc import soak
+from hotsvc_tools import soak
 
 
 async def test_a_small_soak_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ Keyed on the last text the user typed (`<system-reminder>` sections ignored):
 
 Stateless on purpose: everything it "remembers" is read back from the messages the client
 sends, so a resumed session in a new process recalls what an earlier process was told.
+
+`classify` is the one reading of these triggers: the stand-in CLI (hotsvc-tools' emulator)
+answers through it too, so a scenario plays alike on both (tests/test_fidelity.py).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 MODEL_NAME = "hotsvc-local-scripted"
 # Said in replies that would otherwise read like a real model's, so nobody mistakes one.
@@ -33,6 +36,11 @@ DISCLAIMER = f"[{MODEL_NAME}: a local scripted model, not Claude]"
 SLOW_WORDS = 30
 # The file "write file" creates when the user names none.
 DEFAULT_WRITE_NAME = "hotsvc-local-model.txt"
+# What "run tool" runs when the user names no command: read-only, so no permission asked.
+DEFAULT_TOOL_COMMAND = "echo hi"
+# The text block ahead of a scripted Bash tool_use.
+TOOL_PREAMBLE = "Running a scripted Bash command."
+NO_NUMBER_TEXT = "I was not asked to remember a number."
 
 _REMINDER = re.compile(r"<system-reminder>.*?(?:</system-reminder>|\Z)", re.DOTALL)
 _REMEMBER = re.compile(r"\bremember\s+(-?\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -45,6 +53,53 @@ _WRITE_FILE = re.compile(r"\bwrite\s+file\b(?:\s+(\S+))?", re.IGNORECASE)
 _ECHO = re.compile(r"^\s*echo\b[:\s]*", re.IGNORECASE)
 # Claude Code states its working directory in the system prompt; Write needs absolute paths.
 _CWD = re.compile(r"(?:Primary working directory|Working directory):\s*(\S+)")
+
+
+IntentKind = Literal[
+    "fail", "stall", "tool", "write", "slow", "remember", "recall", "echo", "other"
+]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What the user's text asks of the scripted model; only its kind's field is set."""
+
+    kind: IntentKind
+    status: int = 0  # fail: the HTTP status to answer with
+    command: str = ""  # tool: the Bash command to run
+    path: str = ""  # write: the file to create, as typed (DEFAULT_WRITE_NAME if none)
+    number: str = ""  # remember: the last N the text asks to remember, as typed
+    said: str = ""  # echo: the X of "echo X"
+
+
+def classify(text: str) -> Intent:
+    """Map what the user typed to an intent; a trigger earlier in this list wins.
+
+    "other" is text with no trigger: the model echoes it with its disclaimer.
+    """
+    if match := _FAIL.search(text):
+        return Intent("fail", status=int(match.group(1)))
+    if _STALL.search(text):
+        return Intent("stall")
+    if match := _RUN_TOOL.search(text):
+        return Intent("tool", command=(match.group(1) or "").strip() or DEFAULT_TOOL_COMMAND)
+    if match := _WRITE_FILE.search(text):
+        return Intent("write", path=match.group(1) or DEFAULT_WRITE_NAME)
+    if _SLOW.search(text):
+        return Intent("slow")
+    if numbers := _REMEMBER.findall(text):
+        return Intent("remember", number=numbers[-1])
+    if _RECALL.search(text):
+        return Intent("recall")
+    if _ECHO.match(text):
+        return Intent("echo", said=_ECHO.sub("", text, count=1))
+    return Intent("other")
+
+
+def tool_report(name: str, output: str, is_error: bool) -> str:
+    """What the model says once it has a tool's result, e.g. 'Bash tool said: "hi"'."""
+    verb = "failed" if is_error else "said"
+    return f"{name} tool {verb}: {json.dumps(output, ensure_ascii=False)}"
 
 
 @dataclass(frozen=True)
@@ -206,27 +261,29 @@ def reply_for(request: Mapping[str, Any]) -> Reply:
         results = _user_turn(last_user).tool_results
         if results:
             names = _tool_names(messages)
-            parts = []
-            for result in results:
-                name = names.get(result.tool_use_id, "tool")
-                verb = "failed" if result.is_error else "said"
-                parts.append(f"{name} tool {verb}: {json.dumps(result.text, ensure_ascii=False)}")
+            parts = [
+                tool_report(names.get(result.tool_use_id, "tool"), result.text, result.is_error)
+                for result in results
+            ]
             return TextReply("; ".join(parts))
 
-    if match := _FAIL.search(text):
-        return FailReply(int(match.group(1)))
-    if _STALL.search(text):
+    intent = classify(text)
+    if intent.kind == "fail":
+        return FailReply(intent.status)
+    if intent.kind == "stall":
         return StallReply()
-    if match := _RUN_TOOL.search(text):
-        command = (match.group(1) or "").strip() or "echo hi"
+    if intent.kind == "tool":
         return ToolUseReply(
             tool_use_id=_tool_use_id(messages),
             name="Bash",
-            input={"command": command, "description": "Run a command scripted by the local model"},
-            preamble="Running a scripted Bash command.",
+            input={
+                "command": intent.command,
+                "description": "Run a command scripted by the local model",
+            },
+            preamble=TOOL_PREAMBLE,
         )
-    if match := _WRITE_FILE.search(text):
-        name = match.group(1) or DEFAULT_WRITE_NAME
+    if intent.kind == "write":
+        name = intent.path
         if not name.startswith("/"):
             cwd = _CWD.search(_system_text(request))
             name = f"{cwd.group(1).rstrip('/')}/{name}" if cwd else name
@@ -236,13 +293,13 @@ def reply_for(request: Mapping[str, Any]) -> Reply:
             input={"file_path": name, "content": f"written by {MODEL_NAME}\n"},
             preamble="Writing a scripted file.",
         )
-    if _SLOW.search(text):
+    if intent.kind == "slow":
         return TextReply("".join(slow_words()), slow=True)
-    if _REMEMBER.search(text):
+    if intent.kind == "remember":
         return TextReply("OK")
-    if _RECALL.search(text):
+    if intent.kind == "recall":
         number = remembered_number(messages)
-        return TextReply(number if number is not None else "I was not asked to remember a number.")
-    if _ECHO.match(text):
-        return TextReply(f"echo: {_ECHO.sub('', text, count=1)}")
+        return TextReply(number if number is not None else NO_NUMBER_TEXT)
+    if intent.kind == "echo":
+        return TextReply(f"echo: {intent.said}")
     return TextReply(f"echo: {text} {DISCLAIMER}" if text else DISCLAIMER)

@@ -7,7 +7,7 @@ One run writes every language's stubs, each laid out as in the repo:
 - Go: clients/go/hotsession/v1/*.pb.go (Debian's protoc-gen-go and protoc-gen-go-grpc)
 
 grpc_tools.protoc is the compiler for all three; it drives the external plugins too.
-`python -m hotsvc.codegen --root DIR` writes the same tree under DIR, which is how
+`python -m hotsvc_tools.codegen --root DIR` writes the same tree under DIR, which is how
 tests/test_clients.py compares a fresh generation with the committed files.
 """
 
@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# Re-exported: tests/test_clients.py finds the clients through it.
+from hotsvc_tools.paths import REPO as REPO
+
 PROTO_ROOT = REPO / "protos"
 PROTO_FILES = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
 
@@ -200,7 +202,7 @@ def diff_against(root: Path, langs: Sequence[str] = tuple(LANGUAGES)) -> list[st
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m hotsvc.codegen",
+        prog="python -m hotsvc_tools.codegen",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -177,21 +177,43 @@ class Server:
             "[profiles.slowstart]\npool_size = 1\n"
             'env = { HOTSVC_EMU_STARTUP_DELAY = "0.3" }\n'
             "[profiles.noisy]\npool_size = 0\n"
-            'env = { HOTSVC_EMU_STDERR_NOISE = "1", HOTSVC_EMU_TOKEN_DELAY = "0.001" }\n')
+            'env = { HOTSVC_EMU_STDERR_NOISE = "1", HOTSVC_EMU_TOKEN_DELAY = "0.001" }\n'
+        )
         emulator = Path(sys.executable).parent / "hotsvc-emulator"
-        env = {**os.environ, "CLAUDE_CONFIG_DIR": str(self.work_dir / "claude"),
-               "HOTSVC_EMU_SLOW_DELAY": "0.01"}
+        env = {
+            **os.environ,
+            "CLAUDE_CONFIG_DIR": str(self.work_dir / "claude"),
+            "HOTSVC_EMU_SLOW_DELAY": "0.01",
+        }
         self.log = (self.work_dir / "hotsvc.log").open("wb")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotsvc.cli", "serve", "--listen", "127.0.0.1:0",
-            "--claude-cmd", str(emulator), "--config", str(config),
-            "--data-dir", str(self.work_dir / "data"),
-            "--pool-size", str(self.options.pool_size),
-            "--max-sessions", str(self.options.max_sessions),
+            sys.executable,
+            "-m",
+            "hotsvc.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--claude-cmd",
+            str(emulator),
+            "--config",
+            str(config),
+            "--data-dir",
+            str(self.work_dir / "data"),
+            "--pool-size",
+            str(self.options.pool_size),
+            "--max-sessions",
+            str(self.options.max_sessions),
             # Above the slow profile's start-up, so only the hang prompts trip the watchdog.
-            "--turn-inactivity-timeout", "1.5", "--shutdown-grace", "5",
-            "--log-level", "INFO" if self.options.verbose else "WARNING",
-            stdout=asyncio.subprocess.PIPE, stderr=self.log, env=env)
+            "--turn-inactivity-timeout",
+            "1.5",
+            "--shutdown-grace",
+            "5",
+            "--log-level",
+            "INFO" if self.options.verbose else "WARNING",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+        )
         assert self.proc.stdout is not None
         async with asyncio.timeout(30):
             line = (await self.proc.stdout.readline()).decode()
@@ -204,8 +226,9 @@ class Server:
         children = descendants(self.pid)
         self.seen |= children
         figures.children_peak = max(figures.children_peak, len(children))
-        figures.children_peak_mb = max(figures.children_peak_mb,
-                                       sum(rss_mb(pid) for pid in children))
+        figures.children_peak_mb = max(
+            figures.children_peak_mb, sum(rss_mb(pid) for pid in children)
+        )
         figures.service_peak_mb = max(figures.service_peak_mb, rss_mb(self.pid))
         return children
 
@@ -248,7 +271,8 @@ class Server:
         """Still the stand-in CLI (not an unrelated process that got a recycled pid)."""
         try:
             return self.emulator in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
-                errors="replace")
+                errors="replace"
+            )
         except OSError:
             return False
 
@@ -314,8 +338,13 @@ class Soak:
             if roll < 0:
                 return kind, text
         number = rng.randint(1, 999)
-        return rng.choice([("remember", f"Remember {number}"), ("recall", "What number?"),
-                           ("echo", f"echo soak {number}")])
+        return rng.choice(
+            [
+                ("remember", f"Remember {number}"),
+                ("recall", "What number?"),
+                ("echo", f"echo soak {number}"),
+            ]
+        )
 
     async def client(self, index: int) -> None:
         rng = random.Random(f"{self.options.seed}-{index}")  # the same plan on every run
@@ -334,8 +363,14 @@ class Soak:
                 break
         await self.close(session_id)
 
-    async def stream(self, session_id: str, profile: str, texts: list[tuple[str, str]],
-                     rng: random.Random, disconnect: bool) -> str:
+    async def stream(
+        self,
+        session_id: str,
+        profile: str,
+        texts: list[tuple[str, str]],
+        rng: random.Random,
+        disconnect: bool,
+    ) -> str:
         """One Prompt stream; the session id, or "" if it could not be opened."""
         call, opened = await self.open(session_id, profile)
         if call is None or opened is None:
@@ -357,8 +392,7 @@ class Soak:
                 await call.write(pb.PromptRequest(turn=pb.UserTurn(text=text, turn_id=turn_id)))
                 interrupt = kind == "slow" and rng.random() < 0.5
                 cancel_after = rng.randint(0, 6) if index == cancel_turn else -1
-                if not await self.read_turn(call, stream, turn_id, kind, interrupt,
-                                            cancel_after):
+                if not await self.read_turn(call, stream, turn_id, kind, interrupt, cancel_after):
                     break
             if not stream.cancelled:
                 await call.done_writing()
@@ -369,18 +403,28 @@ class Soak:
                 if code != Code.OK:
                     self.fail(f"stream on {opened.session_id} ended {code.name}, not OK")
         except grpc.aio.AioRpcError as error:
-            self.fail(f"stream on {opened.session_id} failed: {error.code().name} "
-                      f"{error.details()}")
+            self.fail(
+                f"stream on {opened.session_id} failed: {error.code().name} {error.details()}"
+            )
         except TimeoutError:
-            self.fail(f"stream on {opened.session_id}: turn {stream.sent[-1]} had no result, "
-                      f"or the stream no end, within {TURN_DEADLINE:g} s")
+            self.fail(
+                f"stream on {opened.session_id}: turn {stream.sent[-1]} had no result, "
+                f"or the stream no end, within {TURN_DEADLINE:g} s"
+            )
         finally:
             call.cancel()
         self.account(stream, opened.session_id)
         return opened.session_id
 
-    async def read_turn(self, call: Call, stream: Stream, turn_id: str, kind: str,
-                        interrupt: bool, cancel_after: int) -> bool:
+    async def read_turn(
+        self,
+        call: Call,
+        stream: Stream,
+        turn_id: str,
+        kind: str,
+        interrupt: bool,
+        cancel_after: int,
+    ) -> bool:
         """Read up to this turn's result; False if the client disconnected instead."""
         events = 0
         async with asyncio.timeout(TURN_DEADLINE):
@@ -426,22 +470,28 @@ class Soak:
                 if got != 1:
                     self.fail(f"turn {turn_id} of {session_id} got {got} results, not one")
 
-    async def open(self, session_id: str, profile: str,
-                   ) -> tuple[Call | None, pb.SessionOpened | None]:
+    async def open(
+        self,
+        session_id: str,
+        profile: str,
+    ) -> tuple[Call | None, pb.SessionOpened | None]:
         """Open or re-attach, waiting out refusals a retry can cure (as RetryInfo says)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             call = self.stub.Prompt(None, timeout=180)
             try:
-                await call.write(pb.PromptRequest(open=pb.OpenSession(
-                    session_id=session_id, profile=profile)))
+                await call.write(
+                    pb.PromptRequest(open=pb.OpenSession(session_id=session_id, profile=profile))
+                )
                 response = await call.read()
             except grpc.aio.AioRpcError as error:
                 reason, delay = retry_delay(error)
                 self.figures.refusals[reason or error.code().name] += 1
                 if reason not in RETRIED:
-                    self.fail(f"open of {session_id or 'a new session'} refused: "
-                              f"{error.code().name} {reason} {error.details()}")
+                    self.fail(
+                        f"open of {session_id or 'a new session'} refused: "
+                        f"{error.code().name} {reason} {error.details()}"
+                    )
                     return None, None
                 if reason not in REASONS:
                     self.fail(f"undocumented reason {reason!r}")
@@ -460,8 +510,7 @@ class Soak:
             return
         self.closed.add(session_id)
         try:
-            await self.stub.CloseSession(pb.CloseSessionRequest(session_id=session_id),
-                                         timeout=60)
+            await self.stub.CloseSession(pb.CloseSessionRequest(session_id=session_id), timeout=60)
             self.figures.closes += 1
         except grpc.aio.AioRpcError as error:
             self.fail(f"CloseSession {session_id}: {error.code().name} {error.details()}")
@@ -486,8 +535,12 @@ class Soak:
         if busy:
             self.fail("turns still running or streams attached 10 s after every client ended")
         if unknown - self.figures.leaked:
-            self.fail("processes PoolStatus does not know of: " + ", ".join(
-                f"{pid} ({session_of(pid)})" for pid in sorted(unknown - self.figures.leaked)))
+            self.fail(
+                "processes PoolStatus does not know of: "
+                + ", ".join(
+                    f"{pid} ({session_of(pid)})" for pid in sorted(unknown - self.figures.leaked)
+                )
+            )
             self.figures.leaked |= unknown
         return rss_mb(self.server.pid)
 
@@ -497,6 +550,7 @@ class Soak:
         async def limited(index: int) -> None:
             async with slots:
                 await self.client(index)
+
         await asyncio.gather(*(limited(i) for i in indices))
 
     async def close_everything(self) -> None:
@@ -553,8 +607,10 @@ async def _final_status(soak: Soak) -> str:
         stats = (await soak.status()).spawn_stats
     except grpc.aio.AioRpcError as error:
         return f"(PoolStatus failed: {error.code().name})"
-    return (f"spawned {stats.spawned}, failed {stats.failed}, warm starts "
-            f"{stats.warm_starts}, cold starts {stats.cold_starts}, replaced {stats.replaced}")
+    return (
+        f"spawned {stats.spawned}, failed {stats.failed}, warm starts "
+        f"{stats.warm_starts}, cold starts {stats.cold_starts}, replaced {stats.replaced}"
+    )
 
 
 def _judge(options: Options, figures: Figures) -> None:
@@ -562,10 +618,12 @@ def _judge(options: Options, figures: Figures) -> None:
     if second - first > options.growth_limit_mb:
         figures.failures.append(
             f"service RSS grew {second - first:.1f} MB between the halves "
-            f"({first:.1f} -> {second:.1f} MB), over {options.growth_limit_mb:g} MB")
+            f"({first:.1f} -> {second:.1f} MB), over {options.growth_limit_mb:g} MB"
+        )
     if figures.children_peak > options.max_sessions:
-        figures.failures.append(f"{figures.children_peak} processes at once, over "
-                                f"--max-sessions {options.max_sessions}")
+        figures.failures.append(
+            f"{figures.children_peak} processes at once, over --max-sessions {options.max_sessions}"
+        )
 
 
 @contextlib.contextmanager
@@ -628,8 +686,11 @@ def render(options: Options, figures: Figures) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     defaults = Options()
-    parser = argparse.ArgumentParser(prog="python -m hotsvc.soak", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m hotsvc_tools.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sessions", type=int, default=defaults.sessions)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--turns", type=int, default=defaults.turns, help="per session")

@@ -29,7 +29,8 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc import protocol
 from hotsvc.config import BASE_ARGS
-from hotsvc.local import PROJECT_CLAUDE, local_model_env
+from hotsvc.local import local_model_env
+from hotsvc_tools.paths import PROJECT_CLAUDE
 
 PROMPT = "Remember 42"
 
@@ -57,9 +58,16 @@ class DirectProcess:
     @classmethod
     async def spawn(cls, claude_cmd: list[str], env: dict[str, str]) -> DirectProcess:
         proc = await asyncio.create_subprocess_exec(
-            *claude_cmd, *BASE_ARGS, "--session-id", str(uuid.uuid4()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env=env, limit=64 * 1024 * 1024)
+            *claude_cmd,
+            *BASE_ARGS,
+            "--session-id",
+            str(uuid.uuid4()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            limit=64 * 1024 * 1024,
+        )
         return cls(proc)
 
     async def turn(self, text: str) -> str:
@@ -102,8 +110,9 @@ class ReplayServicer(pb_grpc.HotSessionServicer):
     def __init__(self, events: list[pb.PromptResponse]) -> None:
         self._events = events
 
-    async def Prompt(self, request_iterator: AsyncIterator[pb.PromptRequest],
-                     context: object) -> AsyncIterator[pb.PromptResponse]:
+    async def Prompt(
+        self, request_iterator: AsyncIterator[pb.PromptRequest], context: object
+    ) -> AsyncIterator[pb.PromptResponse]:
         async for request in request_iterator:
             if request.HasField("open"):
                 yield pb.PromptResponse(opened=pb.SessionOpened())
@@ -148,12 +157,25 @@ async def timed(series: Series, action: Callable[[], Awaitable[object]]) -> None
     series.seconds.append(time.perf_counter() - started)
 
 
-async def start_server(claude_cmd: list[str], env: dict[str, str],
-                       pool_size: int) -> tuple[asyncio.subprocess.Process, str]:
+async def start_server(
+    claude_cmd: list[str], env: dict[str, str], pool_size: int
+) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hotsvc.cli", "serve", "--listen", "127.0.0.1:0",
-        "--claude-cmd", " ".join(claude_cmd), "--pool-size", str(pool_size),
-        "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE, env=env)
+        sys.executable,
+        "-m",
+        "hotsvc.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--claude-cmd",
+        " ".join(claude_cmd),
+        "--pool-size",
+        str(pool_size),
+        "--log-level",
+        "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
     assert proc.stdout is not None
     line = (await proc.stdout.readline()).decode()
     return proc, line.rsplit(" ", 1)[1].strip()
@@ -166,9 +188,9 @@ async def wait_pool_full(stub: pb_grpc.HotSessionAsyncStub, target: int) -> None
         await asyncio.sleep(0.01)
 
 
-async def bench_hot(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
-                    env: dict[str, str], turns: int
-                    ) -> tuple[Series, Series, list[pb.PromptResponse]]:
+async def bench_hot(
+    stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str], env: dict[str, str], turns: int
+) -> tuple[Series, Series, list[pb.PromptResponse]]:
     via, direct = Series("hot turn via hotsvc"), Series("hot turn direct (floor)")
     call = stub.Prompt(request_iterator=None)
     await call.write(pb.PromptRequest(open=pb.OpenSession()))
@@ -191,19 +213,30 @@ async def bench_hot(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
 async def one_shot(claude_cmd: list[str], env: dict[str, str]) -> None:
     """What a caller without hotsvc does: `claude -p PROMPT`, one process per prompt."""
     proc = await asyncio.create_subprocess_exec(
-        *claude_cmd, "-p", PROMPT, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, env=env)
+        *claude_cmd,
+        "-p",
+        PROMPT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
     output, _ = await proc.communicate()
     if proc.returncode != 0 or b"OK" not in output:
         raise RuntimeError(f"claude -p failed ({proc.returncode}): {output[-200:]!r}")
 
 
-async def bench_first(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
-                      env: dict[str, str], sessions: int, pool_size: int,
-                      cold_one_shot: bool) -> tuple[Series, Series]:
+async def bench_first(
+    stub: pb_grpc.HotSessionAsyncStub,
+    claude_cmd: list[str],
+    env: dict[str, str],
+    sessions: int,
+    pool_size: int,
+    cold_one_shot: bool,
+) -> tuple[Series, Series]:
     warm = Series("first turn, warm pool via hotsvc")
-    cold = Series("cold spawn per prompt (claude -p)" if cold_one_shot
-                  else "first turn, cold spawn")
+    cold = Series(
+        "cold spawn per prompt (claude -p)" if cold_one_shot else "first turn, cold spawn"
+    )
 
     async def warm_first() -> None:
         call = stub.Prompt(request_iterator=None)
@@ -230,16 +263,27 @@ async def bench_first(stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str],
 
 def report(title: str, series: list[Series], ratios: list[tuple[Series, Series]]) -> str:
     lines = [f"### {title}", "", "| measure | p50 ms | p99 ms | n |", "| --- | --- | --- | --- |"]
-    lines += [f"| {s.name} | {s.p50 * 1e3:.2f} | {s.pct(0.99) * 1e3:.2f} | {len(s.seconds)} |"
-              for s in series]
+    lines += [
+        f"| {s.name} | {s.p50 * 1e3:.2f} | {s.pct(0.99) * 1e3:.2f} | {len(s.seconds)} |"
+        for s in series
+    ]
     lines.append("")
-    lines += [f"- {a.name} / {b.name}: **{a.p50 / b.p50:.3f}** at p50, "
-              f"{a.pct(0.99) / b.pct(0.99):.3f} at p99" for a, b in ratios]
+    lines += [
+        f"- {a.name} / {b.name}: **{a.p50 / b.p50:.3f}** at p50, "
+        f"{a.pct(0.99) / b.pct(0.99):.3f} at p99"
+        for a, b in ratios
+    ]
     return "\n".join(lines) + "\n"
 
 
-async def run(claude_cmd: list[str], title: str, turns: int, sessions: int,
-              extra_env: dict[str, str], cold_one_shot: bool = False) -> str:
+async def run(
+    claude_cmd: list[str],
+    title: str,
+    turns: int,
+    sessions: int,
+    extra_env: dict[str, str],
+    cold_one_shot: bool = False,
+) -> str:
     pool_size = 2
     with tempfile.TemporaryDirectory() as config_dir:
         env = {**os.environ, "CLAUDE_CONFIG_DIR": config_dir, **extra_env}
@@ -249,25 +293,33 @@ async def run(claude_cmd: list[str], title: str, turns: int, sessions: int,
                 stub = pb_grpc.HotSessionStub(channel)
                 await wait_pool_full(stub, pool_size)
                 via, direct, events = await bench_hot(stub, claude_cmd, env, turns)
-                first = await bench_first(stub, claude_cmd, env, sessions, pool_size,
-                                          cold_one_shot)
+                first = await bench_first(stub, claude_cmd, env, sessions, pool_size, cold_one_shot)
         finally:
             server.terminate()
             await server.wait()
     grpc_alone = await bench_grpc_floor(events, turns)
     warm, cold = first
-    text = report(title, [via, direct, grpc_alone, warm, cold],
-                  [(via, direct), (warm, cold), (warm, via)])
+    text = report(
+        title, [via, direct, grpc_alone, warm, cold], [(via, direct), (warm, cold), (warm, via)]
+    )
     added, grpc_cost = via.p50 - direct.p50, grpc_alone.p50
-    return text + (f"- hotsvc adds {added * 1e3:.2f} ms per hot turn at p50; {len(events)} events "
-                   f"through gRPC alone cost {grpc_cost * 1e3:.2f} ms of it\n")
+    return text + (
+        f"- hotsvc adds {added * 1e3:.2f} ms per hot turn at p50; {len(events)} events "
+        f"through gRPC alone cost {grpc_cost * 1e3:.2f} ms of it\n"
+    )
 
 
 async def local_model_process() -> tuple[asyncio.subprocess.Process, str]:
     """The scripted model in its own process, so it does not share the bench's CPU time."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hotsvc.localmodel", "--listen", "127.0.0.1:0", "--quiet",
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "hotsvc.localmodel",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = (await proc.stdout.readline()).decode()
     return proc, line.split()[-1]
@@ -280,24 +332,38 @@ async def run_real(turns: int, sessions: int) -> str:
     try:
         with tempfile.TemporaryDirectory() as home:
             env = {**local_model_env(url, Path(home) / ".claude"), "HOME": home, "TMPDIR": home}
-            return await run([str(PROJECT_CLAUDE)],
-                             "Real Claude Code CLI against the local scripted model",
-                             turns, sessions, env, cold_one_shot=True)
+            return await run(
+                [str(PROJECT_CLAUDE)],
+                "Real Claude Code CLI against the local scripted model",
+                turns,
+                sessions,
+                env,
+                cold_one_shot=True,
+            )
     finally:
         model.terminate()
         await model.wait()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hotsvc_tools.bench", description=__doc__)
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--real-turns", type=int, default=100)
     parser.add_argument("--real-sessions", type=int, default=10)
     args = parser.parse_args()
     emulator = [str(Path(sys.executable).parent / "hotsvc-emulator")]
-    print(asyncio.run(run(emulator, "Stand-in CLI (hotsvc-emulator), zero token delay",
-                          args.turns, args.sessions, {"HOTSVC_EMU_TOKEN_DELAY": "0"})))
+    print(
+        asyncio.run(
+            run(
+                emulator,
+                "Stand-in CLI (hotsvc-emulator), zero token delay",
+                args.turns,
+                args.sessions,
+                {"HOTSVC_EMU_TOKEN_DELAY": "0"},
+            )
+        )
+    )
     print(asyncio.run(run_real(args.real_turns, args.real_sessions)))
 
 
