@@ -163,25 +163,37 @@ class Session:
             return hotsvc_result("session_closed", f"session {self.id} was closed")
         if turn.interrupt_requested:
             return hotsvc_result("interrupted", "interrupted before it reached Claude")
-        try:
-            resumed = await self.ensure_process()
-        except ServiceError as exc:
-            return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
-        process = self.process
-        assert process is not None
-        self._ended = asyncio.get_running_loop().create_future()
-        self._turn_process = process
-        turn.state = TurnState.RUNNING
-        await _emit(turn, TurnStarted(turn.text))
-        if resumed:
-            await _emit(turn, SystemEvent("resumed",
-                                          status=f"conversation resumed in pid {process.pid}"))
-        with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
-            await process.send(protocol.user_message(turn.text))
-        if turn.interrupt_requested:  # asked while we were writing
-            self._send_interrupt(process)
-        ending = await self._watch(process, turn)
-        return ending if isinstance(ending, Result) else self._describe_exit(process, ending)
+        # A process that died between turns may not have been noticed yet: if it ends
+        # without a word after the write, the turn never reached Claude and runs once more.
+        for attempt in (1, 2):
+            try:
+                resumed = await self.ensure_process()
+            except ServiceError as exc:
+                return hotsvc_result("resume_failed",
+                                     f"could not restart session {self.id}: {exc}")
+            process = self.process
+            assert process is not None
+            self._ended = asyncio.get_running_loop().create_future()
+            self._turn_process = process
+            if turn.state is TurnState.QUEUED:
+                turn.state = TurnState.RUNNING
+                await _emit(turn, TurnStarted(turn.text))
+            if resumed:
+                await _emit(turn, SystemEvent(
+                    "resumed", status=f"conversation resumed in pid {process.pid}"))
+            written_at = time.monotonic()
+            with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
+                await process.send(protocol.user_message(turn.text))
+            if turn.interrupt_requested:  # asked while we were writing
+                self._send_interrupt(process)
+            ending = await self._watch(process, turn)
+            if isinstance(ending, Result):
+                return ending
+            if attempt == 2 or self.closed or process.last_output >= written_at:
+                return self._describe_exit(process, ending)
+            log.info("session %s: pid %d was gone before the turn reached it; resuming",
+                     self.id, process.pid)
+        raise AssertionError("unreachable")
 
     def _route(self, process: ClaudeProcess, event: Event) -> Awaitable[None] | None:
         """The process's listener: events to the running turn, its end to the runner."""

@@ -27,8 +27,8 @@ import grpc
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc import protocol
-from hotsvc.config import BASE_ARGS
+from hotsvc.claude import protocol
+from hotsvc.claude.launch import BASE_ARGS
 from hotsvc.local import local_model_env
 from hotsvc_tools.paths import PROJECT_CLAUDE
 

@@ -484,6 +484,11 @@ class Soak:
                     pb.PromptRequest(open=pb.OpenSession(session_id=session_id, profile=profile))
                 )
                 response = await call.read()
+                # An open at the cap waits in line and is told its place first.
+                while isinstance(response, pb.PromptResponse) and (
+                    response.progress.subtype == "queued"
+                ):
+                    response = await call.read()
             except grpc.aio.AioRpcError as error:
                 reason, delay = retry_delay(error)
                 self.figures.refusals[reason or error.code().name] += 1
