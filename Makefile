@@ -46,10 +46,12 @@ test: setup
 proto: setup
 	$(PY) -m hotsvc_tools.codegen
 
+LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
+
 lint: setup
-	$(BIN)/ruff check hotsvc tools tests clients/python/src/hotsession/client.py
-	$(BIN)/ruff format --check tools
-	$(BIN)/mypy hotsvc tools tests clients/python/src/hotsession/client.py
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy $(LINTED)
 
 bench: setup
 	$(PY) -m hotsvc_tools.bench

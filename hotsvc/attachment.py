@@ -98,8 +98,7 @@ class Outbox:
 
 
 class Attachment:
-    def __init__(self, session: Session, config: ServiceConfig,
-                 alive: Callable[[], bool]) -> None:
+    def __init__(self, session: Session, config: ServiceConfig, alive: Callable[[], bool]) -> None:
         self.session = session
         self.alive = alive  # is the attaching RPC still there?
         self._config = config

@@ -67,8 +67,9 @@ class Capacity:
             return None
         return self._take()
 
-    async def acquire(self, max_wait: float, reclaim: Reclaim,
-                      on_place: OnPlace | None = None) -> Slot:
+    async def acquire(
+        self, max_wait: float, reclaim: Reclaim, on_place: OnPlace | None = None
+    ) -> Slot:
         """A slot for a session: at once, or in turn within `max_wait` seconds."""
         if not self._queue and self.has_room():
             return self._take()
@@ -95,8 +96,13 @@ class Capacity:
             raise CapacityExhausted(
                 f"no session slot came free within {max_wait:g}s: all {self.limit} are held "
                 "by busy or attached sessions; close an idle session with CloseSession, or "
-                "retry later", metadata={"maxSessions": self.limit, "liveProcesses": self.live,
-                                         "waiting": len(self._queue)}) from None
+                "retry later",
+                metadata={
+                    "maxSessions": self.limit,
+                    "liveProcesses": self.live,
+                    "waiting": len(self._queue),
+                },
+            ) from None
         finally:
             if waiter in self._queue:
                 self._queue.remove(waiter)

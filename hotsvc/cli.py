@@ -30,8 +30,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     config = settings.from_args(args)
     command = config.claude_cmd[0]
     if not shutil.which(command):
-        raise ConfigError(f"Claude Code command {command!r} not found: run `make setup` "
-                          "(installs it under node_modules) or pass --claude-cmd")
+        raise ConfigError(
+            f"Claude Code command {command!r} not found: run `make setup` "
+            "(installs it under node_modules) or pass --claude-cmd"
+        )
     return config
 
 
@@ -41,8 +43,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = config_from_args(args)
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:
@@ -52,10 +57,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             assert data_dir is not None
             env = stack.enter_context(local_model(data_dir / "claude-local"))
             config = dataclasses.replace(config, env={**config.env, **env})
-            print(f"hotsvc: no Anthropic credentials, so sessions run the real Claude Code CLI "
-                  f"against a local scripted model at {env['ANTHROPIC_BASE_URL']} (not Claude); "
-                  "set ANTHROPIC_API_KEY or pass --claude-cmd to use the real API",
-                  file=sys.stderr, flush=True)
+            print(
+                f"hotsvc: no Anthropic credentials, so sessions run the real Claude Code CLI "
+                f"against a local scripted model at {env['ANTHROPIC_BASE_URL']} (not Claude); "
+                "set ANTHROPIC_API_KEY or pass --claude-cmd to use the real API",
+                file=sys.stderr,
+                flush=True,
+            )
         asyncio.run(serve(config))
 
 

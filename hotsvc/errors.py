@@ -30,8 +30,9 @@ class InvalidRequest(ServiceError):
 
     reason = "INVALID_REQUEST"
 
-    def __init__(self, message: str, *, field: str,
-                 metadata: Mapping[str, object] | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str, metadata: Mapping[str, object] | None = None
+    ) -> None:
         super().__init__(message, metadata={"field": field, **(metadata or {})})
         self.field = field
 
@@ -91,5 +92,16 @@ def clip(text: str, limit: int = 64) -> str:
 
 # Every reason a caller may see, for clients and tests to check against.
 REASONS: frozenset[str] = frozenset(
-    kind.reason for kind in (InvalidRequest, SessionNotFound, ProfileNotFound, SessionBusy,
-                             SessionClosed, CapacityExhausted, Draining, SpawnFailed, Internal))
+    kind.reason
+    for kind in (
+        InvalidRequest,
+        SessionNotFound,
+        ProfileNotFound,
+        SessionBusy,
+        SessionClosed,
+        CapacityExhausted,
+        Draining,
+        SpawnFailed,
+        Internal,
+    )
+)

@@ -63,8 +63,15 @@ class Launcher:
     def processes(self) -> list[ClaudeProcess]:
         return list(self._processes)
 
-    async def spawn(self, profile: Profile, slot: Slot, *, session_id: str = "",
-                    resume: bool = False, prime: bool = False) -> ClaudeProcess:
+    async def spawn(
+        self,
+        profile: Profile,
+        slot: Slot,
+        *,
+        session_id: str = "",
+        resume: bool = False,
+        prime: bool = False,
+    ) -> ClaudeProcess:
         """A new process holding `slot`, for `session_id` (a fresh id if empty).
 
         Primed spawns (the warm pools') are bounded in number and answer `initialize`
@@ -75,8 +82,7 @@ class Launcher:
         self.stats.in_flight += 1
         try:
             async with self._pool_spawns if prime else contextlib.nullcontext():
-                process = await self._start(profile, slot, session_id or str(uuid.uuid4()),
-                                            resume)
+                process = await self._start(profile, slot, session_id or str(uuid.uuid4()), resume)
                 if prime:
                     await self._prime(process)
         except BaseException:
@@ -88,23 +94,28 @@ class Launcher:
         self.stats.total_ready_seconds += time.monotonic() - started
         return process
 
-    async def _start(self, profile: Profile, slot: Slot, session_id: str,
-                     resume: bool) -> ClaudeProcess:
+    async def _start(
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+    ) -> ClaudeProcess:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
         argv = launch.argv(self._config.claude_cmd, profile, session_id, resume)
         try:
             process = await ClaudeProcess.spawn(
-                argv, session_id=session_id,
+                argv,
+                session_id=session_id,
                 env=launch.environment(self._config.env, profile),
-                cwd=profile.cwd or None, line_limit=self._config.max_line_bytes)
+                cwd=profile.cwd or None,
+                line_limit=self._config.max_line_bytes,
+            )
         except OSError as exc:
             slot.release()
             raise SpawnFailed(
                 f"cannot start Claude Code ({argv[0]}): {exc}; check --claude-cmd / "
                 "HOTSVC_CLAUDE_CMD and the profile's cwd",
-                metadata={"profile": profile.name, "command": argv[0]}) from exc
+                metadata={"profile": profile.name, "command": argv[0]},
+            ) from exc
         self._processes.add(process)
         self._registry.process_started(process.pid)
         self._tasks.create_task(self._own(process, slot), name=f"claude-{process.pid}")
@@ -137,7 +148,8 @@ class Launcher:
             raise SpawnFailed(
                 f"Claude Code process {process.pid} did not start: {exc}; "
                 f"stderr: {process.stderr_tail() or '(empty)'}",
-                metadata={"pid": process.pid}) from exc
+                metadata={"pid": process.pid},
+            ) from exc
         except BaseException:
             process.retire()  # cancelled: no leaked child
             raise

@@ -13,8 +13,12 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
-                   "ANTHROPIC_BASE_URL")
+CREDENTIAL_VARS = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+)
 # Keep the CLI to the one endpoint the local model serves.
 OFFLINE_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
 
@@ -49,8 +53,9 @@ def local_model(config_dir: Path) -> Iterator[dict[str, str]]:
         yield local_model_env(server.url, config_dir)
 
 
-def wants_local_model(mode: str, claude_cmd_given: bool,
-                      env: Mapping[str, str] = os.environ) -> bool:
+def wants_local_model(
+    mode: str, claude_cmd_given: bool, env: Mapping[str, str] = os.environ
+) -> bool:
     if mode == "always":
         return True
     if mode == "never":

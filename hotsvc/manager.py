@@ -35,11 +35,10 @@ from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import (
     Opened,
     PoolView,
-    SessionState,
-    SessionView,
     Snapshot,
     SpawnView,
     Start,
+    view_of,
 )
 
 log = logging.getLogger(__name__)
@@ -58,18 +57,22 @@ def check_session_id(session_id: str) -> None:
         raise InvalidRequest(
             f"session_id {clip(session_id)!r} is not a UUID; leave it empty to open a new "
             "session, or pass the id from SessionOpened",
-            field="session_id", metadata={"sessionId": clip(session_id)}) from None
+            field="session_id",
+            metadata={"sessionId": clip(session_id)},
+        ) from None
 
 
 class SessionManager:
-    def __init__(self, config: ServiceConfig, registry: Registry, launcher: Launcher,
-                 capacity: Capacity) -> None:
+    def __init__(
+        self, config: ServiceConfig, registry: Registry, launcher: Launcher, capacity: Capacity
+    ) -> None:
         self.config = config
         self._registry = registry
         self._launcher = launcher
         self._capacity = capacity
-        self._pools = {name: WarmPool(profile, launcher, capacity)
-                       for name, profile in config.profiles.items()}
+        self._pools = {
+            name: WarmPool(profile, launcher, capacity) for name, profile in config.profiles.items()
+        }
         self._sessions: dict[str, Session] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._session_tasks: dict[str, asyncio.Task[None]] = {}
@@ -85,8 +88,10 @@ class SessionManager:
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             self._restore_sessions()
-            self._pool_tasks = [tasks.create_task(pool.run(), name=f"pool-{name}")
-                                for name, pool in self._pools.items()]
+            self._pool_tasks = [
+                tasks.create_task(pool.run(), name=f"pool-{name}")
+                for name, pool in self._pools.items()
+            ]
             if self.config.idle_timeout > 0:
                 self._pool_tasks.append(tasks.create_task(self._reap_idle(), name="reaper"))
             started.set()
@@ -98,11 +103,23 @@ class SessionManager:
         for record in self._registry.sessions():
             profile = self.config.profile(record.profile)
             if profile is None:
-                log.warning("session %s needs profile %r, which is no longer configured",
-                            record.id, record.profile)
+                log.warning(
+                    "session %s needs profile %r, which is no longer configured",
+                    record.id,
+                    record.profile,
+                )
                 continue
-            self._add(Session(record.id, profile, self.config, self, owner=record.owner,
-                              created_at=record.created_at, turns=record.turns))
+            self._add(
+                Session(
+                    record.id,
+                    profile,
+                    self.config,
+                    self,
+                    owner=record.owner,
+                    created_at=record.created_at,
+                    turns=record.turns,
+                )
+            )
         if self._sessions:
             log.info("restored %d sessions; each resumes on its next open", len(self._sessions))
 
@@ -110,7 +127,8 @@ class SessionManager:
         assert self._tasks is not None
         self._sessions[session.id] = session
         self._session_tasks[session.id] = self._tasks.create_task(
-            session.run(), name=f"session-{session.id}")
+            session.run(), name=f"session-{session.id}"
+        )
 
     async def wait_ready(self) -> None:
         """Until every pool first reached its target (at once for pool size 0)."""
@@ -119,17 +137,20 @@ class SessionManager:
     # -- opening and attaching -----------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def attach(self, request: OpenRequest, owner: str, alive: Callable[[], bool],
-                     progress: OnProgress | None = None,
-                     ) -> AsyncIterator[tuple[Attachment, Opened]]:
+    async def attach(
+        self,
+        request: OpenRequest,
+        owner: str,
+        alive: Callable[[], bool],
+        progress: OnProgress | None = None,
+    ) -> AsyncIterator[tuple[Attachment, Opened]]:
         """Open a new session or re-attach to a known one, for the duration of a stream."""
         self._refuse_if_draining()
         if request.session_id:
             session = self._attachable(request.session_id)
             attachment = session.attachment = Attachment(session, self.config, alive)
             try:  # claimed before any await: one stream per session
-                start = Start.RESUMED if await session.ensure_process(progress) \
-                    else Start.ATTACHED
+                start = Start.RESUMED if await session.ensure_process(progress) else Start.ATTACHED
             except BaseException:
                 session.attachment = None
                 raise
@@ -137,8 +158,14 @@ class SessionManager:
             session, start = await self._open(request.profile, owner, progress)
             attachment = session.attachment = Attachment(session, self.config, alive)
         process = session.process
-        opened = Opened(session.id, start, process.pid if process else 0, session.profile.name,
-                        session.last_turn_id, session.last_result)
+        opened = Opened(
+            session.id,
+            start,
+            process.pid if process else 0,
+            session.profile.name,
+            session.last_turn_id,
+            session.last_result,
+        )
         try:
             yield attachment, opened
         finally:
@@ -149,31 +176,39 @@ class SessionManager:
 
     def _refuse_if_draining(self) -> None:
         if self.draining:
-            raise Draining("hotsvc is shutting down and opens no sessions; retry on another "
-                           "instance or after it restarts",
-                           metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"})
+            raise Draining(
+                "hotsvc is shutting down and opens no sessions; retry on another "
+                "instance or after it restarts",
+                metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"},
+            )
 
     def _attachable(self, session_id: str) -> Session:
         check_session_id(session_id)
         session = self._sessions.get(session_id)
         if session is None:
-            raise SessionNotFound(f"no session {session_id}; it was closed or never "
-                                  "existed; open a new session with an empty session_id",
-                                  metadata={"sessionId": session_id})
+            raise SessionNotFound(
+                f"no session {session_id}; it was closed or never "
+                "existed; open a new session with an empty session_id",
+                metadata={"sessionId": session_id},
+            )
         if session.attached:
-            raise SessionBusy(f"session {session_id} already has a stream attached; one "
-                              "stream per session: end that stream first",
-                              metadata={"sessionId": session_id})
+            raise SessionBusy(
+                f"session {session_id} already has a stream attached; one "
+                "stream per session: end that stream first",
+                metadata={"sessionId": session_id},
+            )
         return session
 
-    async def _open(self, profile_name: str, owner: str,
-                    progress: OnProgress | None) -> tuple[Session, Start]:
+    async def _open(
+        self, profile_name: str, owner: str, progress: OnProgress | None
+    ) -> tuple[Session, Start]:
         profile = self.config.profile(profile_name)
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
-            raise ProfileNotFound(f"unknown profile {clip(profile_name)!r}; known profiles: "
-                                  f"{known}", metadata={"profile": clip(profile_name),
-                                                        "knownProfiles": known})
+            raise ProfileNotFound(
+                f"unknown profile {clip(profile_name)!r}; known profiles: {known}",
+                metadata={"profile": clip(profile_name), "knownProfiles": known},
+            )
         first_turn_done = asyncio.Event()
         process = self._pools[profile.name].take(hold_refill=first_turn_done)
         if process is not None:
@@ -184,31 +219,56 @@ class SessionManager:
             process = await self._launcher.spawn(profile, slot)
             self._launcher.stats.cold_starts += 1
             start = Start.COLD
-        session = Session(process.session_id, profile, self.config, self, process,
-                          owner=owner, first_turn_done=first_turn_done)
+        session = Session(
+            process.session_id,
+            profile,
+            self.config,
+            self,
+            process,
+            owner=owner,
+            first_turn_done=first_turn_done,
+        )
         self._add(session)
-        self._registry.save(SessionRecord(session.id, profile.name, owner, profile.cwd,
-                                          session.created_at, session.last_active_at, 0))
-        log.info("session %s opened %s (pid %d, profile %s)",
-                 session.id, start.value, process.pid, profile.name)
+        self._registry.save(
+            SessionRecord(
+                session.id,
+                profile.name,
+                owner,
+                profile.cwd,
+                session.created_at,
+                session.last_active_at,
+                0,
+            )
+        )
+        log.info(
+            "session %s opened %s (pid %d, profile %s)",
+            session.id,
+            start.value,
+            process.pid,
+            profile.name,
+        )
         return session, start
 
     async def _slot(self, progress: OnProgress | None) -> Slot:
         async def on_place(place: int, waiting: int) -> None:
             if progress is not None:
                 await progress(f"waiting for a session slot: {place} of {waiting} in line")
-        return await self._capacity.acquire(self.config.open_queue_timeout, self._make_room,
-                                            on_place)
+
+        return await self._capacity.acquire(
+            self.config.open_queue_timeout, self._make_room, on_place
+        )
 
     # -- the sessions' process source ----------------------------------------------
 
-    async def resume_process(self, session: Session,
-                             progress: OnProgress | None = None) -> ClaudeProcess:
+    async def resume_process(
+        self, session: Session, progress: OnProgress | None = None
+    ) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
         self._refuse_if_draining()
         slot = await self._slot(progress)
-        process = await self._launcher.spawn(session.profile, slot, session_id=session.id,
-                                             resume=session.turns > 0)
+        process = await self._launcher.spawn(
+            session.profile, slot, session_id=session.id, resume=session.turns > 0
+        )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
 
@@ -224,7 +284,7 @@ class SessionManager:
         for pool in sorted(self._pools.values(), key=lambda p: p.size, reverse=True):
             if pool.give_way():
                 return True
-        idle = [s for s in self._sessions.values() if s.live and not s.attached and not s.busy]
+        idle = [s for s in self._sessions.values() if s.evictable]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.last_active_at)
@@ -241,10 +301,12 @@ class SessionManager:
             await asyncio.sleep(min(timeout / 2, 5.0))
             cutoff = time.time() - timeout
             for session in list(self._sessions.values()):
-                if (session.live and not session.attached and not session.busy
-                        and session.last_active_at < cutoff):
-                    log.info("session %s idle for %.0fs: ending its process", session.id,
-                             time.time() - session.last_active_at)
+                if session.evictable and session.last_active_at < cutoff:
+                    log.info(
+                        "session %s idle for %.0fs: ending its process",
+                        session.id,
+                        time.time() - session.last_active_at,
+                    )
                     await session.stop()
 
     # -- closing -------------------------------------------------------------------
@@ -253,16 +315,20 @@ class SessionManager:
         check_session_id(session_id)
         session = self._sessions.pop(session_id, None)
         if session is None:
-            raise SessionNotFound(f"no session {session_id}; nothing to close",
-                                  metadata={"sessionId": session_id})
+            raise SessionNotFound(
+                f"no session {session_id}; nothing to close", metadata={"sessionId": session_id}
+            )
         self._registry.forget(session_id)
         exit_code = await session.close()
         await session.idle()  # queued turns end with `session_closed` results
         self._session_tasks.pop(session_id).cancel()
         if session.attachment is not None:
-            session.attachment.end(SessionClosed(
-                f"session {session_id} was closed by CloseSession; open a new session to "
-                "go on", metadata={"sessionId": session_id}))
+            session.attachment.end(
+                SessionClosed(
+                    f"session {session_id} was closed by CloseSession; open a new session to go on",
+                    metadata={"sessionId": session_id},
+                )
+            )
         self._capacity.changed()
         return exit_code
 
@@ -275,9 +341,12 @@ class SessionManager:
         self.draining = True
         for session in self._sessions.values():
             if session.attachment is not None:
-                session.attachment.go_away(grace, "hotsvc is shutting down: running turns "
-                                                  "may finish, then streams close; re-attach "
-                                                  "after it restarts")
+                session.attachment.go_away(
+                    grace,
+                    "hotsvc is shutting down: running turns "
+                    "may finish, then streams close; re-attach "
+                    "after it restarts",
+                )
         busy = [s for s in self._sessions.values() if s.busy]
         if busy:
             log.info("draining: up to %.1fs for the turns of %d sessions", grace, len(busy))
@@ -297,26 +366,23 @@ class SessionManager:
     def snapshot(self) -> Snapshot:
         stats = self._launcher.stats
         return Snapshot(
-            pools=tuple(PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))
-                        for p in self._pools.values()),
-            sessions=tuple(_view(s) for s in self._sessions.values()),
-            spawns=SpawnView(stats.spawned, stats.failed, stats.in_flight, stats.replaced,
-                             stats.warm_starts, stats.cold_starts, stats.mean_ready_seconds),
+            pools=tuple(
+                PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))
+                for p in self._pools.values()
+            ),
+            sessions=tuple(view_of(s) for s in self._sessions.values()),
+            spawns=SpawnView(
+                stats.spawned,
+                stats.failed,
+                stats.in_flight,
+                stats.replaced,
+                stats.warm_starts,
+                stats.cold_starts,
+                stats.mean_ready_seconds,
+            ),
             max_sessions=self.config.max_sessions,
             draining=self.draining,
         )
 
     def session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
-
-
-def _view(session: Session) -> SessionView:
-    process = session.process
-    if not session.live or process is None:
-        state, pid = SessionState.STOPPED, 0
-    else:
-        pid = process.pid
-        state = (SessionState.BUSY if session.busy else
-                 SessionState.ATTACHED if session.attached else SessionState.IDLE)
-    return SessionView(session.id, state, pid, session.created_at, session.last_active_at,
-                       session.turns, session.profile.name, session.attached)

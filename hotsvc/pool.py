@@ -51,7 +51,8 @@ class WarmPool:
                 await self._wait_for_hold()
                 self._wake.clear()
                 while self.target - len(self._idle) - self._spawning > 0 and (
-                        slot := self._capacity.try_acquire()):
+                    slot := self._capacity.try_acquire()
+                ):
                     self._spawning += 1
                     spawns.create_task(self._spawn_one(slot))
                 await self._wake.wait()
@@ -121,4 +122,5 @@ class WarmPool:
                 self._launcher.stats.replaced += 1
                 log.warning("warm process %d died while idle; replacing it", process.pid)
                 self._wake.set()
+
         return on_event

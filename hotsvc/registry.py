@@ -94,12 +94,22 @@ class Registry:
     def save(self, record: SessionRecord) -> None:
         self._execute(
             "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (record.id, record.profile, record.owner, record.cwd, record.created_at,
-             record.last_used_at, record.turns))
+            (
+                record.id,
+                record.profile,
+                record.owner,
+                record.cwd,
+                record.created_at,
+                record.last_used_at,
+                record.turns,
+            ),
+        )
 
     def touch(self, session_id: str, last_used_at: float, turns: int) -> None:
-        self._execute("UPDATE sessions SET last_used_at = ?, turns = ? WHERE id = ?",
-                         (last_used_at, turns, session_id))
+        self._execute(
+            "UPDATE sessions SET last_used_at = ?, turns = ? WHERE id = ?",
+            (last_used_at, turns, session_id),
+        )
 
     def forget(self, session_id: str) -> None:
         self._execute("DELETE FROM sessions WHERE id = ?", (session_id,))

@@ -42,8 +42,9 @@ OnProgress = Callable[[str], Awaitable[None]]
 class ProcessSource(Protocol):
     """Where a session gets a new process when its old one is gone (the manager)."""
 
-    async def resume_process(self, session: Session,
-                             progress: OnProgress | None = None) -> ClaudeProcess: ...
+    async def resume_process(
+        self, session: Session, progress: OnProgress | None = None
+    ) -> ClaudeProcess: ...
 
     def turn_ended(self, session: Session) -> None: ...
 
@@ -51,10 +52,19 @@ class ProcessSource(Protocol):
 class Session:
     """A conversation; its process may come and go, the conversation stays (`--resume`)."""
 
-    def __init__(self, session_id: str, profile: Profile, config: ServiceConfig,
-                 source: ProcessSource, process: ClaudeProcess | None = None, *,
-                 owner: str = "", created_at: float | None = None, turns: int = 0,
-                 first_turn_done: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        profile: Profile,
+        config: ServiceConfig,
+        source: ProcessSource,
+        process: ClaudeProcess | None = None,
+        *,
+        owner: str = "",
+        created_at: float | None = None,
+        turns: int = 0,
+        first_turn_done: asyncio.Event | None = None,
+    ) -> None:
         self.id = session_id
         self.profile = profile
         self.owner = owner
@@ -93,6 +103,11 @@ class Session:
         return self.process is not None and self.process.alive
 
     @property
+    def evictable(self) -> bool:
+        """Holds a process nobody is using: it may end, and resume when needed."""
+        return self.live and not self.attached and not self.busy and self._queue.empty()
+
+    @property
     def pending(self) -> int:
         return self._queue.qsize()
 
@@ -110,8 +125,9 @@ class Session:
     def submit(self, turn: Turn) -> None:
         """Accept a turn; it runs after every turn submitted before it."""
         if self.closed:
-            raise SessionNotFound(f"session {self.id} was closed; open a new session",
-                                  metadata={"sessionId": self.id})
+            raise SessionNotFound(
+                f"session {self.id} was closed; open a new session", metadata={"sessionId": self.id}
+            )
         try:
             self._queue.put_nowait(turn)
         except asyncio.QueueFull:
@@ -119,7 +135,8 @@ class Session:
             raise CapacityExhausted(
                 f"session {self.id} already has {limit} turns waiting; wait for a result "
                 "before sending more, or raise --max-pending-turns",
-                metadata={"sessionId": self.id, "maxPendingTurns": limit}) from None
+                metadata={"sessionId": self.id, "maxPendingTurns": limit},
+            ) from None
 
     async def idle(self) -> None:
         """Wait until every submitted turn has its result."""
@@ -169,8 +186,7 @@ class Session:
             try:
                 resumed = await self.ensure_process()
             except ServiceError as exc:
-                return hotsvc_result("resume_failed",
-                                     f"could not restart session {self.id}: {exc}")
+                return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
             process = self.process
             assert process is not None
             self._ended = asyncio.get_running_loop().create_future()
@@ -179,8 +195,10 @@ class Session:
                 turn.state = TurnState.RUNNING
                 await _emit(turn, TurnStarted(turn.text))
             if resumed:
-                await _emit(turn, SystemEvent(
-                    "resumed", status=f"conversation resumed in pid {process.pid}"))
+                await _emit(
+                    turn,
+                    SystemEvent("resumed", status=f"conversation resumed in pid {process.pid}"),
+                )
             written_at = time.monotonic()
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
                 await process.send(protocol.user_message(turn.text))
@@ -191,8 +209,11 @@ class Session:
                 return ending
             if attempt == 2 or self.closed or process.last_output >= written_at:
                 return self._describe_exit(process, ending)
-            log.info("session %s: pid %d was gone before the turn reached it; resuming",
-                     self.id, process.pid)
+            log.info(
+                "session %s: pid %d was gone before the turn reached it; resuming",
+                self.id,
+                process.pid,
+            )
         raise AssertionError("unreachable")
 
     def _route(self, process: ClaudeProcess, event: Event) -> Awaitable[None] | None:
@@ -212,8 +233,7 @@ class Session:
             return None
         return turn.emit(event)
 
-    async def _watch(self, process: ClaudeProcess,
-                     turn: Turn) -> Result | ProcessExited:
+    async def _watch(self, process: ClaudeProcess, turn: Turn) -> Result | ProcessExited:
         """Wait for the turn's end; a turn silent for too long is interrupted, then killed."""
         assert self._ended is not None
         quiet = self._config.turn_inactivity_timeout
@@ -229,8 +249,7 @@ class Session:
     async def _stop_silent_turn(self, process: ClaudeProcess, turn: Turn) -> Result:
         assert self._ended is not None
         quiet = self._config.turn_inactivity_timeout
-        await _emit(turn, SystemEvent("watchdog", status=f"no output for {quiet:g}s: "
-                                                         "interrupting"))
+        await _emit(turn, SystemEvent("watchdog", status=f"no output for {quiet:g}s: interrupting"))
         self._send_interrupt(process)
         done, _ = await asyncio.wait((self._ended,), timeout=INTERRUPT_TIMEOUT_SECONDS)
         if done and isinstance(ending := self._ended.result(), Result):
@@ -240,7 +259,8 @@ class Session:
         return hotsvc_result(
             "watchdog_timeout",
             f"Claude Code (pid {process.pid}) produced no output for {quiet:g}s and did not "
-            "answer an interrupt, so it was killed; the next turn resumes the conversation")
+            "answer an interrupt, so it was killed; the next turn resumes the conversation",
+        )
 
     def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
         if self.closed:
@@ -249,7 +269,8 @@ class Session:
         return hotsvc_result(
             "process_exited",
             f"Claude Code (pid {process.pid}) exited with code {exited.returncode} "
-            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}")
+            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}",
+        )
 
     def _send_interrupt(self, process: ClaudeProcess) -> None:
         assert self._tasks is not None
@@ -262,7 +283,7 @@ class Session:
             response = {
                 "behavior": "deny",
                 "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
-                           "session's profile (allowed_tools or permission_mode) instead",
+                "session's profile (allowed_tools or permission_mode) instead",
             }
         else:
             response = {}

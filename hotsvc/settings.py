@@ -56,23 +56,31 @@ class Profile:
     """
 
     name: str = DEFAULT_PROFILE
-    pool_size: int = setting(2, "idle warm processes per profile; 0 spawns on demand",
-                             minimum=0)
+    pool_size: int = setting(2, "idle warm processes per profile; 0 spawns on demand", minimum=0)
     model: str = setting("", "Claude model (`--model`)", group="default profile")
-    system_prompt: str = setting("", "replaces Claude Code's system prompt",
-                                 group="default profile")
-    append_system_prompt: str = setting("", "appended to the system prompt",
-                                        group="default profile")
-    permission_mode: str = setting("", "Claude Code's permission mode, e.g. `plan`",
-                                   group="default profile")
-    allowed_tools: tuple[str, ...] = setting((), "tools allowed without asking, "
-                                                 "comma-separated", group="default profile")
-    disallowed_tools: tuple[str, ...] = setting((), "tools never allowed, comma-separated",
-                                                group="default profile")
+    system_prompt: str = setting(
+        "", "replaces Claude Code's system prompt", group="default profile"
+    )
+    append_system_prompt: str = setting(
+        "", "appended to the system prompt", group="default profile"
+    )
+    permission_mode: str = setting(
+        "", "Claude Code's permission mode, e.g. `plan`", group="default profile"
+    )
+    allowed_tools: tuple[str, ...] = setting(
+        (), "tools allowed without asking, comma-separated", group="default profile"
+    )
+    disallowed_tools: tuple[str, ...] = setting(
+        (), "tools never allowed, comma-separated", group="default profile"
+    )
     cwd: str = setting("", "working directory of the sessions", group="default profile")
-    extra_args: tuple[str, ...] = setting((), "extra argument for claude (repeatable)",
-                                          group="default profile", repeat=True,
-                                          flag="--claude-arg")
+    extra_args: tuple[str, ...] = setting(
+        (),
+        "extra argument for claude (repeatable)",
+        group="default profile",
+        repeat=True,
+        flag="--claude-arg",
+    )
     env: Mapping[str, str] = field(default_factory=dict)  # TOML only: extra env
 
     def cli_args(self) -> list[str]:
@@ -95,55 +103,90 @@ class Profile:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    listen: str = setting("127.0.0.1:50051",
-                          "HOST:PORT to serve on; port 0 picks a free one (printed as "
-                          "`hotsvc listening on HOST:PORT`)")
+    listen: str = setting(
+        "127.0.0.1:50051",
+        "HOST:PORT to serve on; port 0 picks a free one (printed as "
+        "`hotsvc listening on HOST:PORT`)",
+    )
     claude_cmd: tuple[str, ...] = setting(
-        ("claude",), "the Claude Code command, split like a shell would",
-        shown_default="`claude`")
+        ("claude",), "the Claude Code command, split like a shell would", shown_default="`claude`"
+    )
     local_model: str = setting(
-        "never", "`auto`: run the CLI against the local scripted model when there are no "
+        "never",
+        "`auto`: run the CLI against the local scripted model when there are no "
         "credentials and no `--claude-cmd` (`make run` passes `auto`); `always`; `never`",
-        choices=("auto", "always", "never"))
+        choices=("auto", "always", "never"),
+    )
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
-        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config")
-    max_sessions: int = setting(0, "cap on live processes, warm ones included; 0 = no cap",
-                                minimum=0)
+        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config"
+    )
+    max_sessions: int = setting(
+        0, "cap on live processes, warm ones included; 0 = no cap", minimum=0
+    )
     open_queue_timeout: float = setting(
-        10.0, "how long an open waits in line for a session slot at `--max-sessions` "
-        "before RESOURCE_EXHAUSTED", above=0)
+        10.0,
+        "how long an open waits in line for a session slot at `--max-sessions` "
+        "before RESOURCE_EXHAUSTED",
+        above=0,
+    )
     max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
     idle_timeout: float = setting(
-        0.0, "end an unattached idle session's process after this many seconds; it resumes "
-        "on the next open (0 = off)", group="session lifecycle", minimum=0)
+        0.0,
+        "end an unattached idle session's process after this many seconds; it resumes "
+        "on the next open (0 = off)",
+        group="session lifecycle",
+        minimum=0,
+    )
     recycle_after_turns: int = setting(
-        0, "replace a session's process (by resume) after this many turns (0 = off)",
-        group="session lifecycle", minimum=0)
+        0,
+        "replace a session's process (by resume) after this many turns (0 = off)",
+        group="session lifecycle",
+        minimum=0,
+    )
     recycle_after_seconds: float = setting(
-        0.0, "... or once its process is this old (0 = off)", group="session lifecycle",
-        minimum=0)
+        0.0, "... or once its process is this old (0 = off)", group="session lifecycle", minimum=0
+    )
     recycle_above_rss_mb: int = setting(
-        0, "... or once its process holds this much resident memory (0 = off)",
-        group="session lifecycle", minimum=0)
+        0,
+        "... or once its process holds this much resident memory (0 = off)",
+        group="session lifecycle",
+        minimum=0,
+    )
     turn_inactivity_timeout: float = setting(
-        600.0, "a turn with no output this long is interrupted, then killed",
-        group="session lifecycle", above=0)
+        600.0,
+        "a turn with no output this long is interrupted, then killed",
+        group="session lifecycle",
+        above=0,
+    )
     heartbeat_interval: float = setting(
-        30.0, "seconds of silence before a `heartbeat` event, for proxies with idle "
-        "timeouts", group="session lifecycle", above=0)
+        30.0,
+        "seconds of silence before a `heartbeat` event, for proxies with idle timeouts",
+        group="session lifecycle",
+        above=0,
+    )
     on_disconnect: str = setting(
-        "interrupt", "what happens to a running turn whose caller went away; its result "
-        "is kept for re-attach", group="session lifecycle", choices=("interrupt", "finish"))
+        "interrupt",
+        "what happens to a running turn whose caller went away; its result is kept for re-attach",
+        group="session lifecycle",
+        choices=("interrupt", "finish"),
+    )
     max_pending_turns: int = setting(
-        16, "turns a session queues behind the running one; past it a turn is refused "
-        "with RESOURCE_EXHAUSTED and the stream stays", group="session lifecycle", minimum=1)
+        16,
+        "turns a session queues behind the running one; past it a turn is refused "
+        "with RESOURCE_EXHAUSTED and the stream stays",
+        group="session lifecycle",
+        minimum=1,
+    )
     max_line_bytes: int = setting(
-        64 * 1024 * 1024, "longest stdout line read from Claude Code; longer ones are "
-        "dropped and logged", group="session lifecycle", minimum=1024)
+        64 * 1024 * 1024,
+        "longest stdout line read from Claude Code; longer ones are dropped and logged",
+        group="session lifecycle",
+        minimum=1024,
+    )
     # Internal: not flags.
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
@@ -243,8 +286,9 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
     if not service["claude_cmd"]:
         raise ConfigError("--claude-cmd is empty; give the Claude Code command, e.g. 'claude'")
     config = ServiceConfig(**service)
-    profiles = load_profiles(config.config, default) if config.config else {
-        DEFAULT_PROFILE: default}
+    profiles = (
+        load_profiles(config.config, default) if config.config else {DEFAULT_PROFILE: default}
+    )
     return replace(config, profiles=profiles)
 
 
@@ -268,8 +312,10 @@ def load_profiles(path: Path, default: Profile) -> dict[str, Profile]:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     unknown_sections = set(document) - {"profiles"}
     if unknown_sections:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown_sections)}; "
-                          "only [profiles.NAME] tables are read")
+        raise ConfigError(
+            f"{path}: unknown top-level keys {sorted(unknown_sections)}; "
+            "only [profiles.NAME] tables are read"
+        )
     profiles = {DEFAULT_PROFILE: default}
     for name, table in dict(document.get("profiles", {})).items():
         profiles[name] = _profile_from_table(path, name, table, default.pool_size)
@@ -281,8 +327,10 @@ def _profile_from_table(path: Path, name: str, table: Any, pool_size: int) -> Pr
         raise ConfigError(f"{path}: profiles.{name} must be a table")
     unknown = set(table) - _PROFILE_KEYS
     if unknown:
-        raise ConfigError(f"{path}: profiles.{name} has unknown keys {sorted(unknown)}; "
-                          f"known keys are {sorted(_PROFILE_KEYS)}")
+        raise ConfigError(
+            f"{path}: profiles.{name} has unknown keys {sorted(unknown)}; "
+            f"known keys are {sorted(_PROFILE_KEYS)}"
+        )
     values: dict[str, Any] = {"pool_size": pool_size, **table}
     hints = typing.get_type_hints(Profile)
     for key, value in values.items():
@@ -291,10 +339,14 @@ def _profile_from_table(path: Path, name: str, table: Any, pool_size: int) -> Pr
     if "env" in values:
         values["env"] = {str(k): str(v) for k, v in values["env"].items()}
     for f, spec, _ in _specs(Profile):
-        if f.name in values and spec.minimum is not None and (
-                not isinstance(values[f.name], int) or values[f.name] < spec.minimum):
-            raise ConfigError(f"{path}: profiles.{name}.{f.name} must be a whole number "
-                              f">= {spec.minimum:g}")
+        if (
+            f.name in values
+            and spec.minimum is not None
+            and (not isinstance(values[f.name], int) or values[f.name] < spec.minimum)
+        ):
+            raise ConfigError(
+                f"{path}: profiles.{name}.{f.name} must be a whole number >= {spec.minimum:g}"
+            )
     return Profile(name=name, **values)
 
 

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from hotsvc.claude.protocol import Result
+from hotsvc.session import Session
 
 
 class Start(enum.Enum):
@@ -78,3 +79,28 @@ class Snapshot:
     @property
     def live_sessions(self) -> int:
         return sum(1 for s in self.sessions if s.state is not SessionState.STOPPED)
+
+
+def view_of(session: Session) -> SessionView:
+    process = session.process
+    if not session.live or process is None:
+        state, pid = SessionState.STOPPED, 0
+    else:
+        pid = process.pid
+        state = (
+            SessionState.BUSY
+            if session.busy
+            else SessionState.ATTACHED
+            if session.attached
+            else SessionState.IDLE
+        )
+    return SessionView(
+        session.id,
+        state,
+        pid,
+        session.created_at,
+        session.last_active_at,
+        session.turns,
+        session.profile.name,
+        session.attached,
+    )

@@ -59,6 +59,7 @@ async def pool_refilled(stub: pb_grpc.HotSessionAsyncStub, size: int) -> None:
     async def full() -> bool:
         status = await stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
         return status.pool_size == size
+
     await eventually(full, f"the warm pool holds {size} processes")
 
 
@@ -76,13 +77,23 @@ class Live:
         return await self.stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
 
 
-def make_config(pool_size: int = 0, child_env: dict[str, str] | None = None,
-                claude_cmd: tuple[str, ...] = EMULATOR_CMD, **overrides: Any) -> ServiceConfig:
+def make_config(
+    pool_size: int = 0,
+    child_env: dict[str, str] | None = None,
+    claude_cmd: tuple[str, ...] = EMULATOR_CMD,
+    **overrides: Any,
+) -> ServiceConfig:
     profiles = overrides.pop("profiles", None) or {
-        DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)}
+        DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)
+    }
     overrides.setdefault("data_dir", None)  # the registry in memory unless a test asks
-    return ServiceConfig(listen="127.0.0.1:0", claude_cmd=claude_cmd,
-                         profiles=profiles, env=child_env or {}, **overrides)
+    return ServiceConfig(
+        listen="127.0.0.1:0",
+        claude_cmd=claude_cmd,
+        profiles=profiles,
+        env=child_env or {},
+        **overrides,
+    )
 
 
 StartService = Callable[..., Awaitable[Live]]
@@ -98,7 +109,8 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
         service = Service(make_config(child_env=env, **kwargs))
         await service.start()
         channel = grpc.aio.insecure_channel(
-            service.address, options=[("grpc.max_receive_message_length", -1)])
+            service.address, options=[("grpc.max_receive_message_length", -1)]
+        )
         live = Live(service, channel, pb_grpc.HotSessionStub(channel))
         started.append(live)
         await wait_serving(channel)
@@ -114,8 +126,9 @@ async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
 async def wait_serving(channel: grpc.aio.Channel) -> None:
     """Block on the standard health Watch until the service reports SERVING."""
     health = health_pb2_grpc.HealthStub(channel)
-    watch = health.Watch(health_pb2.HealthCheckRequest(service="hotsession.v1.HotSession"),
-                         timeout=DEADLINE)
+    watch = health.Watch(
+        health_pb2.HealthCheckRequest(service="hotsession.v1.HotSession"), timeout=DEADLINE
+    )
     async for update in watch:
         if update.status == health_pb2.HealthCheckResponse.SERVING:
             watch.cancel()
@@ -129,12 +142,15 @@ def local_model(tmp_path: Path) -> Iterator[tuple[LocalModelServer, dict[str, st
     assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup` (npm ci)"
     home = tmp_path / "home"
     (home / "tmp").mkdir(parents=True)
-    with LocalModelServer(host="127.0.0.1", port=0) as server:
-        yield server, {
-            **local_model_env(server.url, home / ".claude"),
-            "HOME": str(home),
-            "TMPDIR": str(home / "tmp"),  # the CLI leaves sockets here when killed
-        }
+    with LocalModelServer(host="127.0.0.1", port=0, record_requests=True) as server:
+        yield (
+            server,
+            {
+                **local_model_env(server.url, home / ".claude"),
+                "HOME": str(home),
+                "TMPDIR": str(home / "tmp"),  # the CLI leaves sockets here when killed
+            },
+        )
 
 
 class Conversation:
@@ -143,10 +159,16 @@ class Conversation:
     def __init__(self, stub: pb_grpc.HotSessionAsyncStub, **call_options: Any) -> None:
         self.call = stub.Prompt(timeout=DEADLINE, **call_options)
 
-    async def open(self, session_id: str = "", profile: str = "",
-                   include_raw_json: bool = False) -> pb.SessionOpened:
-        await self.send(pb.PromptRequest(open=pb.OpenSession(
-            session_id=session_id, profile=profile, include_raw_json=include_raw_json)))
+    async def open(
+        self, session_id: str = "", profile: str = "", include_raw_json: bool = False
+    ) -> pb.SessionOpened:
+        await self.send(
+            pb.PromptRequest(
+                open=pb.OpenSession(
+                    session_id=session_id, profile=profile, include_raw_json=include_raw_json
+                )
+            )
+        )
         self.queued: list[str] = []  # where the open waited in line for a session slot
         while (response := await self.read()).WhichOneof("event") == "progress":
             assert response.progress.subtype == "queued", response
@@ -197,8 +219,8 @@ class ServerProcess:
 
     async def __aenter__(self) -> ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            str(BIN / "hotsvc"), "serve", *self.args, env=self.env,
-            stdout=asyncio.subprocess.PIPE)
+            str(BIN / "hotsvc"), "serve", *self.args, env=self.env, stdout=asyncio.subprocess.PIPE
+        )
         assert self.proc.stdout is not None
         async with asyncio.timeout(DEADLINE):
             line = (await self.proc.stdout.readline()).decode()

@@ -42,9 +42,11 @@ def refusal(error: grpc.aio.AioRpcError) -> Refusal:
     fields: list[Any] = []
     delays: list[Any] = []
     for packed in status.details:
-        for kind, found in ((error_details_pb2.ErrorInfo, infos),
-                            (error_details_pb2.BadRequest, fields),
-                            (error_details_pb2.RetryInfo, delays)):
+        for kind, found in (
+            (error_details_pb2.ErrorInfo, infos),
+            (error_details_pb2.BadRequest, fields),
+            (error_details_pb2.RetryInfo, delays),
+        ):
             if packed.Is(kind.DESCRIPTOR):
                 detail = kind()
                 packed.Unpack(detail)
@@ -58,9 +60,13 @@ def refusal(error: grpc.aio.AioRpcError) -> Refusal:
         assert violation.description == status.message
         field = violation.field
     return Refusal(
-        code=error.code(), message=str(error.details()), reason=info.reason,
-        metadata=dict(info.metadata), field=field,
-        retry_delay=delays[0].retry_delay.ToNanoseconds() / 1e9 if delays else None)
+        code=error.code(),
+        message=str(error.details()),
+        reason=info.reason,
+        metadata=dict(info.metadata),
+        field=field,
+        retry_delay=delays[0].retry_delay.ToNanoseconds() / 1e9 if delays else None,
+    )
 
 
 async def refused_open(talk: Conversation, **open_args: Any) -> Refusal:
@@ -80,18 +86,26 @@ async def refused_read(talk: Conversation) -> Refusal:
 # -- INVALID_ARGUMENT ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first", [
-    pb.PromptRequest(turn=pb.UserTurn(text="hi")),
-    pb.PromptRequest(interrupt=pb.Interrupt()),
-], ids=["turn", "interrupt"])
-async def test_a_stream_must_open_first(start_service: StartService,
-                                        first: pb.PromptRequest) -> None:
+@pytest.mark.parametrize(
+    "first",
+    [
+        pb.PromptRequest(turn=pb.UserTurn(text="hi")),
+        pb.PromptRequest(interrupt=pb.Interrupt()),
+    ],
+    ids=["turn", "interrupt"],
+)
+async def test_a_stream_must_open_first(
+    start_service: StartService, first: pb.PromptRequest
+) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     await talk.send(first)
     got = await refused_read(talk)
     assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "open")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "open",
+    )
     assert "send open{} for a new session or open{session_id} to re-attach" in got.message
     assert got.retry_delay is None  # the same request can never succeed
     assert (await live.status()).sessions == []  # nothing was opened
@@ -105,7 +119,10 @@ async def test_a_second_open_on_one_stream(start_service: StartService) -> None:
     await talk.send(pb.PromptRequest(open=pb.OpenSession()))
     got = await refused_read(talk)
     assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "open")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "open",
+    )
     assert got.metadata["sessionId"] == opened.session_id
     assert "start a new stream to open another" in got.message
     # The refusal ended the stream, not the session: it re-attaches with its memory.
@@ -122,7 +139,10 @@ async def test_empty_turn_text(start_service: StartService, text: str) -> None:
     await talk.send(pb.PromptRequest(turn=pb.UserTurn(text=text)))
     got = await refused_read(talk)
     assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "turn.text")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "turn.text",
+    )
     assert got.message == "turn.text is empty: send the prompt text"
     assert (await live.status()).sessions[0].turns == 0  # never reached the process
 
@@ -140,7 +160,10 @@ async def test_oversized_turn_text(start_service: StartService) -> None:
     assert (events[-1].turn_id, events[-1].result.text) == ("ok", "OK")
     got = await refused_read(talk)
     assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "turn.text")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "turn.text",
+    )
     assert (got.metadata["length"], got.metadata["limit"]) == ("101", "100")
     assert "101 characters, over the limit of 100" in got.message
     assert "split the prompt or raise --max-turn-chars" in got.message
@@ -158,9 +181,14 @@ async def test_malformed_session_id(start_service: StartService, bad_id: str) ->
     closing = refusal(failed.value)
     for got in (opening, closing):
         assert (got.code, got.reason, got.field) == (
-            grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "session_id")
-        assert "is not a UUID; leave it empty to open a new session, or pass the id " \
-               "from SessionOpened" in got.message
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST",
+            "session_id",
+        )
+        assert (
+            "is not a UUID; leave it empty to open a new session, or pass the id "
+            "from SessionOpened" in got.message
+        )
         assert bad_id[:10] in got.message and bad_id[:10] in got.metadata["sessionId"]
         assert len(got.message) < 300
 
@@ -172,7 +200,10 @@ async def test_owner_metadata_that_is_not_utf8(start_service: StartService) -> N
     talk = Conversation(live.stub, metadata=(("hotsvc-owner-bin", b"team \xff\xfe"),))
     got = await refused_open(talk)
     assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "metadata.hotsvc-owner-bin")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "metadata.hotsvc-owner-bin",
+    )
     assert "is not valid UTF-8" in got.message
     assert "send the owner's name UTF-8 encoded" in got.message
     assert (await live.status()).sessions == []
@@ -247,7 +278,8 @@ async def test_second_stream_on_an_attached_session(start_service: StartService)
 
 
 async def test_capacity_exhausted_says_the_figures_and_when_to_retry(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service(max_sessions=2, open_queue_timeout=0.5)
     first, second = Conversation(live.stub), Conversation(live.stub)
     await first.open()
@@ -257,9 +289,11 @@ async def test_capacity_exhausted_says_the_figures_and_when_to_retry(
     # It waited in line for the bound, told its place, then was refused.
     assert waiting.queued == ["waiting for a session slot: 1 of 1 in line"]
     assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CAPACITY_EXHAUSTED")
-    assert got.message == ("no session slot came free within 0.5s: all 2 are held by busy or "
-                           "attached sessions; close an idle session with CloseSession, or "
-                           "retry later")
+    assert got.message == (
+        "no session slot came free within 0.5s: all 2 are held by busy or "
+        "attached sessions; close an idle session with CloseSession, or "
+        "retry later"
+    )
     assert got.metadata == {"maxSessions": "2", "liveProcesses": "2", "waiting": "1"}
     assert got.retry_delay is not None and got.retry_delay > 0
 
@@ -290,10 +324,12 @@ async def test_draining_is_unavailable_with_retry_info(start_service: StartServi
 
 
 async def test_spawn_failure_is_unavailable_with_retry_info(
-        start_service: StartService, tmp_path: Path) -> None:
+    start_service: StartService, tmp_path: Path
+) -> None:
     missing = tmp_path / "no-such-dir"
-    live = await start_service(profiles={DEFAULT_PROFILE: Profile(
-        name=DEFAULT_PROFILE, pool_size=0, cwd=str(missing))})
+    live = await start_service(
+        profiles={DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=0, cwd=str(missing))}
+    )
     got = await refused_open(Conversation(live.stub))
     assert (got.code, got.reason) == (grpc.StatusCode.UNAVAILABLE, "SPAWN_FAILED")
     assert "check --claude-cmd / HOTSVC_CLAUDE_CMD and the profile's cwd" in got.message

@@ -36,10 +36,12 @@ SETUP_NODE = codegen.SETUP_HINT["typescript"] + " (Node >= 20 and npm come with 
 SETUP_GO = codegen.SETUP_HINT["go"] + ", then `clients/go/debian-vendor.sh`"
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = RUN_DEADLINE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = RUN_DEADLINE
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> str:
@@ -128,7 +130,9 @@ def wait_serving(server: Server) -> None:
     with grpc.insecure_channel(server.address) as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service="hotsession.v1.HotSession"),
-            timeout=START_DEADLINE, wait_for_ready=True)
+            timeout=START_DEADLINE,
+            wait_for_ready=True,
+        )
         try:
             for update in watch:
                 if update.status == health_pb2.HealthCheckResponse.SERVING:
@@ -150,9 +154,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = home / "hotsvc.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "hotsvc"), "serve", "--listen", address,
-             "--claude-cmd", str(BIN / "hotsvc-emulator"), "--pool-size", "1"],
-            cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                str(BIN / "hotsvc"),
+                "serve",
+                "--listen",
+                address,
+                "--claude-cmd",
+                str(BIN / "hotsvc-emulator"),
+                "--pool-size",
+                "1",
+            ],
+            cwd=home,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     live = Server(address, proc, log)
     try:
         wait_serving(live)
@@ -172,8 +188,9 @@ def test_typescript_client_two_turns(server: Server) -> None:
     node = need("node", SETUP_NODE)
     if not (TS_DIR / "node_modules/@connectrpc/connect-node").is_dir():
         pytest.fail(f"clients/typescript/node_modules is missing: {SETUP_NODE}")
-    proc = run([node, "--test", "test/"], cwd=TS_DIR,
-               env={**os.environ, "HOTSVC_ADDR": server.address})
+    proc = run(
+        [node, "--test", "test/"], cwd=TS_DIR, env={**os.environ, "HOTSVC_ADDR": server.address}
+    )
     assert proc.returncode == 0, f"{report(proc)}\n--- hotsvc\n{server.log_tail()}"
     assert "# pass 1" in proc.stdout, report(proc)
 
@@ -191,14 +208,20 @@ def test_go_client_two_turns(server: Server, tmp_path: Path) -> None:
     go = need("go", SETUP_GO)
     if not (GO_DIR / "vendor/modules.txt").is_file():
         pytest.fail(f"clients/go/vendor is missing: {SETUP_GO}")
-    env = {**os.environ, "HOTSVC_ADDR": server.address, "GOPROXY": "off",
-           "GOFLAGS": "-mod=vendor", "GOTOOLCHAIN": "local"}
+    env = {
+        **os.environ,
+        "HOTSVC_ADDR": server.address,
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=vendor",
+        "GOTOOLCHAIN": "local",
+    }
     if "HOME" not in env and "GOCACHE" not in env:
         env["GOCACHE"] = str(tmp_path / "go-build")
     proc = run([go, "test", "-count=1", "-v", "./..."], cwd=GO_DIR, env=env)
     assert proc.returncode == 0, (
         f"{report(proc)}\n(on 'inconsistent vendoring', rerun clients/go/debian-vendor.sh)"
-        f"\n--- hotsvc\n{server.log_tail()}")
+        f"\n--- hotsvc\n{server.log_tail()}"
+    )
     assert "--- PASS: TestTwoTurnMemory" in proc.stdout, report(proc)
 
 

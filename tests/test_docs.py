@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", REPO / "docs" / "grpcurl.md"]
 RECIPE = re.compile(
     r"```(?P<lang>sh|python)\n(?P<script>.*?)```\n(?P<expects>(?:<!-- expect: .*? -->\n)*)",
-    re.DOTALL)
+    re.DOTALL,
+)
 EXPECT = re.compile(r"<!-- expect: (.*?) -->")
 
 
@@ -58,12 +59,20 @@ async def test_recipes_work_as_written(start_service: StartService, doc: Path) -
     for script, expects in recipes(doc):
         runnable = script.replace("localhost:50051", live.address)
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-euo", "pipefail", "-c", runnable, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            runnable,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         async with asyncio.timeout(DEADLINE):
             output, _ = await proc.communicate()
         printed = output.decode()
         assert proc.returncode == 0, f"{doc.name} recipe failed:\n{script}\n{printed}"
         for expected in expects:
             assert expected in printed, (
-                f"{doc.name} recipe:\n{script}\nprinted no {expected!r}:\n{printed}")
+                f"{doc.name} recipe:\n{script}\nprinted no {expected!r}:\n{printed}"
+            )

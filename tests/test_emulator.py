@@ -186,11 +186,21 @@ async def test_interrupt_mid_stream_then_next_turn_works(spawn: Spawn) -> None:
 
     # As CLI 2.1.330 does it: the partial assistant, the marker, then the stream closes.
     kinds = [event_type(m) or m["type"] for m in msgs]
-    assert kinds == ["control_response", "assistant", "user", "content_block_stop",
-                     "message_delta", "message_stop", "result"]
+    assert kinds == [
+        "control_response",
+        "assistant",
+        "user",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "result",
+    ]
     response, partial, marker, _stop, delta, message_stop, result = msgs
-    assert response["response"] == {"subtype": "success", "request_id": "req_int",
-                                     "response": {"still_queued": []}}
+    assert response["response"] == {
+        "subtype": "success",
+        "request_id": "req_int",
+        "response": {"still_queued": []},
+    }
     assert assistant_text(partial) == "word0 "
     assert partial["aborted"] is True
     assert marker["message"]["content"][0]["text"] == "[Request interrupted by user]"
@@ -347,7 +357,8 @@ async def test_echo_and_recall_say_what_the_local_model_says(spawn: Spawn) -> No
 
 @pytest.mark.parametrize(("status", "retry_error"), [(500, "server_error"), (529, "overloaded")])
 async def test_api_failure_retries_then_reports_an_error_result(
-        spawn: Spawn, status: int, retry_error: str) -> None:
+    spawn: Spawn, status: int, retry_error: str
+) -> None:
     emu = await spawn("--include-partial-messages", CLAUDE_CODE_MAX_RETRIES="2")
     msgs = await emu.turn(f"fail{status} please")
 
@@ -355,7 +366,9 @@ async def test_api_failure_retries_then_reports_an_error_result(
     assert kinds == ["init", "status", "api_retry", "api_retry", "assistant", "result"]
     retries = [m for m in msgs if m.get("subtype") == "api_retry"]
     assert [(r["attempt"], r["max_retries"], r["error_status"], r["error"]) for r in retries] == [
-        (1, 2, status, retry_error), (2, 2, status, retry_error)]
+        (1, 2, status, retry_error),
+        (2, 2, status, retry_error),
+    ]
     assert all(r["retry_delay_ms"] > 0 for r in retries)
     synthetic, result = msgs[-2:]
     assert synthetic["message"]["model"] == "<synthetic>"
@@ -412,29 +425,54 @@ async def test_tool_turn_streams_each_api_message(spawn: Spawn) -> None:
 
     kinds = [event_type(m) or m.get("status") or m.get("subtype") or m["type"] for m in msgs]
     collapsed = [k for i, k in enumerate(kinds) if not i or k != kinds[i - 1]]
-    one_call = ["message_start",
-                "content_block_start", "content_block_delta", "assistant", "content_block_stop",
-                "message_delta", "message_stop"]
+    one_call = [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "assistant",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     tool_call = [*one_call[:5], *one_call[1:5], *one_call[5:]]  # text, then tool_use
-    assert collapsed == ["init", "requesting", *tool_call, "user", "requesting", *one_call,
-                         "success"]
-    starts = [m["event"]["content_block"]["type"] for m in msgs
-              if event_type(m) == "content_block_start"]
+    assert collapsed == [
+        "init",
+        "requesting",
+        *tool_call,
+        "user",
+        "requesting",
+        *one_call,
+        "success",
+    ]
+    starts = [
+        m["event"]["content_block"]["type"] for m in msgs if event_type(m) == "content_block_start"
+    ]
     assert starts == ["text", "tool_use", "text"]
-    json_parts = [m["event"]["delta"]["partial_json"] for m in msgs
-                  if event_type(m) == "content_block_delta"
-                  and m["event"]["delta"]["type"] == "input_json_delta"]
+    json_parts = [
+        m["event"]["delta"]["partial_json"]
+        for m in msgs
+        if event_type(m) == "content_block_delta"
+        and m["event"]["delta"]["type"] == "input_json_delta"
+    ]
     assert json.loads("".join(json_parts))["command"] == "echo hi"
     assert msgs[-1]["result"] == 'Bash tool said: "hi"'
 
 
 async def test_tool_turn_denies_a_command_that_needs_permission(
-        spawn: Spawn, tmp_path: Path) -> None:
+    spawn: Spawn, tmp_path: Path
+) -> None:
     emu = await spawn()
     msgs = await emu.turn("run tool: touch made-by-tool")
     kinds = [m.get("subtype") if m["type"] == "system" else m["type"] for m in msgs]
-    assert kinds == ["init", "assistant", "assistant", "permission_denied", "user", "assistant",
-                     "result"]
+    assert kinds == [
+        "init",
+        "assistant",
+        "assistant",
+        "permission_denied",
+        "user",
+        "assistant",
+        "result",
+    ]
     (tool_result,) = msgs[4]["message"]["content"]
     assert tool_result["is_error"] is True
     assert msgs[-1]["result"].startswith("Bash tool failed: ")

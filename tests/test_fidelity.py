@@ -67,36 +67,57 @@ class TurnRecord:
 
 
 SCENARIOS = [
-    Scenario("remember_recall", (Step("Remember 42", expect="OK"),
-                                 Step("What number?", expect="42"))),
-    Scenario("recall_nothing", (Step("What number?",
-                                     expect="I was not asked to remember a number."),)),
-    Scenario("echo", (Step("echo hello there", expect="echo: hello there"),
-                      Step("tell me a story", echo=True))),
+    Scenario(
+        "remember_recall", (Step("Remember 42", expect="OK"), Step("What number?", expect="42"))
+    ),
+    Scenario(
+        "recall_nothing", (Step("What number?", expect="I was not asked to remember a number."),)
+    ),
+    Scenario(
+        "echo",
+        (Step("echo hello there", expect="echo: hello there"), Step("tell me a story", echo=True)),
+    ),
     Scenario("slow_stream", (Step("please be slow", expect=SLOW_TEXT),)),
-    Scenario("interrupt_mid_stream", (
-        Step("please be slow", interrupt_after="text_delta", expect=""),
-        Step("Remember 5", expect="OK"),
-        Step("What number?", expect="5"),
-    ), slow_delay=1.0),  # 30 words: still streaming when the interrupt lands
-    Scenario("interrupt_stalled_stream", (
-        Step("stall", interrupt_after="progress:status", expect=""),
-        Step("Remember 6", expect="OK"),
-    )),
-    Scenario("api_error_500", (Step("fail500", prefix="API Error: 500 "),
-                               Step("Remember 7", expect="OK")),
-             env={"CLAUDE_CODE_MAX_RETRIES": "1"}),
-    Scenario("api_error_529", (Step("fail529", prefix="API Error: 529 "),
-                               Step("Remember 8", expect="OK")),
-             env={"CLAUDE_CODE_MAX_RETRIES": "1"}),
-    Scenario("interrupt_while_retrying", (
-        Step("fail500", interrupt_after="progress:api_retry", expect=""),
-        Step("Remember 9", expect="OK"),
-    ), emulator_env={"HOTSVC_EMU_RETRY_DELAY": "30"}),  # the real CLI waits >= 0.5 s
-    Scenario("tool_allowed", (Step("run tool: echo hi", expect='Bash tool said: "hi"'),),
-             allowed_tools=("Bash",)),
-    Scenario("tool_denied", (Step("run tool: touch made-by-tool",
-                                  prefix='Bash tool failed: "'),)),
+    Scenario(
+        "interrupt_mid_stream",
+        (
+            Step("please be slow", interrupt_after="text_delta", expect=""),
+            Step("Remember 5", expect="OK"),
+            Step("What number?", expect="5"),
+        ),
+        slow_delay=1.0,
+    ),  # 30 words: still streaming when the interrupt lands
+    Scenario(
+        "interrupt_stalled_stream",
+        (
+            Step("stall", interrupt_after="progress:status", expect=""),
+            Step("Remember 6", expect="OK"),
+        ),
+    ),
+    Scenario(
+        "api_error_500",
+        (Step("fail500", prefix="API Error: 500 "), Step("Remember 7", expect="OK")),
+        env={"CLAUDE_CODE_MAX_RETRIES": "1"},
+    ),
+    Scenario(
+        "api_error_529",
+        (Step("fail529", prefix="API Error: 529 "), Step("Remember 8", expect="OK")),
+        env={"CLAUDE_CODE_MAX_RETRIES": "1"},
+    ),
+    Scenario(
+        "interrupt_while_retrying",
+        (
+            Step("fail500", interrupt_after="progress:api_retry", expect=""),
+            Step("Remember 9", expect="OK"),
+        ),
+        emulator_env={"HOTSVC_EMU_RETRY_DELAY": "30"},
+    ),  # the real CLI waits >= 0.5 s
+    Scenario(
+        "tool_allowed",
+        (Step("run tool: echo hi", expect='Bash tool said: "hi"'),),
+        allowed_tools=("Bash",),
+    ),
+    Scenario("tool_denied", (Step("run tool: touch made-by-tool", prefix='Bash tool failed: "'),)),
 ]
 
 
@@ -143,19 +164,27 @@ async def run_step(talk: Conversation, step: Step) -> list[pb.PromptResponse]:
     events = [await talk.read()]
     while label(events[-1]) != step.interrupt_after:
         assert not events[-1].HasField("result"), (
-            f"{step.text!r} ended before {step.interrupt_after}: {[label(e) for e in events]}")
+            f"{step.text!r} ended before {step.interrupt_after}: {[label(e) for e in events]}"
+        )
         events.append(await talk.read())
     await talk.send(pb.PromptRequest(interrupt=pb.Interrupt()))
     return events + await talk.until_result()
 
 
-async def run_scenario(start_service: StartService, scenario: Scenario, workdir: Path,
-                       claude_cmd: tuple[str, ...], env: dict[str, str]) -> list[TurnRecord]:
+async def run_scenario(
+    start_service: StartService,
+    scenario: Scenario,
+    workdir: Path,
+    claude_cmd: tuple[str, ...],
+    env: dict[str, str],
+) -> list[TurnRecord]:
     """Run every step on a fresh service; the session must survive them all."""
-    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=scenario.allowed_tools,
-                      cwd=str(workdir))
-    live = await start_service(claude_cmd=claude_cmd, child_env=env,
-                               profiles={DEFAULT_PROFILE: profile})
+    profile = Profile(
+        name=DEFAULT_PROFILE, pool_size=0, allowed_tools=scenario.allowed_tools, cwd=str(workdir)
+    )
+    live = await start_service(
+        claude_cmd=claude_cmd, child_env=env, profiles={DEFAULT_PROFILE: profile}
+    )
     talk = Conversation(live.stub)
     opened = await talk.open(include_raw_json=True)
     records = [record(await run_step(talk, step)) for step in scenario.steps]
@@ -175,21 +204,30 @@ def check_text(step: Step, emulated: str, real: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-async def test_emulator_matches_the_real_cli(start_service: StartService,
-                                             local_model: LocalModel, tmp_path: Path,
-                                             scenario: Scenario) -> None:
+async def test_emulator_matches_the_real_cli(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path, scenario: Scenario
+) -> None:
     server, local_env = local_model
     server.set_slow_delay(scenario.slow_delay)
-    emulator_env = {**scenario.env, "HOTSVC_EMU_SLOW_DELAY": str(scenario.slow_delay),
-                    **scenario.emulator_env}
+    emulator_env = {
+        **scenario.env,
+        "HOTSVC_EMU_SLOW_DELAY": str(scenario.slow_delay),
+        **scenario.emulator_env,
+    }
     workdirs = {side: tmp_path / side for side in ("emulator", "real")}
     for workdir in workdirs.values():
         workdir.mkdir()
 
-    emulated = await run_scenario(start_service, scenario, workdirs["emulator"],
-                                  EMULATOR_CMD, emulator_env)
-    real = await run_scenario(start_service, scenario, workdirs["real"],
-                              (str(REAL_CLAUDE),), {**local_env, **scenario.env})
+    emulated = await run_scenario(
+        start_service, scenario, workdirs["emulator"], EMULATOR_CMD, emulator_env
+    )
+    real = await run_scenario(
+        start_service,
+        scenario,
+        workdirs["real"],
+        (str(REAL_CLAUDE),),
+        {**local_env, **scenario.env},
+    )
 
     assert emulated == real
     for step, ours, theirs in zip(scenario.steps, emulated, real, strict=True):

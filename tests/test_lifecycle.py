@@ -33,8 +33,10 @@ env = { REVIEWER = "1" }
 
 
 async def test_sigterm_ends_every_child(tmp_path: Path) -> None:
-    async with (ServerProcess("--pool-size", "2", env={"CLAUDE_CONFIG_DIR": str(tmp_path)})
-            as server, grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess("--pool-size", "2", env={"CLAUDE_CONFIG_DIR": str(tmp_path)}) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         stub = pb_grpc.HotSessionStub(channel)
         talk = Conversation(stub)
         await talk.open()
@@ -51,8 +53,10 @@ async def test_sigterm_ends_every_child(tmp_path: Path) -> None:
 
 async def test_sigterm_lets_the_running_turn_finish(tmp_path: Path) -> None:
     env = {"CLAUDE_CONFIG_DIR": str(tmp_path), "HOTSVC_EMU_SLOW_DELAY": "0.02"}
-    async with (ServerProcess("--pool-size", "0", env=env) as server,
-            grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess("--pool-size", "0", env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         talk = Conversation(pb_grpc.HotSessionStub(channel))
         await talk.open()
         await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="slow please")))
@@ -68,19 +72,26 @@ async def test_sigterm_lets_the_running_turn_finish(tmp_path: Path) -> None:
 
 
 async def test_profiles_from_toml_run_with_their_options(
-        start_service: StartService, tmp_path: Path) -> None:
+    start_service: StartService, tmp_path: Path
+) -> None:
     config_file = tmp_path / "hotsvc.toml"
     config_file.write_text(PROFILES_TOML)
-    config = config_from_args(build_parser().parse_args(
-        ["serve", "--pool-size", "0", "--config", str(config_file)]))
+    config = config_from_args(
+        build_parser().parse_args(["serve", "--pool-size", "0", "--config", str(config_file)])
+    )
     reviewer = config.profiles["reviewer"]
-    assert reviewer.cli_args() == ["--model", "reviewer-model", "--permission-mode", "plan",
-                                   "--allowedTools", "Read,Grep"]
+    assert reviewer.cli_args() == [
+        "--model",
+        "reviewer-model",
+        "--permission-mode",
+        "plan",
+        "--allowedTools",
+        "Read,Grep",
+    ]
 
     live = await start_service(profiles=config.profiles)
     status = await live.status()
-    assert {(p.profile, p.target_size) for p in status.pools} == {("default", 0),
-                                                                  ("reviewer", 1)}
+    assert {(p.profile, p.target_size) for p in status.pools} == {("default", 0), ("reviewer", 1)}
     talk = Conversation(live.stub)
     opened = await talk.open(profile="reviewer", include_raw_json=True)
     assert (opened.profile, opened.start) == ("reviewer", pb.SESSION_START_WARM)
@@ -90,12 +101,15 @@ async def test_profiles_from_toml_run_with_their_options(
     assert '"permissionMode":"plan"' in init.raw_json.replace(" ", "")
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ("[profiles.x]\nmodle = 'typo'\n", "unknown keys ['modle']"),
-    ("[server]\nport = 1\n", "unknown top-level keys ['server']"),
-    ("[profiles.x]\npool_size = -1\n", "pool_size must be a whole number"),
-    ("not toml [", "cannot read config file"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[profiles.x]\nmodle = 'typo'\n", "unknown keys ['modle']"),
+        ("[server]\nport = 1\n", "unknown top-level keys ['server']"),
+        ("[profiles.x]\npool_size = -1\n", "pool_size must be a whole number"),
+        ("not toml [", "cannot read config file"),
+    ],
+)
 def test_bad_config_files_say_what_to_fix(tmp_path: Path, toml: str, message: str) -> None:
     config_file = tmp_path / "bad.toml"
     config_file.write_text(toml)

@@ -48,7 +48,7 @@ Json = dict[str, Any]
 
 @pytest.fixture
 def server() -> Iterator[LocalModelServer]:
-    with LocalModelServer() as running:
+    with LocalModelServer(record_requests=True) as running:
         yield running
 
 
@@ -244,7 +244,7 @@ async def test_slow_reply_streams_thirty_words(server: LocalModelServer) -> None
 
 
 async def test_stop_unblocks_a_stalled_stream() -> None:
-    server = LocalModelServer().start()
+    server = LocalModelServer(record_requests=True).start()
     server.stall_next()
     try:
         async with asyncio.timeout(DEADLINE):
@@ -543,3 +543,13 @@ async def test_cli_asks_over_stdio_before_a_tool_that_needs_permission(
         assert (await cli.result())["is_error"] is False
         assert (tmp_path / "made_by_tool.txt").exists()
         assert await cli.finish() == 0
+
+
+async def test_a_server_keeps_no_requests_unless_asked() -> None:
+    # `hotsvc serve` runs the model for as long as it lives: it must not keep every body.
+    with LocalModelServer() as quiet:
+        response = await http(quiet, "POST", "/v1/messages", conversation("echo hi", stream=False))
+        assert response.status == 200
+        with pytest.raises(RuntimeError, match="record_requests=True"):
+            _ = quiet.requests
+        assert quiet._requests == []

@@ -101,8 +101,18 @@ class Plan:
 
 
 texts = st.one_of(
-    st.sampled_from(["Remember 7", "What number?", "hello there", "please crash now",
-                     "garbage in", "slow please", "echo hi", "Remember 12"]),
+    st.sampled_from(
+        [
+            "Remember 7",
+            "What number?",
+            "hello there",
+            "please crash now",
+            "garbage in",
+            "slow please",
+            "echo hi",
+            "Remember 12",
+        ]
+    ),
     st.text(max_size=MAX_TURN_CHARS + 6).filter(lambda t: not SLOW_TRIGGERS.search(t)),
 )
 steps = st.one_of(
@@ -113,8 +123,9 @@ steps = st.one_of(
 )
 stream_plans = st.builds(
     Plan,
-    target=st.sampled_from(["new", "new", "existing", "existing", "closed", "unknown",
-                            "malformed", "none"]),
+    target=st.sampled_from(
+        ["new", "new", "existing", "existing", "closed", "unknown", "malformed", "none"]
+    ),
     pick=st.integers(0, 7),
     steps=st.lists(steps, max_size=6).map(tuple),
     cancel=st.booleans(),
@@ -147,9 +158,11 @@ class Outcome:
         return turn_id in self.results
 
     def describe(self) -> str:
-        return (f"{self.plan}\n  session={self.session_id} code={self.code} "
-                f"reason={self.reason} details={self.details[:300]!r}\n  "
-                f"accepted={self.accepted} results={self.results}")
+        return (
+            f"{self.plan}\n  session={self.session_id} code={self.code} "
+            f"reason={self.reason} details={self.details[:300]!r}\n  "
+            f"accepted={self.accepted} results={self.results}"
+        )
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -180,9 +193,14 @@ class World:
     @classmethod
     async def start(cls, tmp_path: Path) -> World:
         config = make_config(
-            pool_size=POOL_SIZE, max_turn_chars=MAX_TURN_CHARS, turn_inactivity_timeout=2.0,
-            child_env={"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
-                       "HOTSVC_EMU_SLOW_DELAY": "0.005"})
+            pool_size=POOL_SIZE,
+            max_turn_chars=MAX_TURN_CHARS,
+            turn_inactivity_timeout=2.0,
+            child_env={
+                "CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+                "HOTSVC_EMU_SLOW_DELAY": "0.005",
+            },
+        )
         service = Service(config)
         await service.start()
         channel = grpc.aio.insecure_channel(service.address)
@@ -237,16 +255,20 @@ class World:
             session_id = self._target_id(plan)
             expected = self._expected_open(plan, session_id)
             if plan.target == "none":
-                first = (plan.steps[0] if plan.steps and plan.steps[0].kind != "open"
-                         else Step("interrupt"))
+                first = (
+                    plan.steps[0]
+                    if plan.steps and plan.steps[0].kind != "open"
+                    else Step("interrupt")
+                )
                 await call.write(first.request())
             else:
                 await call.write(pb.PromptRequest(open=pb.OpenSession(session_id=session_id)))
             await self._until(outcome, lambda: outcome.opened)
             if sequential:
                 answer = None if outcome.opened else outcome.code
-                assert answer in expected, f"open answered {answer}, not {expected}\n" + \
-                    outcome.describe()
+                assert answer in expected, (
+                    f"open answered {answer}, not {expected}\n" + outcome.describe()
+                )
             if outcome.opened:
                 await self._converse(call, outcome)
             await asyncio.wait_for(asyncio.shield(reader), DEADLINE)
@@ -289,8 +311,13 @@ class World:
             if step.kind == "turn" and step.wait:
                 await self._until(outcome, functools.partial(outcome.has_result, turn_id))
         if plan.cancel:
-            await self._until(outcome, lambda: outcome.responses >= plan.cancel_after
-                              or set(outcome.accepted) <= set(outcome.results))
+            await self._until(
+                outcome,
+                lambda: (
+                    outcome.responses >= plan.cancel_after
+                    or set(outcome.accepted) <= set(outcome.results)
+                ),
+            )
             outcome.cancelled = not outcome.done
             call.cancel()
         elif not outcome.refused:
@@ -335,8 +362,9 @@ class World:
         if first:
             self.closed.append(session_id)
         try:
-            await self.stub.CloseSession(pb.CloseSessionRequest(session_id=session_id),
-                                         timeout=DEADLINE)
+            await self.stub.CloseSession(
+                pb.CloseSessionRequest(session_id=session_id), timeout=DEADLINE
+            )
         except grpc.aio.AioRpcError as error:
             assert error.code() == Code.NOT_FOUND, error
             assert not first, f"{session_id} was not closed yet: {error}"  # by another step
@@ -361,7 +389,8 @@ class World:
         idle = set(status.pools[0].idle_pids)
         assert child_pids() == idle and len(idle) == POOL_SIZE, (
             f"processes alive besides the warm pool {sorted(idle)}: "
-            f"{sorted(child_pids() - idle)}; sessions: {list(status.sessions)}")
+            f"{sorted(child_pids() - idle)}; sessions: {list(status.sessions)}"
+        )
 
     async def _only_the_pool(self) -> bool:
         status = await self.stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
@@ -380,8 +409,9 @@ def check_stream(outcome: Outcome, closed: list[str]) -> None:
     assert outcome.results == outcome.accepted, f"results lost or out of order\n{where}"
     assert outcome.code is not None and outcome.code != Code.CANCELLED, where
     if outcome.code != Code.OK:
-        assert REASON_CODES.get(outcome.reason) == outcome.code, \
+        assert REASON_CODES.get(outcome.reason) == outcome.code, (
             f"{outcome.code} without its documented reason\n{where}"
+        )
     if outcome.opened:  # a refused request ends the stream; else the caller's half-close,
         # or CloseSession of its session by another step
         expected = {Code.INVALID_ARGUMENT if outcome.refused else Code.OK}
@@ -412,14 +442,32 @@ def test_random_request_sequences(tmp_path: Path) -> None:
         try:
             # No shrinking: examples against one live server are not independent, and a
             # failing one is small enough to read as it is.
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                      phases=[Phase.explicit, Phase.generate], print_blob=True,
-                      suppress_health_check=[HealthCheck.too_slow])
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],
+                print_blob=True,
+                suppress_health_check=[HealthCheck.too_slow],
+            )
             @given(plans=st.lists(stream_plans, min_size=1, max_size=4), concurrent=st.booleans())
             # A CloseSession while the session's next process is starting (after a crash).
-            @example(plans=[Plan("new", 0, (Step("turn", "please crash now", wait=True),
-                                            Step("turn", "hello there"), Step("close")),
-                                 cancel=False, cancel_after=0)], concurrent=False)
+            @example(
+                plans=[
+                    Plan(
+                        "new",
+                        0,
+                        (
+                            Step("turn", "please crash now", wait=True),
+                            Step("turn", "hello there"),
+                            Step("close"),
+                        ),
+                        cancel=False,
+                        cancel_after=0,
+                    )
+                ],
+                concurrent=False,
+            )
             def play(plans: list[Plan], concurrent: bool) -> None:
                 runner.run(bounded(world.play(plans, concurrent)))
 

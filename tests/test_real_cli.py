@@ -62,7 +62,8 @@ class TimedConversation(Conversation):
 
 
 async def test_warm_session_remembers_across_two_turns(
-        start_service: StartService, local_model: LocalModel) -> None:
+    start_service: StartService, local_model: LocalModel
+) -> None:
     _, env = local_model
     live = await start_real(start_service, env, pool_size=1)
     (warm_pid,) = (await live.status()).pools[0].idle_pids
@@ -86,7 +87,8 @@ async def test_warm_session_remembers_across_two_turns(
 
 
 async def test_tokens_stream_as_text_deltas_before_the_result(
-        start_service: StartService, local_model: LocalModel) -> None:
+    start_service: StartService, local_model: LocalModel
+) -> None:
     server, env = local_model
     server.set_slow_delay(0.01)
     live = await start_real(start_service, env)
@@ -101,8 +103,9 @@ async def test_tokens_stream_as_text_deltas_before_the_result(
     assert order.count("result") == 1
     assert len(streamed) >= 3, f"expected the words to stream one by one, got {streamed}"
     assert order.index("text_delta") < order.index("assistant")
-    assistant_text = "".join(block.text.text for e in events if e.HasField("assistant")
-                             for block in e.assistant.content)
+    assistant_text = "".join(
+        block.text.text for e in events if e.HasField("assistant") for block in e.assistant.content
+    )
     result = events[-1].result
     assert "".join(streamed) == result.text == assistant_text == SLOW_TEXT
     assert not result.is_error
@@ -112,7 +115,8 @@ async def test_tokens_stream_as_text_deltas_before_the_result(
 
 
 async def test_interrupt_mid_stream_ends_the_turn_and_keeps_the_process(
-        start_service: StartService, local_model: LocalModel) -> None:
+    start_service: StartService, local_model: LocalModel
+) -> None:
     server, env = local_model
     server.set_slow_delay(1.0)  # 30 words: the stream is still going when the interrupt lands
     live = await start_real(start_service, env)
@@ -137,7 +141,8 @@ async def test_interrupt_mid_stream_ends_the_turn_and_keeps_the_process(
 
 
 async def test_api_failure_reports_retries_and_an_error_result_then_recovers(
-        start_service: StartService, local_model: LocalModel) -> None:
+    start_service: StartService, local_model: LocalModel
+) -> None:
     _, env = local_model
     live = await start_real(start_service, {**env, "CLAUDE_CODE_MAX_RETRIES": "1"})
     talk = Conversation(live.stub)
@@ -146,8 +151,9 @@ async def test_api_failure_reports_retries_and_an_error_result_then_recovers(
     events = await talk.turn("fail500")
 
     retries = [e.progress for e in events if e.progress.subtype == "api_retry"]
-    assert [(r.api_retry.attempt, r.api_retry.max_retries, r.api_retry.error_status)
-            for r in retries] == [(1, 1, 500)]
+    assert [
+        (r.api_retry.attempt, r.api_retry.max_retries, r.api_retry.error_status) for r in retries
+    ] == [(1, 1, 500)]
     assert retries[0].api_retry.retry_delay_ms > 0
     (synthetic,) = [e.assistant for e in events if e.HasField("assistant")]
     assert synthetic.error == "server_error"
@@ -162,7 +168,8 @@ async def test_api_failure_reports_retries_and_an_error_result_then_recovers(
 
 
 async def test_caller_deadline_cancels_the_turn_not_the_session(
-        start_service: StartService, local_model: LocalModel) -> None:
+    start_service: StartService, local_model: LocalModel
+) -> None:
     server, env = local_model
     server.set_slow_delay(10.0)  # the slow reply would take five minutes
     live = await start_real(start_service, env, pool_size=1)
@@ -187,20 +194,25 @@ async def test_caller_deadline_cancels_the_turn_not_the_session(
 
 
 async def test_tool_turn_runs_bash_and_quotes_its_output(
-        start_service: StartService, local_model: LocalModel, tmp_path: Path) -> None:
+    start_service: StartService, local_model: LocalModel, tmp_path: Path
+) -> None:
     _, env = local_model
     workdir = tmp_path / "work"
     workdir.mkdir()
-    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",),
-                      cwd=str(workdir))
+    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",), cwd=str(workdir))
     live = await start_real(start_service, env, profiles={DEFAULT_PROFILE: profile})
     talk = Conversation(live.stub)
     await talk.open()
 
     events = await talk.turn("run tool: echo hi")
 
-    uses = [block.tool_use for e in events if e.HasField("assistant")
-            for block in e.assistant.content if block.HasField("tool_use")]
+    uses = [
+        block.tool_use
+        for e in events
+        if e.HasField("assistant")
+        for block in e.assistant.content
+        if block.HasField("tool_use")
+    ]
     assert len(uses) == 1
     assert uses[0].name == "Bash"
     assert uses[0].input["command"] == "echo hi"
@@ -212,4 +224,3 @@ async def test_tool_turn_runs_bash_and_quotes_its_output(
     result = events[-1].result
     assert (result.text, result.is_error) == ('Bash tool said: "hi"', False)
     assert result.num_turns == 2
-

@@ -22,8 +22,9 @@ def test_sweep_kills_recorded_process_groups_but_not_reused_pids(tmp_path: Path)
         # The bystander's pid was "reused": its recorded start time is not its own.
         started = process_start_time(bystander.pid)
         assert started is not None
-        first_run._db.execute("UPDATE processes SET started_at = ? WHERE pid = ?",
-                              (started - 1, bystander.pid))
+        first_run._db.execute(
+            "UPDATE processes SET started_at = ? WHERE pid = ?", (started - 1, bystander.pid)
+        )
         first_run.close()  # the service died without cleaning up
 
         assert Registry(db).sweep_orphans() == 1
@@ -43,5 +44,6 @@ def test_sessions_survive_a_reopen(tmp_path: Path) -> None:
     registry.save(SessionRecord("s-2", "default", "", "", 1.0, 1.5, 0))
     registry.forget("s-2")
     registry.close()
-    assert Registry(db).sessions() == [SessionRecord("s-1", "default", "alice", "/srv",
-                                                     1.0, 3.0, 4)]
+    assert Registry(db).sessions() == [
+        SessionRecord("s-1", "default", "alice", "/srv", 1.0, 3.0, 4)
+    ]

@@ -25,6 +25,7 @@ from tests.conftest import (
 async def wait_dead(pid: int) -> None:
     async def dead() -> bool:
         return not pid_alive(pid)
+
     await eventually(dead, f"pid {pid} exits")
 
 
@@ -71,7 +72,8 @@ async def test_crash_mid_turn_then_the_next_turn_resumes(start_service: StartSer
 
 
 async def test_idle_timeout_ends_the_process_and_keeps_the_session(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service(idle_timeout=0.3)
     talk = Conversation(live.stub)
     opened = await talk.open()
@@ -87,7 +89,8 @@ async def test_idle_timeout_ends_the_process_and_keeps_the_session(
 
 
 async def test_capacity_evicts_the_least_recently_used_idle_session(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service(max_sessions=2, open_queue_timeout=0.5)
     old, recent = Conversation(live.stub), Conversation(live.stub)
     old_opened = await old.open()
@@ -112,8 +115,7 @@ async def test_capacity_evicts_the_least_recently_used_idle_session(
         assert "within 0.5s: all 2 are held" in str(refused.details())
 
 
-async def test_recycling_replaces_the_process_between_turns(
-        start_service: StartService) -> None:
+async def test_recycling_replaces_the_process_between_turns(start_service: StartService) -> None:
     live = await start_service(recycle_after_turns=2)
     talk = Conversation(live.stub)
     opened = await talk.open()
@@ -125,8 +127,7 @@ async def test_recycling_replaces_the_process_between_turns(
     assert any(e.progress.subtype == "resumed" for e in events)
 
 
-async def test_watchdog_interrupts_then_kills_a_silent_turn(
-        start_service: StartService) -> None:
+async def test_watchdog_interrupts_then_kills_a_silent_turn(start_service: StartService) -> None:
     live = await start_service(turn_inactivity_timeout=0.5)
     talk = Conversation(live.stub)
     await talk.open()
@@ -139,9 +140,9 @@ async def test_watchdog_interrupts_then_kills_a_silent_turn(
 
 
 async def test_disconnect_mid_turn_keeps_the_session_and_its_last_result(
-        start_service: StartService) -> None:
-    live = await start_service(child_env={"HOTSVC_EMU_SLOW_DELAY": "0.01"},
-                               on_disconnect="finish")
+    start_service: StartService,
+) -> None:
+    live = await start_service(child_env={"HOTSVC_EMU_SLOW_DELAY": "0.01"}, on_disconnect="finish")
     talk = Conversation(live.stub)
     opened = await talk.open()
     await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="slow one", turn_id="gone")))
@@ -152,10 +153,14 @@ async def test_disconnect_mid_turn_keeps_the_session_and_its_last_result(
     async def finished() -> bool:
         rows = (await live.status()).sessions
         return rows[0].turns == 1 and not rows[0].attached
+
     await eventually(finished, "the abandoned turn runs to its end")
     again = Conversation(live.stub)
-    await again.send(pb.PromptRequest(open=pb.OpenSession(session_id=opened.session_id,
-                                                          include_last_result=True)))
+    await again.send(
+        pb.PromptRequest(
+            open=pb.OpenSession(session_id=opened.session_id, include_last_result=True)
+        )
+    )
     reopened = (await again.read()).opened
     assert reopened.last_turn_id == "gone"
     assert reopened.last_result.text.startswith("word0") and not reopened.last_result.is_error
@@ -169,8 +174,7 @@ async def test_heartbeats_on_a_quiet_stream(start_service: StartService) -> None
     assert first.HasField("heartbeat") and not first.heartbeat.turn_running
 
 
-async def test_drain_sends_go_away_and_refuses_new_sessions(
-        start_service: StartService) -> None:
+async def test_drain_sends_go_away_and_refuses_new_sessions(start_service: StartService) -> None:
     live = await start_service(child_env={"HOTSVC_EMU_SLOW_DELAY": "0.05"})
     talk = Conversation(live.stub)
     await talk.open()
@@ -194,8 +198,10 @@ async def test_drain_sends_go_away_and_refuses_new_sessions(
 async def test_restart_resumes_every_session(tmp_path: Path) -> None:
     env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude")}
     args = ("--pool-size", "0", "--data-dir", str(tmp_path / "data"))
-    async with (ServerProcess(*args, env=env) as server,
-                grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess(*args, env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         talk = Conversation(pb_grpc.HotSessionStub(channel))
         session_id = (await talk.open()).session_id
         assert (await talk.ask("Remember 77")).text == "OK"
@@ -204,8 +210,10 @@ async def test_restart_resumes_every_session(tmp_path: Path) -> None:
         server.proc.send_signal(signal.SIGTERM)
         await server.proc.wait()
 
-    async with (ServerProcess(*args, env=env) as server,
-                grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess(*args, env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         stub = pb_grpc.HotSessionStub(channel)
         (row,) = (await stub.PoolStatus(pb.PoolStatusRequest())).sessions
         assert (row.session_id, row.state, row.turns) == (session_id, pb.SESSION_STATE_STOPPED, 1)
@@ -217,8 +225,10 @@ async def test_restart_resumes_every_session(tmp_path: Path) -> None:
 async def test_sigkill_of_the_service_leaves_no_child(tmp_path: Path) -> None:
     env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude")}
     args = ("--pool-size", "2", "--data-dir", str(tmp_path / "data"))
-    async with (ServerProcess(*args, env=env) as server,
-                grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess(*args, env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         stub = pb_grpc.HotSessionStub(channel)
         talk = Conversation(stub)
         await talk.open()
@@ -237,8 +247,10 @@ async def test_sigkill_of_the_service_leaves_no_child(tmp_path: Path) -> None:
 async def test_reattach_right_after_a_deadline_is_not_refused(tmp_path: Path) -> None:
     """A separate server process: the caller's re-attach may beat the handler's unwinding."""
     env = {"CLAUDE_CONFIG_DIR": str(tmp_path), "HOTSVC_EMU_SLOW_DELAY": "10"}
-    async with (ServerProcess("--pool-size", "0", env=env) as server,
-                grpc.aio.insecure_channel(server.address) as channel):
+    async with (
+        ServerProcess("--pool-size", "0", env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
         stub = pb_grpc.HotSessionStub(channel)
         talk = Conversation(stub)
         session_id = (await talk.open()).session_id

@@ -36,7 +36,8 @@ async def test_two_turns_remember_in_one_session(start_service: StartService) ->
 
 
 async def test_turn_streams_deltas_then_messages_then_one_result(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     await talk.open()
@@ -54,8 +55,7 @@ async def test_turn_streams_deltas_then_messages_then_one_result(
     assert "requesting" in statuses
 
 
-async def test_server_assigns_turn_ids_and_raw_json_on_request(
-        start_service: StartService) -> None:
+async def test_server_assigns_turn_ids_and_raw_json_on_request(start_service: StartService) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     await talk.open(include_raw_json=True)
@@ -83,6 +83,7 @@ async def test_pool_hands_out_a_warm_process_and_refills(start_service: StartSer
     async def refilled() -> bool:
         status = await live.status()
         return status.pool_size == 2 and opened.pid not in status.pools[0].idle_pids
+
     await eventually(refilled, "the pool returns to its target")
     assert (await live.status()).spawn_stats.warm_starts == 1
 
@@ -94,8 +95,7 @@ async def test_empty_pool_spawns_cold(start_service: StartService) -> None:
     assert pid_alive(opened.pid)
 
 
-async def test_dead_idle_process_is_replaced_not_handed_out(
-        start_service: StartService) -> None:
+async def test_dead_idle_process_is_replaced_not_handed_out(start_service: StartService) -> None:
     live = await start_service(pool_size=1)
     (victim,) = (await live.status()).pools[0].idle_pids
     os.kill(victim, signal.SIGKILL)
@@ -103,13 +103,15 @@ async def test_dead_idle_process_is_replaced_not_handed_out(
     async def replaced() -> bool:
         status = await live.status()
         return status.spawn_stats.replaced == 1 and status.pool_size == 1
+
     await eventually(replaced, "the dead warm process is replaced")
     opened = await Conversation(live.stub).open()
     assert opened.pid != victim and opened.start == pb.SESSION_START_WARM
 
 
 async def test_reattach_after_half_close_keeps_the_conversation(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service()
     first = Conversation(live.stub)
     opened = await first.open()
@@ -141,7 +143,8 @@ async def test_second_concurrent_attach_is_refused(start_service: StartService) 
 
 
 async def test_interrupt_ends_the_streaming_turn_and_keeps_the_process(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     opened = await talk.open()
@@ -162,16 +165,22 @@ async def test_turns_sent_together_run_in_order(start_service: StartService) -> 
     talk = Conversation(live.stub)
     await talk.open()
     for number in (1, 2, 3):
-        await talk.send(pb.PromptRequest(turn=pb.UserTurn(text=f"Remember {number}",
-                                                          turn_id=f"t{number}")))
+        await talk.send(
+            pb.PromptRequest(turn=pb.UserTurn(text=f"Remember {number}", turn_id=f"t{number}"))
+        )
     await talk.send(pb.PromptRequest(turn=pb.UserTurn(text="What number?", turn_id="q")))
     results = [(await talk.until_result())[-1] for _ in range(4)]
     assert [(r.turn_id, r.result.text) for r in results] == [
-        ("t1", "OK"), ("t2", "OK"), ("t3", "OK"), ("q", "3")]
+        ("t1", "OK"),
+        ("t2", "OK"),
+        ("t3", "OK"),
+        ("q", "3"),
+    ]
 
 
 async def test_child_exit_mid_turn_ends_the_turn_with_an_error_result(
-        start_service: StartService) -> None:
+    start_service: StartService,
+) -> None:
     live = await start_service(child_env={"HOTSVC_EMU_CRASH_CODE": "7"})
     talk = Conversation(live.stub)
     await talk.open()
@@ -207,13 +216,17 @@ async def test_unknown_profile_is_not_found(start_service: StartService) -> None
     assert "known profiles: default" in str(failed.value.details())
 
 
-@pytest.mark.parametrize("first", [
-    pb.PromptRequest(turn=pb.UserTurn(text="hi")),
-    pb.PromptRequest(interrupt=pb.Interrupt()),
-    pb.PromptRequest(),
-])
-async def test_stream_must_start_with_open(start_service: StartService,
-                                           first: pb.PromptRequest) -> None:
+@pytest.mark.parametrize(
+    "first",
+    [
+        pb.PromptRequest(turn=pb.UserTurn(text="hi")),
+        pb.PromptRequest(interrupt=pb.Interrupt()),
+        pb.PromptRequest(),
+    ],
+)
+async def test_stream_must_start_with_open(
+    start_service: StartService, first: pb.PromptRequest
+) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     await talk.send(first)
@@ -223,8 +236,7 @@ async def test_stream_must_start_with_open(start_service: StartService,
     assert "must be `open`" in str(failed.value.details())
 
 
-async def test_bad_requests_mid_stream_are_invalid_argument(
-        start_service: StartService) -> None:
+async def test_bad_requests_mid_stream_are_invalid_argument(start_service: StartService) -> None:
     live = await start_service()
     for bad, message in [
         (pb.PromptRequest(turn=pb.UserTurn(text="  ")), "turn.text is empty"),
@@ -242,8 +254,10 @@ async def test_bad_requests_mid_stream_are_invalid_argument(
 
 async def test_reattach_to_unknown_or_malformed_ids(start_service: StartService) -> None:
     live = await start_service()
-    for session_id, code in [("7b0c5f9e-8a1f-4a53-9a43-3f2f9a0f8c11", grpc.StatusCode.NOT_FOUND),
-                             ("not-a-uuid", grpc.StatusCode.INVALID_ARGUMENT)]:
+    for session_id, code in [
+        ("7b0c5f9e-8a1f-4a53-9a43-3f2f9a0f8c11", grpc.StatusCode.NOT_FOUND),
+        ("not-a-uuid", grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await Conversation(live.stub).open(session_id=session_id)
         assert failed.value.code() == code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_table_is_the_generated_one() -> None:
     assert settings.markdown_table() in README.read_text(), (
-        "README's configuration table is stale: paste `python -m hotsvc.settings` into it")
+        "README's configuration table is stale: paste `python -m hotsvc.settings` into it"
+    )
 
 
 def test_help_names_every_flag_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,8 +30,12 @@ def test_help_names_every_flag_and_its_variable(capsys: pytest.CaptureFixture[st
 
 
 def test_environment_gives_defaults_and_flags_win() -> None:
-    environ = {"HOTSVC_MAX_SESSIONS": "7", "HOTSVC_ALLOWED_TOOLS": "Read, Grep",
-               "HOTSVC_CLAUDE_ARG": "--max-turns 5", "HOTSVC_ON_DISCONNECT": "finish"}
+    environ = {
+        "HOTSVC_MAX_SESSIONS": "7",
+        "HOTSVC_ALLOWED_TOOLS": "Read, Grep",
+        "HOTSVC_CLAUDE_ARG": "--max-turns 5",
+        "HOTSVC_ON_DISCONNECT": "finish",
+    }
     config = from_args(build_parser(environ).parse_args(["serve"]))
     assert (config.max_sessions, config.on_disconnect) == (7, "finish")
     default = config.profiles["default"]
@@ -44,18 +50,24 @@ def test_bad_values_name_the_setting() -> None:
         build_parser({"HOTSVC_MAX_SESSIONS": "many"})
     with pytest.raises(ConfigError, match="--max-sessions must be >= 0, not -1"):
         from_args(build_parser({}).parse_args(["serve", "--max-sessions", "-1"]))
-    with pytest.raises(ConfigError, match="--heartbeat-interval must be > 0, not 0.0"):
+    with pytest.raises(ConfigError, match=re.escape("--heartbeat-interval must be > 0, not 0.0")):
         from_args(build_parser({}).parse_args(["serve", "--heartbeat-interval", "0"]))
 
 
 def test_toml_profiles_use_the_same_keys(tmp_path: Path) -> None:
     path = tmp_path / "hotsvc.toml"
-    path.write_text('[profiles.review]\nmodel = "m"\nallowed_tools = ["Read"]\n'
-                    'pool_size = 1\nenv = { A = 1 }\n')
+    path.write_text(
+        '[profiles.review]\nmodel = "m"\nallowed_tools = ["Read"]\npool_size = 1\nenv = { A = 1 }\n'
+    )
     config = from_args(build_parser({}).parse_args(["serve", "--config", str(path)]))
     review = config.profiles["review"]
     assert (review.model, review.allowed_tools, review.pool_size, dict(review.env)) == (
-        "m", ("Read",), 1, {"A": "1"})
+        "m",
+        ("Read",),
+        1,
+        {"A": "1"},
+    )
     path.write_text("[profiles.review]\npool_size = -2\n")
-    with pytest.raises(ConfigError, match="profiles.review.pool_size must be a whole number"):
+    message = "profiles.review.pool_size must be a whole number"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         from_args(build_parser({}).parse_args(["serve", "--config", str(path)]))

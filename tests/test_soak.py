@@ -8,8 +8,17 @@ from hotsvc_tools import soak
 
 
 async def test_a_small_soak_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
-    options = soak.Options(sessions=24, concurrency=8, turns=6, max_sessions=5, pool_size=1,
-                           hangs=1, seed=20261124, time_limit=120, work_dir=tmp_path)
+    options = soak.Options(
+        sessions=24,
+        concurrency=8,
+        turns=6,
+        max_sessions=5,
+        pool_size=1,
+        hangs=1,
+        seed=20261124,
+        time_limit=120,
+        work_dir=tmp_path,
+    )
     figures = await soak.run(options)
     report = soak.render(options, figures)
     # No leak, every turn on a stream kept to the end had exactly one result, only

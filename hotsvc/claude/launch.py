@@ -24,8 +24,7 @@ _SETPRIV = shutil.which("setpriv")
 PARENT_DEATH_SIGNAL: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 
 
-def argv(claude_cmd: Sequence[str], profile: Profile, session_id: str,
-         resume: bool) -> list[str]:
+def argv(claude_cmd: Sequence[str], profile: Profile, session_id: str, resume: bool) -> list[str]:
     """The full command line of a session's process.
 
     `--resume` restores the transcript under the same id; a session with no turn yet has

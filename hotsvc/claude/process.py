@@ -74,8 +74,15 @@ class ClaudeProcess:
         self._done = asyncio.Event()
 
     @classmethod
-    async def spawn(cls, argv: Sequence[str], *, session_id: str, env: Mapping[str, str],
-                    cwd: str | None, line_limit: int) -> ClaudeProcess:
+    async def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        session_id: str,
+        env: Mapping[str, str],
+        cwd: str | None,
+        line_limit: int,
+    ) -> ClaudeProcess:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
@@ -121,8 +128,9 @@ class ClaudeProcess:
             raise
         finally:
             if self.exit_code is None:
-                self.exit_code = self._proc.returncode if self._proc.returncode is not None \
-                    else -signal.SIGKILL
+                self.exit_code = (
+                    self._proc.returncode if self._proc.returncode is not None else -signal.SIGKILL
+                )
             for answer in self._pending.values():
                 if not answer.done():
                     answer.set_exception(ProcessGone(f"claude process {self.pid} exited"))
@@ -147,8 +155,9 @@ class ClaudeProcess:
             try:
                 event = protocol.parse_line(line.decode(errors="replace").rstrip("\r\n"))
             except ValueError:
-                log.warning("pid %d: skipped a stdout line that is not JSON: %.200r",
-                            self.pid, line)
+                log.warning(
+                    "pid %d: skipped a stdout line that is not JSON: %.200r", self.pid, line
+                )
                 continue
             if isinstance(event, ControlResponse):
                 answer = self._pending.get(event.request_id)

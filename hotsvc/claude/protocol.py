@@ -186,8 +186,9 @@ def _content_block(block: JsonObject) -> ContentBlock | None:
     if kind == "thinking":
         return ThinkingBlock(str(block.get("thinking", "")))
     if kind == "tool_use":
-        return ToolUseBlock(str(block.get("id", "")), str(block.get("name", "")),
-                            dict(block.get("input") or {}))
+        return ToolUseBlock(
+            str(block.get("id", "")), str(block.get("name", "")), dict(block.get("input") or {})
+        )
     return None
 
 
@@ -209,8 +210,11 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(str(b.get("text", "")) for b in content
-                       if isinstance(b, dict) and b.get("type") == "text")
+        return "".join(
+            str(b.get("text", ""))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
     return ""
 
 
@@ -252,8 +256,9 @@ def _result(message: JsonObject, line: str) -> Event:
 
 def _control_request(message: JsonObject, line: str) -> Event:
     request = dict(message.get("request") or {})
-    return ControlRequest(str(message.get("request_id", "")), str(request.get("subtype", "")),
-                          request, line=line)
+    return ControlRequest(
+        str(message.get("request_id", "")), str(request.get("subtype", "")), request, line=line
+    )
 
 
 def _control_response(message: JsonObject, line: str) -> Event:
@@ -280,6 +285,7 @@ _PARSERS = {
 
 # Lines we write. json.dumps never emits a raw newline, so each is exactly one line.
 
+
 def encode(message: JsonObject) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
@@ -289,10 +295,15 @@ def user_message(text: str) -> JsonObject:
 
 
 def control_request(request_id: str, subtype: str, **fields: Any) -> JsonObject:
-    return {"type": "control_request", "request_id": request_id,
-            "request": {"subtype": subtype, **fields}}
+    return {
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": subtype, **fields},
+    }
 
 
 def control_success(request_id: str, response: JsonObject) -> JsonObject:
-    return {"type": "control_response",
-            "response": {"subtype": "success", "request_id": request_id, "response": response}}
+    return {
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": response},
+    }

@@ -29,17 +29,20 @@ STATE = {
 def open_request(first: pb.PromptRequest | None) -> OpenRequest:
     """The `open` a Prompt stream must start with."""
     if first is None or first.WhichOneof("request") != "open":
-        raise InvalidRequest("the first request of a Prompt stream must be `open`: send "
-                             "open{} for a new session or open{session_id} to re-attach",
-                             field="open")
+        raise InvalidRequest(
+            "the first request of a Prompt stream must be `open`: send "
+            "open{} for a new session or open{session_id} to re-attach",
+            field="open",
+        )
     return OpenRequest(session_id=first.open.session_id, profile=first.open.profile)
 
 
 def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
     response = pb.PromptResponse(
         session_id=view.session_id,
-        opened=pb.SessionOpened(session_id=view.session_id, start=START[view.start],
-                                pid=view.pid, profile=view.profile),
+        opened=pb.SessionOpened(
+            session_id=view.session_id, start=START[view.start], pid=view.pid, profile=view.profile
+        ),
     )
     if include_last_result and view.last_result is not None:
         response.opened.last_turn_id = view.last_turn_id
@@ -48,12 +51,15 @@ def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
 
 
 def progress(session_id: str, subtype: str, status: str) -> pb.PromptResponse:
-    return pb.PromptResponse(session_id=session_id, progress=pb.Progress(
-        subtype=subtype, status=pb.StatusUpdate(status=status)))
+    return pb.PromptResponse(
+        session_id=session_id,
+        progress=pb.Progress(subtype=subtype, status=pb.StatusUpdate(status=status)),
+    )
 
 
-def event_response(event: protocol.Event, session_id: str, turn_id: str,
-                   include_raw_json: bool) -> pb.PromptResponse | None:
+def event_response(
+    event: protocol.Event, session_id: str, turn_id: str, include_raw_json: bool
+) -> pb.PromptResponse | None:
     """The response for one event, or None for events callers don't see."""
     response = pb.PromptResponse(session_id=session_id, turn_id=turn_id)
     match event:
@@ -145,8 +151,12 @@ def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
         draining=snapshot.draining,
     )
     for pool in snapshot.pools:
-        response.pools.add(profile=pool.profile, pool_size=pool.size, target_size=pool.target,
-                           idle_pids=pool.idle_pids)
+        response.pools.add(
+            profile=pool.profile,
+            pool_size=pool.size,
+            target_size=pool.target,
+            idle_pids=pool.idle_pids,
+        )
         response.pool_size += pool.size
         response.target_size += pool.target
     for session in snapshot.sessions:
@@ -167,8 +177,12 @@ def _fill_session(row: pb.SessionInfo, session: SessionView, now: float) -> None
 
 def _spawn_stats(stats: SpawnView) -> pb.SpawnStats:
     message = pb.SpawnStats(
-        spawned=stats.spawned, failed=stats.failed, in_flight=stats.in_flight,
-        replaced=stats.replaced, warm_starts=stats.warm_starts, cold_starts=stats.cold_starts,
+        spawned=stats.spawned,
+        failed=stats.failed,
+        in_flight=stats.in_flight,
+        replaced=stats.replaced,
+        warm_starts=stats.warm_starts,
+        cold_starts=stats.cold_starts,
     )
     message.mean_spawn_time.FromNanoseconds(int(stats.mean_ready_seconds * 1e9))
     return message

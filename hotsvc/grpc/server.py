@@ -43,14 +43,16 @@ class Service:
         data_dir = config.data_dir
         self.registry = Registry(data_dir / "registry.sqlite3" if data_dir else None)
         self.launcher = Launcher(config, self.registry)
-        self.manager = SessionManager(config, self.registry, self.launcher,
-                                      Capacity(config.max_sessions))
+        self.manager = SessionManager(
+            config, self.registry, self.launcher, Capacity(config.max_sessions)
+        )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
         self.server = grpc.aio.server()
         pb_grpc.add_HotSessionServicer_to_server(HotSessionServicer(self.manager), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
         self.port = self.server.add_insecure_port(config.listen)
         if not self.port:
             raise OSError(f"cannot listen on {config.listen}")
@@ -138,6 +140,7 @@ class Service:
 def _call(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def step() -> None:
         function()
+
     return step
 
 

@@ -40,7 +40,9 @@ def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
                 raise errors.InvalidRequest(
                     f"metadata {OWNER_BIN_KEY} is not valid UTF-8 ({exc.reason} at byte "
                     f"{exc.start}): send the owner's name UTF-8 encoded, or as plain "
-                    f"ASCII in {OWNER_KEY}", field=f"metadata.{OWNER_BIN_KEY}") from None
+                    f"ASCII in {OWNER_KEY}",
+                    field=f"metadata.{OWNER_BIN_KEY}",
+                ) from None
     return str(context.peer())
 
 
@@ -49,9 +51,13 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         self._manager = manager
         self._max_turn_chars = manager.config.max_turn_chars
 
+    # A coroutine writing with context.write; the generated stub assumes a generator.
     @maps_errors
-    async def Prompt(self, requests: AsyncIterator[pb.PromptRequest],  # type: ignore[override]
-                     context: PromptContext) -> None:
+    async def Prompt(  # type: ignore[override]
+        self,
+        requests: AsyncIterator[pb.PromptRequest],
+        context: PromptContext,
+    ) -> None:
         first = await anext(aiter(requests), None)
         opening = converters.open_request(first)
         assert first is not None
@@ -60,23 +66,25 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         async def progress(status: str) -> None:
             await context.write(converters.progress(opening.session_id, "queued", status))
 
-        async with self._manager.attach(opening, owner_of(context),
-                                        alive=lambda: not context.done(),
-                                        progress=progress) as (attachment, opened):
+        async with self._manager.attach(
+            opening, owner_of(context), alive=lambda: not context.done(), progress=progress
+        ) as (attachment, opened):
             await context.write(converters.opened(opened, options.include_last_result))
             async with asyncio.TaskGroup() as tasks:
                 reader = tasks.create_task(self._read(requests, attachment))
                 heartbeat = tasks.create_task(attachment.keep_alive())
                 async for turn_id, event in attachment.events():
-                    response = converters.event_response(event, opened.session_id, turn_id,
-                                                         options.include_raw_json)
+                    response = converters.event_response(
+                        event, opened.session_id, turn_id, options.include_raw_json
+                    )
                     if response is not None:
                         await context.write(response)
                 heartbeat.cancel()
                 reader.cancel()
 
-    async def _read(self, requests: AsyncIterator[pb.PromptRequest],
-                    attachment: Attachment) -> None:
+    async def _read(
+        self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
+    ) -> None:
         """Hand the caller's requests to the attachment until it half-closes; a bad
         request ends the input, and the stream ends with its error after the turns
         already sent."""
@@ -87,8 +95,9 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         else:
             attachment.end_input()
 
-    async def _forward(self, requests: AsyncIterator[pb.PromptRequest],
-                       attachment: Attachment) -> None:
+    async def _forward(
+        self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
+    ) -> None:
         async for request in requests:
             match request.WhichOneof("request"):
                 case "turn":
@@ -103,32 +112,40 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                     raise errors.InvalidRequest(
                         "`open` may only be the first request of a Prompt stream; this stream "
                         f"is attached to session {attachment.session.id}: start a new stream "
-                        "to open another", field="open",
-                        metadata={"sessionId": attachment.session.id})
+                        "to open another",
+                        field="open",
+                        metadata={"sessionId": attachment.session.id},
+                    )
                 case _:
                     raise errors.InvalidRequest(
-                        "empty PromptRequest: set one of open, turn or interrupt",
-                        field="request")
+                        "empty PromptRequest: set one of open, turn or interrupt", field="request"
+                    )
 
     def _check_turn(self, turn: pb.UserTurn) -> None:
         if not turn.text.strip():
-            raise errors.InvalidRequest("turn.text is empty: send the prompt text",
-                                        field="turn.text")
+            raise errors.InvalidRequest(
+                "turn.text is empty: send the prompt text", field="turn.text"
+            )
         limit = self._max_turn_chars
         if len(turn.text) > limit:
             raise errors.InvalidRequest(
                 f"turn.text has {len(turn.text)} characters, over the limit of {limit}; "
                 "split the prompt or raise --max-turn-chars",
-                field="turn.text", metadata={"length": len(turn.text), "limit": limit})
+                field="turn.text",
+                metadata={"length": len(turn.text), "limit": limit},
+            )
 
     @maps_errors
-    async def PoolStatus(self, request: pb.PoolStatusRequest,
-                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.PoolStatusResponse:
+    async def PoolStatus(
+        self, request: pb.PoolStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PoolStatusResponse:
         return converters.pool_status(self._manager.snapshot(), time.time())
 
     @maps_errors
-    async def CloseSession(self, request: pb.CloseSessionRequest,
-                           context: grpc.aio.ServicerContext[Any, Any],
-                           ) -> pb.CloseSessionResponse:
+    async def CloseSession(
+        self,
+        request: pb.CloseSessionRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.CloseSessionResponse:
         exit_code = await self._manager.close_session(request.session_id)
         return pb.CloseSessionResponse(session_id=request.session_id, exit_code=exit_code)

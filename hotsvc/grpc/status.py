@@ -61,12 +61,19 @@ def code_of(error: errors.ServiceError) -> grpc.StatusCode:
 def rich_status(error: errors.ServiceError) -> status_pb2.Status:
     """The google.rpc.Status for `error`: its code, its message as is, and the details."""
     code = code_of(error)
-    details: list[Message] = [error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=DOMAIN, metadata=error.metadata)]
+    details: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    ]
     if isinstance(error, errors.InvalidRequest):
-        details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=error.field,
-                                                        description=error.message)]))
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=error.field, description=error.message
+                    )
+                ]
+            )
+        )
     if error.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
@@ -119,9 +126,11 @@ def maps_errors(method: Handler[Servicer]) -> Handler[Servicer]:
             if error is None:
                 incident = uuid.uuid4().hex[:12]
                 log.exception("incident %s: %s failed", incident, method.__name__)
-                error = errors.Internal(f"hotsvc failed this request (incident {incident}); "
-                                        "the service's log has the details; retry, or "
-                                        "report the incident id")
+                error = errors.Internal(
+                    f"hotsvc failed this request (incident {incident}); "
+                    "the service's log has the details; retry, or "
+                    "report the incident id"
+                )
             await context.abort_with_status(grpc_status(error))
 
     return handle

@@ -1,15 +1,10 @@
-"""A local Anthropic Messages API server that Claude Code can talk to offline.
-
-Plain stdlib HTTP/1.1: streamed replies use chunked transfer encoding on keep-alive
-connections, as the real API does, so the CLI's HTTP client sees nothing unusual.
-"""
+"""A local Anthropic Messages API server that Claude Code can talk to offline: its
+lifecycle, scenario controls, and (for tests, when asked) the requests it received."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import select
 import socket
 import threading
 from collections import deque
@@ -17,29 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
-from . import wire
-from .script import (
-    MODEL_NAME,
-    FailReply,
-    Reply,
-    StallReply,
-    TextReply,
-    ToolUseReply,
-    last_user_text,
-    reply_for,
-    slow_words,
-)
+from .handler import COUNT_TOKENS_PATH, MESSAGES_PATH, Handler
+from .script import FailReply, StallReply, last_user_text
 
-MESSAGES_PATH = "/v1/messages"
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+__all__ = ["COUNT_TOKENS_PATH", "MESSAGES_PATH", "LocalModelServer", "RecordedRequest"]
+
 DEFAULT_SLOW_DELAY = 0.1
 # How long stop() waits for handler threads to notice and let go of their connections.
 _DRAIN_TIMEOUT = 5.0
-# http.server knows no phrase for Anthropic's 529.
-_REASONS = {529: "Overloaded"}
 
 
 @dataclass(frozen=True)
@@ -61,15 +43,13 @@ class RecordedRequest:
         return last_user_text(self.body["messages"])
 
 
-class _Aborted(Exception):
-    """The client went away or the server is stopping: drop the connection."""
-
-
 class LocalModelServer:
     """The scripted model behind an HTTP server on a background thread.
 
     Use as a context manager, or call start() and stop(). Scenario controls (fail_next,
     stall_next, set_slow_delay) apply to the next Messages requests, whatever they say.
+    Requests are kept only with `record_requests=True` (tests): a long-running service
+    must not keep every conversation it served.
     """
 
     def __init__(
@@ -79,9 +59,11 @@ class LocalModelServer:
         *,
         slow_delay: float = DEFAULT_SLOW_DELAY,
         log_requests: bool = False,
+        record_requests: bool = False,
     ) -> None:
         self._address = (host, port)
         self.log_requests = log_requests
+        self._recording = record_requests
         self._slow_delay = slow_delay
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -100,7 +82,7 @@ class LocalModelServer:
             raise RuntimeError("LocalModelServer is single-use: it was already started")
         host, port = self._address
         server_class = _HTTPServer6 if ":" in host else _HTTPServer
-        self._httpd = server_class((host, port), _Handler, owner=self)
+        self._httpd = server_class((host, port), Handler, owner=self)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -182,6 +164,8 @@ class LocalModelServer:
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request so far, oldest first (a copy)."""
+        if not self._recording:
+            raise RuntimeError("requests are not recorded: pass record_requests=True")
         with self._lock:
             return list(self._requests)
 
@@ -196,6 +180,9 @@ class LocalModelServer:
         Blocking on purpose (it is for threads); from asyncio use asyncio.to_thread.
         """
 
+        if not self._recording:
+            raise RuntimeError("requests are not recorded: pass record_requests=True")
+
         def arrived() -> list[RecordedRequest]:
             return [r for r in self._requests if r.method == "POST" and r.path == MESSAGES_PATH]
 
@@ -206,9 +193,11 @@ class LocalModelServer:
 
     # -- used by the handler -----------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, **request: Any) -> None:
+        if not self._recording:
+            return
         with self._changed:
-            self._requests.append(request)
+            self._requests.append(RecordedRequest(**request))
             self._changed.notify_all()
 
     def _take_override(self) -> FailReply | StallReply | None:
@@ -254,177 +243,3 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "hotsvc-local-model/0.1"
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    @property
-    def owner(self) -> LocalModelServer:
-        return cast(_HTTPServer, self.server).owner
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.owner.log_requests:
-            super().log_message(format, *args)
-
-    # -- routing -----------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        path, _ = self._receive(with_body=False)
-        if path == "/":
-            info = {
-                "service": "hotsvc local model server",
-                "model": MODEL_NAME,
-                "note": "scripted replies for offline tests; this is not Claude",
-            }
-            self._send_json(200, info)
-        else:
-            self._not_found(path)
-
-    def do_HEAD(self) -> None:
-        path, _ = self._receive(with_body=False)
-        self.send_response(200 if path == "/" else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_POST(self) -> None:
-        path, body = self._receive(with_body=True)
-        if path not in (MESSAGES_PATH, COUNT_TOKENS_PATH):
-            self._not_found(path)
-        elif not isinstance(body, dict):
-            self._send_json(400, wire.error_body(400, "request body must be a JSON object"))
-        elif path == COUNT_TOKENS_PATH:
-            counted = {k: body.get(k) for k in ("system", "messages", "tools")}
-            self._send_json(200, {"input_tokens": wire.estimate_tokens(counted)})
-        else:
-            self._messages(body)
-
-    def do_PUT(self) -> None:
-        self._not_found(self._receive(with_body=True)[0])
-
-    do_PATCH = do_PUT
-    do_DELETE = do_PUT
-    do_OPTIONS = do_PUT
-
-    # -- requests ----------------------------------------------------------------------
-
-    def _receive(self, *, with_body: bool) -> tuple[str, Any]:
-        """Read and record the request: its path without the query (?beta=true), its JSON."""
-        raw = self._read_body() if with_body else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        url = urlsplit(self.path)
-        self.owner._record(
-            RecordedRequest(
-                method=self.command,
-                path=url.path,
-                query=url.query,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                body=body,
-            )
-        )
-        return url.path, body
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    # -- responses ---------------------------------------------------------------------
-
-    def _send_json(self, status: int, payload: Mapping[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status, _REASONS.get(status))
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("request-id", self.owner._next_id("req_local"))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _not_found(self, path: str) -> None:
-        self._send_json(404, wire.error_body(404, f"no route for {self.command} {path}"))
-
-    def _messages(self, body: Mapping[str, Any]) -> None:
-        reply: Reply = self.owner._take_override() or reply_for(body)
-        if isinstance(reply, FailReply):
-            self._send_json(reply.status, wire.error_body(reply.status))
-            return
-        stream = bool(body.get("stream"))
-        message_id = self.owner._next_id("msg_local")
-        input_tokens = wire.estimate_tokens(body.get("messages"))
-        try:
-            if isinstance(reply, StallReply):
-                if stream:
-                    self._start_stream()
-                    self._send_event(wire.message_start(message_id, input_tokens))
-                self._stall()
-            elif stream:
-                self._start_stream()
-                self._stream(message_id, reply, input_tokens)
-            else:
-                self._send_json(200, wire.message(message_id, reply, input_tokens))
-        except (_Aborted, OSError):
-            # Half a response on this socket: it cannot carry another one.
-            self.close_connection = True
-
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", self.owner._next_id("req_local"))
-        self.end_headers()
-
-    def _send_chunk(self, data: bytes) -> None:
-        if self.owner._stopping.is_set():
-            raise _Aborted
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def _send_event(self, event: dict[str, Any]) -> None:
-        self._send_chunk(wire.sse(event))
-
-    def _stream(self, message_id: str, reply: TextReply | ToolUseReply, input_tokens: int) -> None:
-        self._send_event(wire.message_start(message_id, input_tokens))
-        self._send_event({"type": "ping"})
-        slow = isinstance(reply, TextReply) and reply.slow
-        for index, block in enumerate(wire.content_blocks(reply)):
-            chunks = slow_words() if slow else [str(block.get("text", ""))]
-            for position, event in enumerate(wire.block_events(index, block, chunks)):
-                # A slow reply pauses before every word but the first (position 1).
-                if slow and event["type"] == "content_block_delta" and position > 1:
-                    self._pause()
-                self._send_event(event)
-        for event in wire.message_end(reply):
-            self._send_event(event)
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _pause(self) -> None:
-        if self.owner._stopping.wait(self.owner.slow_delay):
-            raise _Aborted
-
-    def _stall(self) -> None:
-        """Send nothing more until the client hangs up or the server stops."""
-        self.close_connection = True
-        while not self.owner._stopping.is_set():
-            readable, _, _ = select.select([self.connection], [], [], 0.1)
-            if not readable:
-                continue
-            try:
-                if not self.connection.recv(1, socket.MSG_PEEK):
-                    return  # the client closed its end
-            except OSError:
-                return
-            # Unexpected bytes from the client: keep stalling without spinning on them.
-            self.owner._stopping.wait(0.1)
