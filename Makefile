@@ -36,8 +36,9 @@ clients/go/vendor/modules.txt: clients/go/go.mod
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(GO_PKGS); }
 	clients/go/debian-vendor.sh
 
+# The pinned CLI comes after PATH: a `claude` the user has is used first.
 run: setup
-	$(BIN)/hotsvc serve --local-model auto
+	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto
 
 test: setup
 	$(BIN)/pytest -q
