@@ -31,7 +31,7 @@ clients/typescript/node_modules/.package-lock.json: clients/typescript/package-l
 	npm ci --prefix clients/typescript --no-audit --no-fund
 	touch $@
 
-clients/go/vendor/modules.txt: clients/go/go.mod
+clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsession/v1/*.go)
 	dpkg -s $(GO_PKGS) >/dev/null 2>&1 || { apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(GO_PKGS); }
 	clients/go/debian-vendor.sh

@@ -149,3 +149,25 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
     ) -> pb.CloseSessionResponse:
         exit_code = await self._manager.close_session(request.session_id)
         return pb.CloseSessionResponse(session_id=request.session_id, exit_code=exit_code)
+
+    # Resource RPCs and Ask land with the caller API work; until then they say so.
+    async def _not_yet(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented in this version")
+
+    async def Ask(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+        await self._not_yet(context)
+
+    async def GetSession(self, request: Any, context: Any) -> Any:
+        await self._not_yet(context)
+
+    async def ListSessions(self, request: Any, context: Any) -> Any:
+        await self._not_yet(context)
+
+    async def GetSessionMessages(self, request: Any, context: Any) -> Any:
+        await self._not_yet(context)
+
+    async def ForkSession(self, request: Any, context: Any) -> Any:
+        await self._not_yet(context)
+
+    async def DeleteSession(self, request: Any, context: Any) -> Any:
+        await self._not_yet(context)

@@ -7,6 +7,7 @@ import (
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
 )
 
 // This is a compile-time assertion to ensure that this generated file
@@ -22,10 +23,27 @@ type HotSessionClient interface {
 	// When the caller half-closes, turns already sent run to their results and
 	// the RPC ends with OK; the session stays hot for a later re-attach.
 	Prompt(ctx context.Context, opts ...grpc.CallOption) (HotSession_PromptClient, error)
-	// PoolStatus reports the warm pools and the live sessions.
+	// PoolStatus reports the warm pools and the live sessions (a caller sees its own
+	// sessions; an admin sees all).
 	PoolStatus(ctx context.Context, in *PoolStatusRequest, opts ...grpc.CallOption) (*PoolStatusResponse, error)
-	// CloseSession ends a session and its process.
+	// CloseSession ends a session's process and keeps the conversation: a later open
+	// or turn resumes it. DeleteSession removes the conversation too.
 	CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error)
+	// Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+	// stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+	Ask(ctx context.Context, in *AskRequest, opts ...grpc.CallOption) (HotSession_AskClient, error)
+	// GetSession describes one session the caller may see, live or not (AIP-131).
+	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*Session, error)
+	// ListSessions lists the sessions the caller may see, newest first (AIP-132).
+	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// GetSessionMessages reads the conversation back from its transcript.
+	GetSessionMessages(ctx context.Context, in *GetSessionMessagesRequest, opts ...grpc.CallOption) (*GetSessionMessagesResponse, error)
+	// ForkSession makes a new session holding a copy of the conversation; the
+	// original is untouched.
+	ForkSession(ctx context.Context, in *ForkSessionRequest, opts ...grpc.CallOption) (*Session, error)
+	// DeleteSession ends a session's process and removes its record, transcript and
+	// workspace; NOT_FOUND afterwards (AIP-135).
+	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type hotSessionClient struct {
@@ -85,6 +103,83 @@ func (c *hotSessionClient) CloseSession(ctx context.Context, in *CloseSessionReq
 	return out, nil
 }
 
+func (c *hotSessionClient) Ask(ctx context.Context, in *AskRequest, opts ...grpc.CallOption) (HotSession_AskClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_HotSession_serviceDesc.Streams[1], "/hotsession.v1.HotSession/Ask", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &hotSessionAskClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type HotSession_AskClient interface {
+	Recv() (*PromptResponse, error)
+	grpc.ClientStream
+}
+
+type hotSessionAskClient struct {
+	grpc.ClientStream
+}
+
+func (x *hotSessionAskClient) Recv() (*PromptResponse, error) {
+	m := new(PromptResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *hotSessionClient) GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*Session, error) {
+	out := new(Session)
+	err := c.cc.Invoke(ctx, "/hotsession.v1.HotSession/GetSession", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hotSessionClient) ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error) {
+	out := new(ListSessionsResponse)
+	err := c.cc.Invoke(ctx, "/hotsession.v1.HotSession/ListSessions", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hotSessionClient) GetSessionMessages(ctx context.Context, in *GetSessionMessagesRequest, opts ...grpc.CallOption) (*GetSessionMessagesResponse, error) {
+	out := new(GetSessionMessagesResponse)
+	err := c.cc.Invoke(ctx, "/hotsession.v1.HotSession/GetSessionMessages", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hotSessionClient) ForkSession(ctx context.Context, in *ForkSessionRequest, opts ...grpc.CallOption) (*Session, error) {
+	out := new(Session)
+	err := c.cc.Invoke(ctx, "/hotsession.v1.HotSession/ForkSession", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hotSessionClient) DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, "/hotsession.v1.HotSession/DeleteSession", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HotSessionServer is the server API for HotSession service.
 // All implementations must embed UnimplementedHotSessionServer
 // for forward compatibility
@@ -94,10 +189,27 @@ type HotSessionServer interface {
 	// When the caller half-closes, turns already sent run to their results and
 	// the RPC ends with OK; the session stays hot for a later re-attach.
 	Prompt(HotSession_PromptServer) error
-	// PoolStatus reports the warm pools and the live sessions.
+	// PoolStatus reports the warm pools and the live sessions (a caller sees its own
+	// sessions; an admin sees all).
 	PoolStatus(context.Context, *PoolStatusRequest) (*PoolStatusResponse, error)
-	// CloseSession ends a session and its process.
+	// CloseSession ends a session's process and keeps the conversation: a later open
+	// or turn resumes it. DeleteSession removes the conversation too.
 	CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error)
+	// Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+	// stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+	Ask(*AskRequest, HotSession_AskServer) error
+	// GetSession describes one session the caller may see, live or not (AIP-131).
+	GetSession(context.Context, *GetSessionRequest) (*Session, error)
+	// ListSessions lists the sessions the caller may see, newest first (AIP-132).
+	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// GetSessionMessages reads the conversation back from its transcript.
+	GetSessionMessages(context.Context, *GetSessionMessagesRequest) (*GetSessionMessagesResponse, error)
+	// ForkSession makes a new session holding a copy of the conversation; the
+	// original is untouched.
+	ForkSession(context.Context, *ForkSessionRequest) (*Session, error)
+	// DeleteSession ends a session's process and removes its record, transcript and
+	// workspace; NOT_FOUND afterwards (AIP-135).
+	DeleteSession(context.Context, *DeleteSessionRequest) (*emptypb.Empty, error)
 	mustEmbedUnimplementedHotSessionServer()
 }
 
@@ -113,6 +225,24 @@ func (UnimplementedHotSessionServer) PoolStatus(context.Context, *PoolStatusRequ
 }
 func (UnimplementedHotSessionServer) CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CloseSession not implemented")
+}
+func (UnimplementedHotSessionServer) Ask(*AskRequest, HotSession_AskServer) error {
+	return status.Errorf(codes.Unimplemented, "method Ask not implemented")
+}
+func (UnimplementedHotSessionServer) GetSession(context.Context, *GetSessionRequest) (*Session, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetSession not implemented")
+}
+func (UnimplementedHotSessionServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedHotSessionServer) GetSessionMessages(context.Context, *GetSessionMessagesRequest) (*GetSessionMessagesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetSessionMessages not implemented")
+}
+func (UnimplementedHotSessionServer) ForkSession(context.Context, *ForkSessionRequest) (*Session, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ForkSession not implemented")
+}
+func (UnimplementedHotSessionServer) DeleteSession(context.Context, *DeleteSessionRequest) (*emptypb.Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteSession not implemented")
 }
 func (UnimplementedHotSessionServer) mustEmbedUnimplementedHotSessionServer() {}
 
@@ -189,6 +319,117 @@ func _HotSession_CloseSession_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HotSession_Ask_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AskRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HotSessionServer).Ask(m, &hotSessionAskServer{stream})
+}
+
+type HotSession_AskServer interface {
+	Send(*PromptResponse) error
+	grpc.ServerStream
+}
+
+type hotSessionAskServer struct {
+	grpc.ServerStream
+}
+
+func (x *hotSessionAskServer) Send(m *PromptResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _HotSession_GetSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSessionServer).GetSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/hotsession.v1.HotSession/GetSession",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSessionServer).GetSession(ctx, req.(*GetSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HotSession_ListSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSessionServer).ListSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/hotsession.v1.HotSession/ListSessions",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSessionServer).ListSessions(ctx, req.(*ListSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HotSession_GetSessionMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSessionMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSessionServer).GetSessionMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/hotsession.v1.HotSession/GetSessionMessages",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSessionServer).GetSessionMessages(ctx, req.(*GetSessionMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HotSession_ForkSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForkSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSessionServer).ForkSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/hotsession.v1.HotSession/ForkSession",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSessionServer).ForkSession(ctx, req.(*ForkSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HotSession_DeleteSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSessionServer).DeleteSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/hotsession.v1.HotSession/DeleteSession",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSessionServer).DeleteSession(ctx, req.(*DeleteSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _HotSession_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "hotsession.v1.HotSession",
 	HandlerType: (*HotSessionServer)(nil),
@@ -201,6 +442,26 @@ var _HotSession_serviceDesc = grpc.ServiceDesc{
 			MethodName: "CloseSession",
 			Handler:    _HotSession_CloseSession_Handler,
 		},
+		{
+			MethodName: "GetSession",
+			Handler:    _HotSession_GetSession_Handler,
+		},
+		{
+			MethodName: "ListSessions",
+			Handler:    _HotSession_ListSessions_Handler,
+		},
+		{
+			MethodName: "GetSessionMessages",
+			Handler:    _HotSession_GetSessionMessages_Handler,
+		},
+		{
+			MethodName: "ForkSession",
+			Handler:    _HotSession_ForkSession_Handler,
+		},
+		{
+			MethodName: "DeleteSession",
+			Handler:    _HotSession_DeleteSession_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -208,6 +469,11 @@ var _HotSession_serviceDesc = grpc.ServiceDesc{
 			Handler:       _HotSession_Prompt_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Ask",
+			Handler:       _HotSession_Ask_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "hotsession/v1/hotsession.proto",

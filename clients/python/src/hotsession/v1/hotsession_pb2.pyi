@@ -77,6 +77,10 @@ class _SessionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionS
     """No process (idle timeout, eviction, recycling, crash, restart); the next open or
     turn resumes the conversation in a new one.
     """
+    SESSION_STATE_LOST: _SessionState.ValueType  # 5
+    """The conversation cannot be restored (its transcript is gone); opening it answers
+    DATA_LOSS. Delete it.
+    """
 
 class SessionState(_SessionState, metaclass=_SessionStateEnumTypeWrapper):
     """SessionState is what a session is doing."""
@@ -92,7 +96,29 @@ SESSION_STATE_STOPPED: SessionState.ValueType  # 4
 """No process (idle timeout, eviction, recycling, crash, restart); the next open or
 turn resumes the conversation in a new one.
 """
+SESSION_STATE_LOST: SessionState.ValueType  # 5
+"""The conversation cannot be restored (its transcript is gone); opening it answers
+DATA_LOSS. Delete it.
+"""
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
+
+class _MessageRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_ROLE_UNSPECIFIED: _MessageRole.ValueType  # 0
+    MESSAGE_ROLE_USER: _MessageRole.ValueType  # 1
+    MESSAGE_ROLE_ASSISTANT: _MessageRole.ValueType  # 2
+
+class MessageRole(_MessageRole, metaclass=_MessageRoleEnumTypeWrapper):
+    """MessageRole is who said it."""
+
+MESSAGE_ROLE_UNSPECIFIED: MessageRole.ValueType  # 0
+MESSAGE_ROLE_USER: MessageRole.ValueType  # 1
+MESSAGE_ROLE_ASSISTANT: MessageRole.ValueType  # 2
+Global___MessageRole: _TypeAlias = MessageRole  # noqa: Y015
 
 @_typing.final
 class PromptRequest(_message.Message):
@@ -103,6 +129,8 @@ class PromptRequest(_message.Message):
     OPEN_FIELD_NUMBER: _builtins.int
     TURN_FIELD_NUMBER: _builtins.int
     INTERRUPT_FIELD_NUMBER: _builtins.int
+    PERMISSION_DECISION_FIELD_NUMBER: _builtins.int
+    CONTROL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def open(self) -> Global___OpenSession:
         """Must be the first request of the stream, and only the first."""
@@ -115,18 +143,30 @@ class PromptRequest(_message.Message):
     def interrupt(self) -> Global___Interrupt:
         """Stops the most recently sent turn if it has not finished."""
 
+    @_builtins.property
+    def permission_decision(self) -> Global___PermissionDecision:
+        """Answers a `permission_request` event."""
+
+    @_builtins.property
+    def control(self) -> Global___ControlRequest:
+        """A mid-session control (set_model, set_permission_mode, get_context_usage, ...),
+        answered by a `control_result` event.
+        """
+
     def __init__(
         self,
         *,
         open: Global___OpenSession | None = ...,
         turn: Global___UserTurn | None = ...,
         interrupt: Global___Interrupt | None = ...,
+        permission_decision: Global___PermissionDecision | None = ...,
+        control: Global___ControlRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["interrupt", b"interrupt", "open", b"open", "request", b"request", "turn", b"turn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control", b"control", "interrupt", b"interrupt", "open", b"open", "permission_decision", b"permission_decision", "request", b"request", "turn", b"turn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interrupt", b"interrupt", "open", b"open", "request", b"request", "turn", b"turn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control", b"control", "interrupt", b"interrupt", "open", b"open", "permission_decision", b"permission_decision", "request", b"request", "turn", b"turn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "turn", "interrupt"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["open", "turn", "interrupt", "permission_decision", "control"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -142,6 +182,8 @@ class OpenSession(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     INCLUDE_RAW_JSON_FIELD_NUMBER: _builtins.int
     INCLUDE_LAST_RESULT_FIELD_NUMBER: _builtins.int
+    CREATE_IF_MISSING_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Empty opens a new session; the id of a live session re-attaches to it."""
     profile: _builtins.str
@@ -154,6 +196,17 @@ class OpenSession(_message.Message):
     """On re-attach, asks for the session's last turn result in `SessionOpened`, e.g.
     after a disconnect mid-turn.
     """
+    create_if_missing: _builtins.bool
+    """With `session_id` set: re-attach (resuming if needed) when the session exists,
+    else create it under that id (a UUID the caller chose, e.g. so a load balancer
+    can route by it).
+    """
+    @_builtins.property
+    def options(self) -> Global___SessionOptions:
+        """Claude Code options for a new session, each allowed only where the profile's
+        `caller_may_set` lists it. Ignored on re-attach.
+        """
+
     def __init__(
         self,
         *,
@@ -161,14 +214,55 @@ class OpenSession(_message.Message):
         profile: _builtins.str = ...,
         include_raw_json: _builtins.bool = ...,
         include_last_result: _builtins.bool = ...,
+        create_if_missing: _builtins.bool = ...,
+        options: Global___SessionOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_last_result", b"include_last_result", "include_raw_json", b"include_raw_json", "profile", b"profile", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_if_missing", b"create_if_missing", "include_last_result", b"include_last_result", "include_raw_json", b"include_raw_json", "options", b"options", "profile", b"profile", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpenSession: _TypeAlias = OpenSession  # noqa: Y015
+
+@_typing.final
+class SessionOptions(_message.Message):
+    """SessionOptions are per-session Claude Code options a caller may set at open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    APPEND_SYSTEM_PROMPT_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    DISALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
+    MAX_TURNS_FIELD_NUMBER: _builtins.int
+    PERMISSION_MODE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    append_system_prompt: _builtins.str
+    max_turns: _builtins.int
+    """0 keeps the profile's."""
+    permission_mode: _builtins.str
+    @_builtins.property
+    def allowed_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def disallowed_tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        append_system_prompt: _builtins.str = ...,
+        allowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        disallowed_tools: _abc.Iterable[_builtins.str] | None = ...,
+        max_turns: _builtins.int = ...,
+        permission_mode: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "append_system_prompt", b"append_system_prompt", "disallowed_tools", b"disallowed_tools", "max_turns", b"max_turns", "model", b"model", "permission_mode", b"permission_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionOptions: _TypeAlias = SessionOptions  # noqa: Y015
 
 @_typing.final
 class UserTurn(_message.Message):
@@ -178,25 +272,109 @@ class UserTurn(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     TURN_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The prompt text; must not be empty."""
+    """The prompt text; must not be empty unless `content` is given."""
     turn_id: _builtins.str
-    """Optional caller-chosen id echoed on every event of the turn; the server
-    assigns one when empty.
+    """Optional caller-chosen id (at most 128 characters) echoed on every event of the
+    turn; the server assigns one when empty.
     """
+    @_builtins.property
+    def content(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentBlock]:
+        """Rich content (text, image and document blocks), sent after `text` if both are set."""
+
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         turn_id: _builtins.str = ...,
+        content: _abc.Iterable[Global___ContentBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text", "turn_id", b"turn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "text", b"text", "turn_id", b"turn_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserTurn: _TypeAlias = UserTurn  # noqa: Y015
+
+@_typing.final
+class PermissionDecision(_message.Message):
+    """PermissionDecision answers a PermissionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ALLOW_FIELD_NUMBER: _builtins.int
+    UPDATED_INPUT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    INTERRUPT_FIELD_NUMBER: _builtins.int
+    APPLY_SUGGESTIONS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    allow: _builtins.bool
+    message: _builtins.str
+    """Shown to Claude when denying."""
+    interrupt: _builtins.bool
+    """Deny and stop the turn."""
+    @_builtins.property
+    def updated_input(self) -> _struct_pb2.Struct:
+        """The input to run instead of the requested one; unset runs it as requested."""
+
+    @_builtins.property
+    def apply_suggestions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Indexes into PermissionRequest.suggestions to apply with an allow. Only
+        suggestions with destination "session" apply unless the profile sets
+        `caller_may_persist_permissions`.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        allow: _builtins.bool = ...,
+        updated_input: _struct_pb2.Struct | None = ...,
+        message: _builtins.str = ...,
+        interrupt: _builtins.bool = ...,
+        apply_suggestions: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_input", b"updated_input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow", b"allow", "apply_suggestions", b"apply_suggestions", "interrupt", b"interrupt", "message", b"message", "request_id", b"request_id", "updated_input", b"updated_input"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermissionDecision: _TypeAlias = PermissionDecision  # noqa: Y015
+
+@_typing.final
+class ControlRequest(_message.Message):
+    """ControlRequest is relayed to Claude Code's control protocol; the profile's
+    `controls` list says which subtypes may pass.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SUBTYPE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Caller-chosen, echoed on the ControlResult."""
+    subtype: _builtins.str
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        subtype: _builtins.str = ...,
+        params: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "request_id", b"request_id", "subtype", b"subtype"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlRequest: _TypeAlias = ControlRequest  # noqa: Y015
 
 @_typing.final
 class Interrupt(_message.Message):
@@ -232,7 +410,11 @@ class PromptResponse(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     GO_AWAY_FIELD_NUMBER: _builtins.int
+    PERMISSION_REQUEST_FIELD_NUMBER: _builtins.int
+    CONTROL_RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     RAW_JSON_FIELD_NUMBER: _builtins.int
+    RAW_JSON_TRUNCATED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session this event belongs to."""
     turn_id: _builtins.str
@@ -240,6 +422,10 @@ class PromptResponse(_message.Message):
     raw_json: _builtins.str
     """The original stream-json line, when `OpenSession.include_raw_json` asked
     for it; empty for events hotsvc makes itself.
+    """
+    raw_json_truncated: _builtins.bool
+    """True when `raw_json` was left out because the line was longer than the limit;
+    no event is larger than 4 MiB, the default receive limit of gRPC clients.
     """
     @_builtins.property
     def opened(self) -> Global___SessionOpened:
@@ -279,6 +465,20 @@ class PromptResponse(_message.Message):
     def go_away(self) -> Global___GoAway:
         """The service is shutting down: finish up and re-attach elsewhere or later."""
 
+    @_builtins.property
+    def permission_request(self) -> Global___PermissionRequest:
+        """Claude Code asks whether a tool may run; answer with a PermissionDecision."""
+
+    @_builtins.property
+    def control_result(self) -> Global___ControlResult:
+        """The answer to a ControlRequest."""
+
+    @_builtins.property
+    def error(self) -> Global___StreamError:
+        """A request refused without ending the stream (e.g. a turn past the pending
+        limit, a decision for an unknown request_id); `turn_id` names the turn.
+        """
+
     def __init__(
         self,
         *,
@@ -293,21 +493,173 @@ class PromptResponse(_message.Message):
         result: Global___TurnResult | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         go_away: Global___GoAway | None = ...,
+        permission_request: Global___PermissionRequest | None = ...,
+        control_result: Global___ControlResult | None = ...,
+        error: Global___StreamError | None = ...,
         raw_json: _builtins.str = ...,
+        raw_json_truncated: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "progress", b"progress", "result", b"result", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_started", b"turn_started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "control_result", b"control_result", "error", b"error", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "permission_request", b"permission_request", "progress", b"progress", "result", b"result", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_started", b"turn_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "progress", b"progress", "raw_json", b"raw_json", "result", b"result", "session_id", b"session_id", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant", b"assistant", "control_result", b"control_result", "error", b"error", "event", b"event", "go_away", b"go_away", "heartbeat", b"heartbeat", "opened", b"opened", "permission_request", b"permission_request", "progress", b"progress", "raw_json", b"raw_json", "raw_json_truncated", b"raw_json_truncated", "result", b"result", "session_id", b"session_id", "text_delta", b"text_delta", "tool_result", b"tool_result", "turn_id", b"turn_id", "turn_started", b"turn_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["opened", "turn_started", "text_delta", "assistant", "tool_result", "progress", "result", "heartbeat", "go_away"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["opened", "turn_started", "text_delta", "assistant", "tool_result", "progress", "result", "heartbeat", "go_away", "permission_request", "control_result", "error"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___PromptResponse: _TypeAlias = PromptResponse  # noqa: Y015
 
 @_typing.final
+class PermissionRequest(_message.Message):
+    """PermissionRequest is Claude Code asking to run a tool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    BLOCKED_PATH_FIELD_NUMBER: _builtins.int
+    SUGGESTIONS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TIME_LEFT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    tool_name: _builtins.str
+    tool_use_id: _builtins.str
+    blocked_path: _builtins.str
+    """The path that needs approval, when the CLI names one."""
+    description: _builtins.str
+    @_builtins.property
+    def input(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def suggestions(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
+        """Claude Code's permission suggestions, as it sent them."""
+
+    @_builtins.property
+    def time_left(self) -> _duration_pb2.Duration:
+        """How long until the request is denied for want of an answer."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        tool_name: _builtins.str = ...,
+        input: _struct_pb2.Struct | None = ...,
+        tool_use_id: _builtins.str = ...,
+        blocked_path: _builtins.str = ...,
+        suggestions: _abc.Iterable[_struct_pb2.Struct] | None = ...,
+        description: _builtins.str = ...,
+        time_left: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "time_left", b"time_left"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked_path", b"blocked_path", "description", b"description", "input", b"input", "request_id", b"request_id", "suggestions", b"suggestions", "time_left", b"time_left", "tool_name", b"tool_name", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermissionRequest: _TypeAlias = PermissionRequest  # noqa: Y015
+
+@_typing.final
+class ControlResult(_message.Message):
+    """ControlResult answers a ControlRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SUBTYPE_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    subtype: _builtins.str
+    error: _builtins.str
+    """Set when Claude Code refused it; `error_code` is its code (e.g.
+    "unsupported_request") when it gives one.
+    """
+    error_code: _builtins.str
+    @_builtins.property
+    def response(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        subtype: _builtins.str = ...,
+        response: _struct_pb2.Struct | None = ...,
+        error: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_code", b"error_code", "request_id", b"request_id", "response", b"response", "subtype", b"subtype"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlResult: _TypeAlias = ControlResult  # noqa: Y015
+
+@_typing.final
+class StreamError(_message.Message):
+    """StreamError is a refusal that leaves the stream open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    RETRY_DELAY_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code the refusal would have as an RPC error."""
+    message: _builtins.str
+    reason: _builtins.str
+    """google.rpc.ErrorInfo's reason and metadata, as on RPC errors."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def retry_delay(self) -> _duration_pb2.Duration:
+        """Set when a retry can succeed."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        retry_delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "metadata", b"metadata", "reason", b"reason", "retry_delay", b"retry_delay"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamError: _TypeAlias = StreamError  # noqa: Y015
+
+@_typing.final
 class SessionOpened(_message.Message):
-    """SessionOpened confirms the stream is attached to a session."""
+    """SessionOpened confirms the stream is attached to a session. It is the first event,
+    after any `progress` events of subtype "queued" while the open waited for room.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -478,35 +830,127 @@ Global___AssistantMessage: _TypeAlias = AssistantMessage  # noqa: Y015
 
 @_typing.final
 class ContentBlock(_message.Message):
-    """ContentBlock is one block of an assistant message."""
+    """ContentBlock is one block of a message."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     THINKING_FIELD_NUMBER: _builtins.int
     TOOL_USE_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def text(self) -> Global___TextBlock: ...
     @_builtins.property
     def thinking(self) -> Global___ThinkingBlock: ...
     @_builtins.property
     def tool_use(self) -> Global___ToolUseBlock: ...
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResultBlock: ...
+    @_builtins.property
+    def image(self) -> Global___ImageBlock: ...
+    @_builtins.property
+    def document(self) -> Global___DocumentBlock: ...
     def __init__(
         self,
         *,
         text: Global___TextBlock | None = ...,
         thinking: Global___ThinkingBlock | None = ...,
         tool_use: Global___ToolUseBlock | None = ...,
+        tool_result: Global___ToolResultBlock | None = ...,
+        image: Global___ImageBlock | None = ...,
+        document: Global___DocumentBlock | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "text", b"text", "thinking", b"thinking", "tool_use", b"tool_use"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "document", b"document", "image", b"image", "text", b"text", "thinking", b"thinking", "tool_result", b"tool_result", "tool_use", b"tool_use"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "text", b"text", "thinking", b"thinking", "tool_use", b"tool_use"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "document", b"document", "image", b"image", "text", b"text", "thinking", b"thinking", "tool_result", b"tool_result", "tool_use", b"tool_use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_block: _TypeAlias = _typing.Literal["text", "thinking", "tool_use"]  # noqa: Y015
+    _WhichOneofReturnType_block: _TypeAlias = _typing.Literal["text", "thinking", "tool_use", "tool_result", "image", "document"]  # noqa: Y015
     _WhichOneofArgType_block: _TypeAlias = _typing.Literal["block", b"block"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_block) -> _WhichOneofReturnType_block | None: ...
 
 Global___ContentBlock: _TypeAlias = ContentBlock  # noqa: Y015
+
+@_typing.final
+class ToolResultBlock(_message.Message):
+    """ToolResultBlock is a tool's result as the conversation holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    tool_use_id: _builtins.str
+    content: _builtins.str
+    is_error: _builtins.bool
+    def __init__(
+        self,
+        *,
+        tool_use_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "is_error", b"is_error", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResultBlock: _TypeAlias = ToolResultBlock  # noqa: Y015
+
+@_typing.final
+class ImageBlock(_message.Message):
+    """ImageBlock is an image a user sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    media_type: _builtins.str
+    """image/png, image/jpeg, image/gif or image/webp."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        media_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "media_type", b"media_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageBlock: _TypeAlias = ImageBlock  # noqa: Y015
+
+@_typing.final
+class DocumentBlock(_message.Message):
+    """DocumentBlock is a document a user sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    media_type: _builtins.str
+    """application/pdf or text/plain."""
+    data: _builtins.bytes
+    title: _builtins.str
+    def __init__(
+        self,
+        *,
+        media_type: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "media_type", b"media_type", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentBlock: _TypeAlias = DocumentBlock  # noqa: Y015
 
 @_typing.final
 class TextBlock(_message.Message):
@@ -709,6 +1153,7 @@ class TurnResult(_message.Message):
     TOTAL_COST_USD_FIELD_NUMBER: _builtins.int
     API_ERROR_STATUS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    DURABLE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The final assistant text, or the error's description."""
     is_error: _builtins.bool
@@ -723,6 +1168,11 @@ class TurnResult(_message.Message):
     total_cost_usd: _builtins.float
     api_error_status: _builtins.int
     """The model API's HTTP status when the turn failed on it, else 0."""
+    durable: _builtins.bool
+    """The conversation up to this result is in the session's transcript (and the
+    store): SIGKILL of the process, the service or the host keeps it. False only
+    when hotsvc could not confirm that within --transcript-sync-timeout.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     @_builtins.property
@@ -742,10 +1192,11 @@ class TurnResult(_message.Message):
         total_cost_usd: _builtins.float = ...,
         api_error_status: _builtins.int = ...,
         errors: _abc.Iterable[_builtins.str] | None = ...,
+        durable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_error_status", b"api_error_status", "duration_ms", b"duration_ms", "errors", b"errors", "is_error", b"is_error", "num_turns", b"num_turns", "stop_reason", b"stop_reason", "subtype", b"subtype", "text", b"text", "total_cost_usd", b"total_cost_usd", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_error_status", b"api_error_status", "durable", b"durable", "duration_ms", b"duration_ms", "errors", b"errors", "is_error", b"is_error", "num_turns", b"num_turns", "stop_reason", b"stop_reason", "subtype", b"subtype", "text", b"text", "total_cost_usd", b"total_cost_usd", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -944,6 +1395,7 @@ class SessionInfo(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     ATTACHED_FIELD_NUMBER: _builtins.int
     LAST_ACTIVE_TIME_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___SessionState.ValueType
     pid: _builtins.int
@@ -951,6 +1403,8 @@ class SessionInfo(_message.Message):
     """Turns completed."""
     profile: _builtins.str
     attached: _builtins.bool
+    owner: _builtins.str
+    """The principal that opened it."""
     @_builtins.property
     def age(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -966,10 +1420,11 @@ class SessionInfo(_message.Message):
         profile: _builtins.str = ...,
         attached: _builtins.bool = ...,
         last_active_time: _timestamp_pb2.Timestamp | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "last_active_time", b"last_active_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attached", b"attached", "last_active_time", b"last_active_time", "pid", b"pid", "profile", b"profile", "session_id", b"session_id", "state", b"state", "turns", b"turns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attached", b"attached", "last_active_time", b"last_active_time", "owner", b"owner", "pid", b"pid", "profile", b"profile", "session_id", b"session_id", "state", b"state", "turns", b"turns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -995,6 +1450,324 @@ class CloseSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseSessionRequest: _TypeAlias = CloseSessionRequest  # noqa: Y015
+
+@_typing.final
+class AskRequest(_message.Message):
+    """AskRequest is one turn for Ask."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    CREATE_IF_MISSING_FIELD_NUMBER: _builtins.int
+    TURN_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    INCLUDE_RAW_JSON_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Empty opens a new session; else the session to use (see create_if_missing)."""
+    create_if_missing: _builtins.bool
+    profile: _builtins.str
+    """For a new session."""
+    include_raw_json: _builtins.bool
+    @_builtins.property
+    def turn(self) -> Global___UserTurn: ...
+    @_builtins.property
+    def options(self) -> Global___SessionOptions: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        create_if_missing: _builtins.bool = ...,
+        turn: Global___UserTurn | None = ...,
+        profile: _builtins.str = ...,
+        options: Global___SessionOptions | None = ...,
+        include_raw_json: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "turn", b"turn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_if_missing", b"create_if_missing", "include_raw_json", b"include_raw_json", "options", b"options", "profile", b"profile", "session_id", b"session_id", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AskRequest: _TypeAlias = AskRequest  # noqa: Y015
+
+@_typing.final
+class Session(_message.Message):
+    """Session is a conversation: live, stopped or lost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USED_TIME_FIELD_NUMBER: _builtins.int
+    TURNS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    WORKING_DIRECTORY_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_USD_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    owner: _builtins.str
+    profile: _builtins.str
+    state: Global___SessionState.ValueType
+    turns: _builtins.int
+    """Turns that reached Claude."""
+    model: _builtins.str
+    working_directory: _builtins.str
+    total_cost_usd: _builtins.float
+    pid: _builtins.int
+    """The live process's pid (admins only), else 0."""
+    replica_id: _builtins.str
+    """The replica holding it in a fleet, if any."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_used_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Totals over every turn."""
+
+    @_builtins.property
+    def options(self) -> Global___SessionOptions: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        profile: _builtins.str = ...,
+        state: Global___SessionState.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        last_used_time: _timestamp_pb2.Timestamp | None = ...,
+        turns: _builtins.int = ...,
+        model: _builtins.str = ...,
+        working_directory: _builtins.str = ...,
+        usage: Global___Usage | None = ...,
+        total_cost_usd: _builtins.float = ...,
+        pid: _builtins.int = ...,
+        options: Global___SessionOptions | None = ...,
+        replica_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time", "options", b"options", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_used_time", b"last_used_time", "model", b"model", "options", b"options", "owner", b"owner", "pid", b"pid", "profile", b"profile", "replica_id", b"replica_id", "session_id", b"session_id", "state", b"state", "total_cost_usd", b"total_cost_usd", "turns", b"turns", "usage", b"usage", "working_directory", b"working_directory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class GetSessionRequest(_message.Message):
+    """GetSessionRequest names a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionRequest: _TypeAlias = GetSessionRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionsRequest(_message.Message):
+    """ListSessionsRequest pages through sessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """From a previous response's next_page_token."""
+    filter: _builtins.str
+    """Conditions joined by AND, e.g. `state = STOPPED AND profile = "review"`;
+    fields: state, profile, owner (admins).
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsRequest: _TypeAlias = ListSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionsResponse(_message.Message):
+    """ListSessionsResponse is one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___Session] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class GetSessionMessagesRequest(_message.Message):
+    """GetSessionMessagesRequest pages through a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionMessagesRequest: _TypeAlias = GetSessionMessagesRequest  # noqa: Y015
+
+@_typing.final
+class GetSessionMessagesResponse(_message.Message):
+    """GetSessionMessagesResponse is one page of messages, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___SessionMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionMessagesResponse: _TypeAlias = GetSessionMessagesResponse  # noqa: Y015
+
+@_typing.final
+class SessionMessage(_message.Message):
+    """SessionMessage is one user or assistant message of a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    role: Global___MessageRole.ValueType
+    model: _builtins.str
+    """The model, for assistant messages."""
+    @_builtins.property
+    def content(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentBlock]: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        role: Global___MessageRole.ValueType = ...,
+        content: _abc.Iterable[Global___ContentBlock] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "model", b"model", "role", b"role", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionMessage: _TypeAlias = SessionMessage  # noqa: Y015
+
+@_typing.final
+class ForkSessionRequest(_message.Message):
+    """ForkSessionRequest names the session to copy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkSessionRequest: _TypeAlias = ForkSessionRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSessionRequest(_message.Message):
+    """DeleteSessionRequest names the session to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSessionRequest: _TypeAlias = DeleteSessionRequest  # noqa: Y015
 
 @_typing.final
 class CloseSessionResponse(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from hotsession.v1 import hotsession_pb2 as hotsession_dot_v1_dot_hotsession__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -50,6 +51,36 @@ class HotSessionStub:
                 request_serializer=hotsession_dot_v1_dot_hotsession__pb2.CloseSessionRequest.SerializeToString,
                 response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.CloseSessionResponse.FromString,
                 _registered_method=True)
+        self.Ask = channel.unary_stream(
+                '/hotsession.v1.HotSession/Ask',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.AskRequest.SerializeToString,
+                response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.PromptResponse.FromString,
+                _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/hotsession.v1.HotSession/GetSession',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.Session.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/hotsession.v1.HotSession/ListSessions',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.GetSessionMessages = channel.unary_unary(
+                '/hotsession.v1.HotSession/GetSessionMessages',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesRequest.SerializeToString,
+                response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesResponse.FromString,
+                _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/hotsession.v1.HotSession/ForkSession',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=hotsession_dot_v1_dot_hotsession__pb2.Session.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/hotsession.v1.HotSession/DeleteSession',
+                request_serializer=hotsession_dot_v1_dot_hotsession__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class HotSessionServicer:
@@ -67,14 +98,61 @@ class HotSessionServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PoolStatus(self, request, context):
-        """PoolStatus reports the warm pools and the live sessions.
+        """PoolStatus reports the warm pools and the live sessions (a caller sees its own
+        sessions; an admin sees all).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CloseSession(self, request, context):
-        """CloseSession ends a session and its process.
+        """CloseSession ends a session's process and keeps the conversation: a later open
+        or turn resumes it. DeleteSession removes the conversation too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Ask(self, request, context):
+        """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+        stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSession(self, request, context):
+        """GetSession describes one session the caller may see, live or not (AIP-131).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """ListSessions lists the sessions the caller may see, newest first (AIP-132).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionMessages(self, request, context):
+        """GetSessionMessages reads the conversation back from its transcript.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForkSession(self, request, context):
+        """ForkSession makes a new session holding a copy of the conversation; the
+        original is untouched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """DeleteSession ends a session's process and removes its record, transcript and
+        workspace; NOT_FOUND afterwards (AIP-135).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +175,36 @@ def add_HotSessionServicer_to_server(servicer, server):
                     servicer.CloseSession,
                     request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.CloseSessionRequest.FromString,
                     response_serializer=hotsession_dot_v1_dot_hotsession__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'Ask': grpc.unary_stream_rpc_method_handler(
+                    servicer.Ask,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.AskRequest.FromString,
+                    response_serializer=hotsession_dot_v1_dot_hotsession__pb2.PromptResponse.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionRequest.FromString,
+                    response_serializer=hotsession_dot_v1_dot_hotsession__pb2.Session.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.ListSessionsRequest.FromString,
+                    response_serializer=hotsession_dot_v1_dot_hotsession__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'GetSessionMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionMessages,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesRequest.FromString,
+                    response_serializer=hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.ForkSessionRequest.FromString,
+                    response_serializer=hotsession_dot_v1_dot_hotsession__pb2.Session.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=hotsession_dot_v1_dot_hotsession__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +289,168 @@ class HotSession:
             '/hotsession.v1.HotSession/CloseSession',
             hotsession_dot_v1_dot_hotsession__pb2.CloseSessionRequest.SerializeToString,
             hotsession_dot_v1_dot_hotsession__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hotsession.v1.HotSession/Ask',
+            hotsession_dot_v1_dot_hotsession__pb2.AskRequest.SerializeToString,
+            hotsession_dot_v1_dot_hotsession__pb2.PromptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotsession.v1.HotSession/GetSession',
+            hotsession_dot_v1_dot_hotsession__pb2.GetSessionRequest.SerializeToString,
+            hotsession_dot_v1_dot_hotsession__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotsession.v1.HotSession/ListSessions',
+            hotsession_dot_v1_dot_hotsession__pb2.ListSessionsRequest.SerializeToString,
+            hotsession_dot_v1_dot_hotsession__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotsession.v1.HotSession/GetSessionMessages',
+            hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesRequest.SerializeToString,
+            hotsession_dot_v1_dot_hotsession__pb2.GetSessionMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotsession.v1.HotSession/ForkSession',
+            hotsession_dot_v1_dot_hotsession__pb2.ForkSessionRequest.SerializeToString,
+            hotsession_dot_v1_dot_hotsession__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hotsession.v1.HotSession/DeleteSession',
+            hotsession_dot_v1_dot_hotsession__pb2.DeleteSessionRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ Its id is Claude's own session id, so it is known before the first turn.
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from hotsession.v1 import hotsession_pb2 as _hotsession_pb2
 import abc as _abc_1
@@ -44,9 +45,31 @@ class HotSessionStub:
     the RPC ends with OK; the session stays hot for a later re-attach.
     """
     PoolStatus: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.PoolStatusRequest, _hotsession_pb2.PoolStatusResponse]
-    """PoolStatus reports the warm pools and the live sessions."""
+    """PoolStatus reports the warm pools and the live sessions (a caller sees its own
+    sessions; an admin sees all).
+    """
     CloseSession: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.CloseSessionRequest, _hotsession_pb2.CloseSessionResponse]
-    """CloseSession ends a session and its process."""
+    """CloseSession ends a session's process and keeps the conversation: a later open
+    or turn resumes it. DeleteSession removes the conversation too.
+    """
+    Ask: _grpc.UnaryStreamMultiCallable[_hotsession_pb2.AskRequest, _hotsession_pb2.PromptResponse]
+    """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+    stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+    """
+    GetSession: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionRequest, _hotsession_pb2.Session]
+    """GetSession describes one session the caller may see, live or not (AIP-131)."""
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.ListSessionsRequest, _hotsession_pb2.ListSessionsResponse]
+    """ListSessions lists the sessions the caller may see, newest first (AIP-132)."""
+    GetSessionMessages: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionMessagesRequest, _hotsession_pb2.GetSessionMessagesResponse]
+    """GetSessionMessages reads the conversation back from its transcript."""
+    ForkSession: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.ForkSessionRequest, _hotsession_pb2.Session]
+    """ForkSession makes a new session holding a copy of the conversation; the
+    original is untouched.
+    """
+    DeleteSession: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.DeleteSessionRequest, _empty_pb2.Empty]
+    """DeleteSession ends a session's process and removes its record, transcript and
+    workspace; NOT_FOUND afterwards (AIP-135).
+    """
 
 @_typing.type_check_only
 class HotSessionAsyncStub(HotSessionStub):
@@ -60,9 +83,31 @@ class HotSessionAsyncStub(HotSessionStub):
     the RPC ends with OK; the session stays hot for a later re-attach.
     """
     PoolStatus: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.PoolStatusRequest, _hotsession_pb2.PoolStatusResponse]  # type: ignore[assignment]
-    """PoolStatus reports the warm pools and the live sessions."""
+    """PoolStatus reports the warm pools and the live sessions (a caller sees its own
+    sessions; an admin sees all).
+    """
     CloseSession: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.CloseSessionRequest, _hotsession_pb2.CloseSessionResponse]  # type: ignore[assignment]
-    """CloseSession ends a session and its process."""
+    """CloseSession ends a session's process and keeps the conversation: a later open
+    or turn resumes it. DeleteSession removes the conversation too.
+    """
+    Ask: _aio.UnaryStreamMultiCallable[_hotsession_pb2.AskRequest, _hotsession_pb2.PromptResponse]  # type: ignore[assignment]
+    """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+    stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+    """
+    GetSession: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionRequest, _hotsession_pb2.Session]  # type: ignore[assignment]
+    """GetSession describes one session the caller may see, live or not (AIP-131)."""
+    ListSessions: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.ListSessionsRequest, _hotsession_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """ListSessions lists the sessions the caller may see, newest first (AIP-132)."""
+    GetSessionMessages: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionMessagesRequest, _hotsession_pb2.GetSessionMessagesResponse]  # type: ignore[assignment]
+    """GetSessionMessages reads the conversation back from its transcript."""
+    ForkSession: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.ForkSessionRequest, _hotsession_pb2.Session]  # type: ignore[assignment]
+    """ForkSession makes a new session holding a copy of the conversation; the
+    original is untouched.
+    """
+    DeleteSession: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.DeleteSessionRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """DeleteSession ends a session's process and removes its record, transcript and
+    workspace; NOT_FOUND afterwards (AIP-135).
+    """
 
 class HotSessionServicer(metaclass=_abc_1.ABCMeta):
     """HotSession serves conversations with Claude Code over hot (already running) processes."""
@@ -85,7 +130,9 @@ class HotSessionServicer(metaclass=_abc_1.ABCMeta):
         request: _hotsession_pb2.PoolStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hotsession_pb2.PoolStatusResponse, _abc.Awaitable[_hotsession_pb2.PoolStatusResponse]]:
-        """PoolStatus reports the warm pools and the live sessions."""
+        """PoolStatus reports the warm pools and the live sessions (a caller sees its own
+        sessions; an admin sees all).
+        """
 
     @_abc_1.abstractmethod
     def CloseSession(
@@ -93,6 +140,62 @@ class HotSessionServicer(metaclass=_abc_1.ABCMeta):
         request: _hotsession_pb2.CloseSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hotsession_pb2.CloseSessionResponse, _abc.Awaitable[_hotsession_pb2.CloseSessionResponse]]:
-        """CloseSession ends a session and its process."""
+        """CloseSession ends a session's process and keeps the conversation: a later open
+        or turn resumes it. DeleteSession removes the conversation too.
+        """
+
+    @_abc_1.abstractmethod
+    def Ask(
+        self,
+        request: _hotsession_pb2.AskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hotsession_pb2.PromptResponse], _abc.AsyncIterator[_hotsession_pb2.PromptResponse]]:
+        """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+        stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSession(
+        self,
+        request: _hotsession_pb2.GetSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hotsession_pb2.Session, _abc.Awaitable[_hotsession_pb2.Session]]:
+        """GetSession describes one session the caller may see, live or not (AIP-131)."""
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _hotsession_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hotsession_pb2.ListSessionsResponse, _abc.Awaitable[_hotsession_pb2.ListSessionsResponse]]:
+        """ListSessions lists the sessions the caller may see, newest first (AIP-132)."""
+
+    @_abc_1.abstractmethod
+    def GetSessionMessages(
+        self,
+        request: _hotsession_pb2.GetSessionMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hotsession_pb2.GetSessionMessagesResponse, _abc.Awaitable[_hotsession_pb2.GetSessionMessagesResponse]]:
+        """GetSessionMessages reads the conversation back from its transcript."""
+
+    @_abc_1.abstractmethod
+    def ForkSession(
+        self,
+        request: _hotsession_pb2.ForkSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hotsession_pb2.Session, _abc.Awaitable[_hotsession_pb2.Session]]:
+        """ForkSession makes a new session holding a copy of the conversation; the
+        original is untouched.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSession(
+        self,
+        request: _hotsession_pb2.DeleteSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """DeleteSession ends a session's process and removes its record, transcript and
+        workspace; NOT_FOUND afterwards (AIP-135).
+        """
 
 def add_HotSessionServicer_to_server(servicer: HotSessionServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,7 +9,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, EmptySchema, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file hotsession/v1/hotsession.proto.
@@ -49,6 +49,23 @@ export declare type PromptRequest = Message<"hotsession.v1.PromptRequest"> & {
      */
     value: Interrupt;
     case: "interrupt";
+  } | {
+    /**
+     * Answers a `permission_request` event.
+     *
+     * @generated from field: hotsession.v1.PermissionDecision permission_decision = 4;
+     */
+    value: PermissionDecision;
+    case: "permissionDecision";
+  } | {
+    /**
+     * A mid-session control (set_model, set_permission_mode, get_context_usage, ...),
+     * answered by a `control_result` event.
+     *
+     * @generated from field: hotsession.v1.ControlRequest control = 5;
+     */
+    value: ControlRequest;
+    case: "control";
   } | { case: undefined; value?: undefined };
 };
 
@@ -93,6 +110,23 @@ export declare type OpenSession = Message<"hotsession.v1.OpenSession"> & {
    * @generated from field: bool include_last_result = 4;
    */
   includeLastResult: boolean;
+
+  /**
+   * With `session_id` set: re-attach (resuming if needed) when the session exists,
+   * else create it under that id (a UUID the caller chose, e.g. so a load balancer
+   * can route by it).
+   *
+   * @generated from field: bool create_if_missing = 5;
+   */
+  createIfMissing: boolean;
+
+  /**
+   * Claude Code options for a new session, each allowed only where the profile's
+   * `caller_may_set` lists it. Ignored on re-attach.
+   *
+   * @generated from field: hotsession.v1.SessionOptions options = 6;
+   */
+  options?: SessionOptions | undefined;
 };
 
 /**
@@ -102,25 +136,77 @@ export declare type OpenSession = Message<"hotsession.v1.OpenSession"> & {
 export declare const OpenSessionSchema: GenMessage<OpenSession>;
 
 /**
+ * SessionOptions are per-session Claude Code options a caller may set at open.
+ *
+ * @generated from message hotsession.v1.SessionOptions
+ */
+export declare type SessionOptions = Message<"hotsession.v1.SessionOptions"> & {
+  /**
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * @generated from field: string append_system_prompt = 2;
+   */
+  appendSystemPrompt: string;
+
+  /**
+   * @generated from field: repeated string allowed_tools = 3;
+   */
+  allowedTools: string[];
+
+  /**
+   * @generated from field: repeated string disallowed_tools = 4;
+   */
+  disallowedTools: string[];
+
+  /**
+   * 0 keeps the profile's.
+   *
+   * @generated from field: uint32 max_turns = 5;
+   */
+  maxTurns: number;
+
+  /**
+   * @generated from field: string permission_mode = 6;
+   */
+  permissionMode: string;
+};
+
+/**
+ * Describes the message hotsession.v1.SessionOptions.
+ * Use `create(SessionOptionsSchema)` to create a new message.
+ */
+export declare const SessionOptionsSchema: GenMessage<SessionOptions>;
+
+/**
  * UserTurn is one user message for Claude.
  *
  * @generated from message hotsession.v1.UserTurn
  */
 export declare type UserTurn = Message<"hotsession.v1.UserTurn"> & {
   /**
-   * The prompt text; must not be empty.
+   * The prompt text; must not be empty unless `content` is given.
    *
    * @generated from field: string text = 1;
    */
   text: string;
 
   /**
-   * Optional caller-chosen id echoed on every event of the turn; the server
-   * assigns one when empty.
+   * Optional caller-chosen id (at most 128 characters) echoed on every event of the
+   * turn; the server assigns one when empty.
    *
    * @generated from field: string turn_id = 2;
    */
   turnId: string;
+
+  /**
+   * Rich content (text, image and document blocks), sent after `text` if both are set.
+   *
+   * @generated from field: repeated hotsession.v1.ContentBlock content = 3;
+   */
+  content: ContentBlock[];
 };
 
 /**
@@ -128,6 +214,90 @@ export declare type UserTurn = Message<"hotsession.v1.UserTurn"> & {
  * Use `create(UserTurnSchema)` to create a new message.
  */
 export declare const UserTurnSchema: GenMessage<UserTurn>;
+
+/**
+ * PermissionDecision answers a PermissionRequest.
+ *
+ * @generated from message hotsession.v1.PermissionDecision
+ */
+export declare type PermissionDecision = Message<"hotsession.v1.PermissionDecision"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: bool allow = 2;
+   */
+  allow: boolean;
+
+  /**
+   * The input to run instead of the requested one; unset runs it as requested.
+   *
+   * @generated from field: google.protobuf.Struct updated_input = 3;
+   */
+  updatedInput?: JsonObject | undefined;
+
+  /**
+   * Shown to Claude when denying.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+
+  /**
+   * Deny and stop the turn.
+   *
+   * @generated from field: bool interrupt = 5;
+   */
+  interrupt: boolean;
+
+  /**
+   * Indexes into PermissionRequest.suggestions to apply with an allow. Only
+   * suggestions with destination "session" apply unless the profile sets
+   * `caller_may_persist_permissions`.
+   *
+   * @generated from field: repeated uint32 apply_suggestions = 6;
+   */
+  applySuggestions: number[];
+};
+
+/**
+ * Describes the message hotsession.v1.PermissionDecision.
+ * Use `create(PermissionDecisionSchema)` to create a new message.
+ */
+export declare const PermissionDecisionSchema: GenMessage<PermissionDecision>;
+
+/**
+ * ControlRequest is relayed to Claude Code's control protocol; the profile's
+ * `controls` list says which subtypes may pass.
+ *
+ * @generated from message hotsession.v1.ControlRequest
+ */
+export declare type ControlRequest = Message<"hotsession.v1.ControlRequest"> & {
+  /**
+   * Caller-chosen, echoed on the ControlResult.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string subtype = 2;
+   */
+  subtype: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct params = 3;
+   */
+  params?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message hotsession.v1.ControlRequest.
+ * Use `create(ControlRequestSchema)` to create a new message.
+ */
+export declare const ControlRequestSchema: GenMessage<ControlRequest>;
 
 /**
  * Interrupt stops a turn; the session and its process stay.
@@ -239,6 +409,31 @@ export declare type PromptResponse = Message<"hotsession.v1.PromptResponse"> & {
      */
     value: GoAway;
     case: "goAway";
+  } | {
+    /**
+     * Claude Code asks whether a tool may run; answer with a PermissionDecision.
+     *
+     * @generated from field: hotsession.v1.PermissionRequest permission_request = 12;
+     */
+    value: PermissionRequest;
+    case: "permissionRequest";
+  } | {
+    /**
+     * The answer to a ControlRequest.
+     *
+     * @generated from field: hotsession.v1.ControlResult control_result = 13;
+     */
+    value: ControlResult;
+    case: "controlResult";
+  } | {
+    /**
+     * A request refused without ending the stream (e.g. a turn past the pending
+     * limit, a decision for an unknown request_id); `turn_id` names the turn.
+     *
+     * @generated from field: hotsession.v1.StreamError error = 14;
+     */
+    value: StreamError;
+    case: "error";
   } | { case: undefined; value?: undefined };
 
   /**
@@ -248,6 +443,14 @@ export declare type PromptResponse = Message<"hotsession.v1.PromptResponse"> & {
    * @generated from field: string raw_json = 15;
    */
   rawJson: string;
+
+  /**
+   * True when `raw_json` was left out because the line was longer than the limit;
+   * no event is larger than 4 MiB, the default receive limit of gRPC clients.
+   *
+   * @generated from field: bool raw_json_truncated = 16;
+   */
+  rawJsonTruncated: boolean;
 };
 
 /**
@@ -257,7 +460,152 @@ export declare type PromptResponse = Message<"hotsession.v1.PromptResponse"> & {
 export declare const PromptResponseSchema: GenMessage<PromptResponse>;
 
 /**
- * SessionOpened confirms the stream is attached to a session.
+ * PermissionRequest is Claude Code asking to run a tool.
+ *
+ * @generated from message hotsession.v1.PermissionRequest
+ */
+export declare type PermissionRequest = Message<"hotsession.v1.PermissionRequest"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string tool_name = 2;
+   */
+  toolName: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct input = 3;
+   */
+  input?: JsonObject | undefined;
+
+  /**
+   * @generated from field: string tool_use_id = 4;
+   */
+  toolUseId: string;
+
+  /**
+   * The path that needs approval, when the CLI names one.
+   *
+   * @generated from field: string blocked_path = 5;
+   */
+  blockedPath: string;
+
+  /**
+   * Claude Code's permission suggestions, as it sent them.
+   *
+   * @generated from field: repeated google.protobuf.Struct suggestions = 6;
+   */
+  suggestions: JsonObject[];
+
+  /**
+   * @generated from field: string description = 7;
+   */
+  description: string;
+
+  /**
+   * How long until the request is denied for want of an answer.
+   *
+   * @generated from field: google.protobuf.Duration time_left = 8;
+   */
+  timeLeft?: Duration | undefined;
+};
+
+/**
+ * Describes the message hotsession.v1.PermissionRequest.
+ * Use `create(PermissionRequestSchema)` to create a new message.
+ */
+export declare const PermissionRequestSchema: GenMessage<PermissionRequest>;
+
+/**
+ * ControlResult answers a ControlRequest.
+ *
+ * @generated from message hotsession.v1.ControlResult
+ */
+export declare type ControlResult = Message<"hotsession.v1.ControlResult"> & {
+  /**
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: string subtype = 2;
+   */
+  subtype: string;
+
+  /**
+   * @generated from field: google.protobuf.Struct response = 3;
+   */
+  response?: JsonObject | undefined;
+
+  /**
+   * Set when Claude Code refused it; `error_code` is its code (e.g.
+   * "unsupported_request") when it gives one.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * @generated from field: string error_code = 5;
+   */
+  errorCode: string;
+};
+
+/**
+ * Describes the message hotsession.v1.ControlResult.
+ * Use `create(ControlResultSchema)` to create a new message.
+ */
+export declare const ControlResultSchema: GenMessage<ControlResult>;
+
+/**
+ * StreamError is a refusal that leaves the stream open.
+ *
+ * @generated from message hotsession.v1.StreamError
+ */
+export declare type StreamError = Message<"hotsession.v1.StreamError"> & {
+  /**
+   * The gRPC status code the refusal would have as an RPC error.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * google.rpc.ErrorInfo's reason and metadata, as on RPC errors.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 4;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Set when a retry can succeed.
+   *
+   * @generated from field: google.protobuf.Duration retry_delay = 5;
+   */
+  retryDelay?: Duration | undefined;
+};
+
+/**
+ * Describes the message hotsession.v1.StreamError.
+ * Use `create(StreamErrorSchema)` to create a new message.
+ */
+export declare const StreamErrorSchema: GenMessage<StreamError>;
+
+/**
+ * SessionOpened confirms the stream is attached to a session. It is the first event,
+ * after any `progress` events of subtype "queued" while the open waited for room.
  *
  * @generated from message hotsession.v1.SessionOpened
  */
@@ -436,7 +784,7 @@ export declare type AssistantMessage = Message<"hotsession.v1.AssistantMessage">
 export declare const AssistantMessageSchema: GenMessage<AssistantMessage>;
 
 /**
- * ContentBlock is one block of an assistant message.
+ * ContentBlock is one block of a message.
  *
  * @generated from message hotsession.v1.ContentBlock
  */
@@ -462,6 +810,24 @@ export declare type ContentBlock = Message<"hotsession.v1.ContentBlock"> & {
      */
     value: ToolUseBlock;
     case: "toolUse";
+  } | {
+    /**
+     * @generated from field: hotsession.v1.ToolResultBlock tool_result = 4;
+     */
+    value: ToolResultBlock;
+    case: "toolResult";
+  } | {
+    /**
+     * @generated from field: hotsession.v1.ImageBlock image = 5;
+     */
+    value: ImageBlock;
+    case: "image";
+  } | {
+    /**
+     * @generated from field: hotsession.v1.DocumentBlock document = 6;
+     */
+    value: DocumentBlock;
+    case: "document";
   } | { case: undefined; value?: undefined };
 };
 
@@ -470,6 +836,89 @@ export declare type ContentBlock = Message<"hotsession.v1.ContentBlock"> & {
  * Use `create(ContentBlockSchema)` to create a new message.
  */
 export declare const ContentBlockSchema: GenMessage<ContentBlock>;
+
+/**
+ * ToolResultBlock is a tool's result as the conversation holds it.
+ *
+ * @generated from message hotsession.v1.ToolResultBlock
+ */
+export declare type ToolResultBlock = Message<"hotsession.v1.ToolResultBlock"> & {
+  /**
+   * @generated from field: string tool_use_id = 1;
+   */
+  toolUseId: string;
+
+  /**
+   * @generated from field: string content = 2;
+   */
+  content: string;
+
+  /**
+   * @generated from field: bool is_error = 3;
+   */
+  isError: boolean;
+};
+
+/**
+ * Describes the message hotsession.v1.ToolResultBlock.
+ * Use `create(ToolResultBlockSchema)` to create a new message.
+ */
+export declare const ToolResultBlockSchema: GenMessage<ToolResultBlock>;
+
+/**
+ * ImageBlock is an image a user sent.
+ *
+ * @generated from message hotsession.v1.ImageBlock
+ */
+export declare type ImageBlock = Message<"hotsession.v1.ImageBlock"> & {
+  /**
+   * image/png, image/jpeg, image/gif or image/webp.
+   *
+   * @generated from field: string media_type = 1;
+   */
+  mediaType: string;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message hotsession.v1.ImageBlock.
+ * Use `create(ImageBlockSchema)` to create a new message.
+ */
+export declare const ImageBlockSchema: GenMessage<ImageBlock>;
+
+/**
+ * DocumentBlock is a document a user sent.
+ *
+ * @generated from message hotsession.v1.DocumentBlock
+ */
+export declare type DocumentBlock = Message<"hotsession.v1.DocumentBlock"> & {
+  /**
+   * application/pdf or text/plain.
+   *
+   * @generated from field: string media_type = 1;
+   */
+  mediaType: string;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: string title = 3;
+   */
+  title: string;
+};
+
+/**
+ * Describes the message hotsession.v1.DocumentBlock.
+ * Use `create(DocumentBlockSchema)` to create a new message.
+ */
+export declare const DocumentBlockSchema: GenMessage<DocumentBlock>;
 
 /**
  * TextBlock is plain assistant text.
@@ -725,6 +1174,15 @@ export declare type TurnResult = Message<"hotsession.v1.TurnResult"> & {
    * @generated from field: repeated string errors = 10;
    */
   errors: string[];
+
+  /**
+   * The conversation up to this result is in the session's transcript (and the
+   * store): SIGKILL of the process, the service or the host keeps it. False only
+   * when hotsvc could not confirm that within --transcript-sync-timeout.
+   *
+   * @generated from field: bool durable = 11;
+   */
+  durable: boolean;
 };
 
 /**
@@ -988,6 +1446,13 @@ export declare type SessionInfo = Message<"hotsession.v1.SessionInfo"> & {
    * @generated from field: google.protobuf.Timestamp last_active_time = 8;
    */
   lastActiveTime?: Timestamp | undefined;
+
+  /**
+   * The principal that opened it.
+   *
+   * @generated from field: string owner = 9;
+   */
+  owner: string;
 };
 
 /**
@@ -1013,6 +1478,349 @@ export declare type CloseSessionRequest = Message<"hotsession.v1.CloseSessionReq
  * Use `create(CloseSessionRequestSchema)` to create a new message.
  */
 export declare const CloseSessionRequestSchema: GenMessage<CloseSessionRequest>;
+
+/**
+ * AskRequest is one turn for Ask.
+ *
+ * @generated from message hotsession.v1.AskRequest
+ */
+export declare type AskRequest = Message<"hotsession.v1.AskRequest"> & {
+  /**
+   * Empty opens a new session; else the session to use (see create_if_missing).
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: bool create_if_missing = 2;
+   */
+  createIfMissing: boolean;
+
+  /**
+   * @generated from field: hotsession.v1.UserTurn turn = 3;
+   */
+  turn?: UserTurn | undefined;
+
+  /**
+   * For a new session.
+   *
+   * @generated from field: string profile = 4;
+   */
+  profile: string;
+
+  /**
+   * @generated from field: hotsession.v1.SessionOptions options = 5;
+   */
+  options?: SessionOptions | undefined;
+
+  /**
+   * @generated from field: bool include_raw_json = 6;
+   */
+  includeRawJson: boolean;
+};
+
+/**
+ * Describes the message hotsession.v1.AskRequest.
+ * Use `create(AskRequestSchema)` to create a new message.
+ */
+export declare const AskRequestSchema: GenMessage<AskRequest>;
+
+/**
+ * Session is a conversation: live, stopped or lost.
+ *
+ * @generated from message hotsession.v1.Session
+ */
+export declare type Session = Message<"hotsession.v1.Session"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * @generated from field: string profile = 3;
+   */
+  profile: string;
+
+  /**
+   * @generated from field: hotsession.v1.SessionState state = 4;
+   */
+  state: SessionState;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_used_time = 6;
+   */
+  lastUsedTime?: Timestamp | undefined;
+
+  /**
+   * Turns that reached Claude.
+   *
+   * @generated from field: uint32 turns = 7;
+   */
+  turns: number;
+
+  /**
+   * @generated from field: string model = 8;
+   */
+  model: string;
+
+  /**
+   * @generated from field: string working_directory = 9;
+   */
+  workingDirectory: string;
+
+  /**
+   * Totals over every turn.
+   *
+   * @generated from field: hotsession.v1.Usage usage = 10;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * @generated from field: double total_cost_usd = 11;
+   */
+  totalCostUsd: number;
+
+  /**
+   * The live process's pid (admins only), else 0.
+   *
+   * @generated from field: int32 pid = 12;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: hotsession.v1.SessionOptions options = 13;
+   */
+  options?: SessionOptions | undefined;
+
+  /**
+   * The replica holding it in a fleet, if any.
+   *
+   * @generated from field: string replica_id = 14;
+   */
+  replicaId: string;
+};
+
+/**
+ * Describes the message hotsession.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export declare const SessionSchema: GenMessage<Session>;
+
+/**
+ * GetSessionRequest names a session.
+ *
+ * @generated from message hotsession.v1.GetSessionRequest
+ */
+export declare type GetSessionRequest = Message<"hotsession.v1.GetSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message hotsession.v1.GetSessionRequest.
+ * Use `create(GetSessionRequestSchema)` to create a new message.
+ */
+export declare const GetSessionRequestSchema: GenMessage<GetSessionRequest>;
+
+/**
+ * ListSessionsRequest pages through sessions.
+ *
+ * @generated from message hotsession.v1.ListSessionsRequest
+ */
+export declare type ListSessionsRequest = Message<"hotsession.v1.ListSessionsRequest"> & {
+  /**
+   * At most this many (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Conditions joined by AND, e.g. `state = STOPPED AND profile = "review"`;
+   * fields: state, profile, owner (admins).
+   *
+   * @generated from field: string filter = 3;
+   */
+  filter: string;
+};
+
+/**
+ * Describes the message hotsession.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export declare const ListSessionsRequestSchema: GenMessage<ListSessionsRequest>;
+
+/**
+ * ListSessionsResponse is one page.
+ *
+ * @generated from message hotsession.v1.ListSessionsResponse
+ */
+export declare type ListSessionsResponse = Message<"hotsession.v1.ListSessionsResponse"> & {
+  /**
+   * @generated from field: repeated hotsession.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message hotsession.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export declare const ListSessionsResponseSchema: GenMessage<ListSessionsResponse>;
+
+/**
+ * GetSessionMessagesRequest pages through a conversation.
+ *
+ * @generated from message hotsession.v1.GetSessionMessagesRequest
+ */
+export declare type GetSessionMessagesRequest = Message<"hotsession.v1.GetSessionMessagesRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message hotsession.v1.GetSessionMessagesRequest.
+ * Use `create(GetSessionMessagesRequestSchema)` to create a new message.
+ */
+export declare const GetSessionMessagesRequestSchema: GenMessage<GetSessionMessagesRequest>;
+
+/**
+ * GetSessionMessagesResponse is one page of messages, oldest first.
+ *
+ * @generated from message hotsession.v1.GetSessionMessagesResponse
+ */
+export declare type GetSessionMessagesResponse = Message<"hotsession.v1.GetSessionMessagesResponse"> & {
+  /**
+   * @generated from field: repeated hotsession.v1.SessionMessage messages = 1;
+   */
+  messages: SessionMessage[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message hotsession.v1.GetSessionMessagesResponse.
+ * Use `create(GetSessionMessagesResponseSchema)` to create a new message.
+ */
+export declare const GetSessionMessagesResponseSchema: GenMessage<GetSessionMessagesResponse>;
+
+/**
+ * SessionMessage is one user or assistant message of a conversation.
+ *
+ * @generated from message hotsession.v1.SessionMessage
+ */
+export declare type SessionMessage = Message<"hotsession.v1.SessionMessage"> & {
+  /**
+   * @generated from field: string uuid = 1;
+   */
+  uuid: string;
+
+  /**
+   * @generated from field: hotsession.v1.MessageRole role = 2;
+   */
+  role: MessageRole;
+
+  /**
+   * @generated from field: repeated hotsession.v1.ContentBlock content = 3;
+   */
+  content: ContentBlock[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 4;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * The model, for assistant messages.
+   *
+   * @generated from field: string model = 5;
+   */
+  model: string;
+};
+
+/**
+ * Describes the message hotsession.v1.SessionMessage.
+ * Use `create(SessionMessageSchema)` to create a new message.
+ */
+export declare const SessionMessageSchema: GenMessage<SessionMessage>;
+
+/**
+ * ForkSessionRequest names the session to copy.
+ *
+ * @generated from message hotsession.v1.ForkSessionRequest
+ */
+export declare type ForkSessionRequest = Message<"hotsession.v1.ForkSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message hotsession.v1.ForkSessionRequest.
+ * Use `create(ForkSessionRequestSchema)` to create a new message.
+ */
+export declare const ForkSessionRequestSchema: GenMessage<ForkSessionRequest>;
+
+/**
+ * DeleteSessionRequest names the session to remove.
+ *
+ * @generated from message hotsession.v1.DeleteSessionRequest
+ */
+export declare type DeleteSessionRequest = Message<"hotsession.v1.DeleteSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message hotsession.v1.DeleteSessionRequest.
+ * Use `create(DeleteSessionRequestSchema)` to create a new message.
+ */
+export declare const DeleteSessionRequestSchema: GenMessage<DeleteSessionRequest>;
 
 /**
  * CloseSessionResponse confirms the session ended.
@@ -1124,12 +1932,47 @@ export enum SessionState {
    * @generated from enum value: SESSION_STATE_STOPPED = 4;
    */
   STOPPED = 4,
+
+  /**
+   * The conversation cannot be restored (its transcript is gone); opening it answers
+   * DATA_LOSS. Delete it.
+   *
+   * @generated from enum value: SESSION_STATE_LOST = 5;
+   */
+  LOST = 5,
 }
 
 /**
  * Describes the enum hotsession.v1.SessionState.
  */
 export declare const SessionStateSchema: GenEnum<SessionState>;
+
+/**
+ * MessageRole is who said it.
+ *
+ * @generated from enum hotsession.v1.MessageRole
+ */
+export enum MessageRole {
+  /**
+   * @generated from enum value: MESSAGE_ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: MESSAGE_ROLE_USER = 1;
+   */
+  USER = 1,
+
+  /**
+   * @generated from enum value: MESSAGE_ROLE_ASSISTANT = 2;
+   */
+  ASSISTANT = 2,
+}
+
+/**
+ * Describes the enum hotsession.v1.MessageRole.
+ */
+export declare const MessageRoleSchema: GenEnum<MessageRole>;
 
 /**
  * HotSession serves conversations with Claude Code over hot (already running) processes.
@@ -1151,7 +1994,8 @@ export declare const HotSession: GenService<{
     output: typeof PromptResponseSchema;
   },
   /**
-   * PoolStatus reports the warm pools and the live sessions.
+   * PoolStatus reports the warm pools and the live sessions (a caller sees its own
+   * sessions; an admin sees all).
    *
    * @generated from rpc hotsession.v1.HotSession.PoolStatus
    */
@@ -1161,7 +2005,8 @@ export declare const HotSession: GenService<{
     output: typeof PoolStatusResponseSchema;
   },
   /**
-   * CloseSession ends a session and its process.
+   * CloseSession ends a session's process and keeps the conversation: a later open
+   * or turn resumes it. DeleteSession removes the conversation too.
    *
    * @generated from rpc hotsession.v1.HotSession.CloseSession
    */
@@ -1169,6 +2014,69 @@ export declare const HotSession: GenService<{
     methodKind: "unary";
     input: typeof CloseSessionRequestSchema;
     output: typeof CloseSessionResponseSchema;
+  },
+  /**
+   * Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
+   * stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+   *
+   * @generated from rpc hotsession.v1.HotSession.Ask
+   */
+  ask: {
+    methodKind: "server_streaming";
+    input: typeof AskRequestSchema;
+    output: typeof PromptResponseSchema;
+  },
+  /**
+   * GetSession describes one session the caller may see, live or not (AIP-131).
+   *
+   * @generated from rpc hotsession.v1.HotSession.GetSession
+   */
+  getSession: {
+    methodKind: "unary";
+    input: typeof GetSessionRequestSchema;
+    output: typeof SessionSchema;
+  },
+  /**
+   * ListSessions lists the sessions the caller may see, newest first (AIP-132).
+   *
+   * @generated from rpc hotsession.v1.HotSession.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * GetSessionMessages reads the conversation back from its transcript.
+   *
+   * @generated from rpc hotsession.v1.HotSession.GetSessionMessages
+   */
+  getSessionMessages: {
+    methodKind: "unary";
+    input: typeof GetSessionMessagesRequestSchema;
+    output: typeof GetSessionMessagesResponseSchema;
+  },
+  /**
+   * ForkSession makes a new session holding a copy of the conversation; the
+   * original is untouched.
+   *
+   * @generated from rpc hotsession.v1.HotSession.ForkSession
+   */
+  forkSession: {
+    methodKind: "unary";
+    input: typeof ForkSessionRequestSchema;
+    output: typeof SessionSchema;
+  },
+  /**
+   * DeleteSession ends a session's process and removes its record, transcript and
+   * workspace; NOT_FOUND afterwards (AIP-135).
+   *
+   * @generated from rpc hotsession.v1.HotSession.DeleteSession
+   */
+  deleteSession: {
+    methodKind: "unary";
+    input: typeof DeleteSessionRequestSchema;
+    output: typeof EmptySchema;
   },
 }>;
 

@@ -8,13 +8,13 @@
 /* eslint-disable */
 
 import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file hotsession/v1/hotsession.proto.
  */
 export const file_hotsession_v1_hotsession = /*@__PURE__*/
-  fileDesc("Ch5ob3RzZXNzaW9uL3YxL2hvdHNlc3Npb24ucHJvdG8SDWhvdHNlc3Npb24udjEingEKDVByb21wdFJlcXVlc3QSKgoEb3BlbhgBIAEoCzIaLmhvdHNlc3Npb24udjEuT3BlblNlc3Npb25IABInCgR0dXJuGAIgASgLMhcuaG90c2Vzc2lvbi52MS5Vc2VyVHVybkgAEi0KCWludGVycnVwdBgDIAEoCzIYLmhvdHNlc3Npb24udjEuSW50ZXJydXB0SABCCQoHcmVxdWVzdCJpCgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3Byb2ZpbGUYAiABKAkSGAoQaW5jbHVkZV9yYXdfanNvbhgDIAEoCBIbChNpbmNsdWRlX2xhc3RfcmVzdWx0GAQgASgIIikKCFVzZXJUdXJuEgwKBHRleHQYASABKAkSDwoHdHVybl9pZBgCIAEoCSILCglJbnRlcnJ1cHQi/wMKDlByb21wdFJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSDwoHdHVybl9pZBgCIAEoCRIuCgZvcGVuZWQYAyABKAsyHC5ob3RzZXNzaW9uLnYxLlNlc3Npb25PcGVuZWRIABIyCgx0dXJuX3N0YXJ0ZWQYBCABKAsyGi5ob3RzZXNzaW9uLnYxLlR1cm5TdGFydGVkSAASLgoKdGV4dF9kZWx0YRgFIAEoCzIYLmhvdHNlc3Npb24udjEuVGV4dERlbHRhSAASNAoJYXNzaXN0YW50GAYgASgLMh8uaG90c2Vzc2lvbi52MS5Bc3Npc3RhbnRNZXNzYWdlSAASMAoLdG9vbF9yZXN1bHQYByABKAsyGS5ob3RzZXNzaW9uLnYxLlRvb2xSZXN1bHRIABIrCghwcm9ncmVzcxgIIAEoCzIXLmhvdHNlc3Npb24udjEuUHJvZ3Jlc3NIABIrCgZyZXN1bHQYCSABKAsyGS5ob3RzZXNzaW9uLnYxLlR1cm5SZXN1bHRIABItCgloZWFydGJlYXQYCiABKAsyGC5ob3RzZXNzaW9uLnYxLkhlYXJ0YmVhdEgAEigKB2dvX2F3YXkYCyABKAsyFS5ob3RzZXNzaW9uLnYxLkdvQXdheUgAEhAKCHJhd19qc29uGA8gASgJQgcKBWV2ZW50IrMBCg1TZXNzaW9uT3BlbmVkEhIKCnNlc3Npb25faWQYASABKAkSKgoFc3RhcnQYAiABKA4yGy5ob3RzZXNzaW9uLnYxLlNlc3Npb25TdGFydBILCgNwaWQYAyABKAUSDwoHcHJvZmlsZRgEIAEoCRIUCgxsYXN0X3R1cm5faWQYBSABKAkSLgoLbGFzdF9yZXN1bHQYBiABKAsyGS5ob3RzZXNzaW9uLnYxLlR1cm5SZXN1bHQiIQoJSGVhcnRiZWF0EhQKDHR1cm5fcnVubmluZxgBIAEoCCJGCgZHb0F3YXkSLAoJdGltZV9sZWZ0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgCIAEoCSIbCgtUdXJuU3RhcnRlZBIMCgR0ZXh0GAEgASgJIi4KCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJEhMKC2Jsb2NrX2luZGV4GAIgASgNIo4BChBBc3Npc3RhbnRNZXNzYWdlEhIKCm1lc3NhZ2VfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSLAoHY29udGVudBgDIAMoCzIbLmhvdHNlc3Npb24udjEuQ29udGVudEJsb2NrEhoKEnBhcmVudF90b29sX3VzZV9pZBgEIAEoCRINCgVlcnJvchgFIAEoCSKkAQoMQ29udGVudEJsb2NrEigKBHRleHQYASABKAsyGC5ob3RzZXNzaW9uLnYxLlRleHRCbG9ja0gAEjAKCHRoaW5raW5nGAIgASgLMhwuaG90c2Vzc2lvbi52MS5UaGlua2luZ0Jsb2NrSAASLwoIdG9vbF91c2UYAyABKAsyGy5ob3RzZXNzaW9uLnYxLlRvb2xVc2VCbG9ja0gAQgcKBWJsb2NrIhkKCVRleHRCbG9jaxIMCgR0ZXh0GAEgASgJIiEKDVRoaW5raW5nQmxvY2sSEAoIdGhpbmtpbmcYASABKAkiUAoMVG9vbFVzZUJsb2NrEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkQKClRvb2xSZXN1bHQSEwoLdG9vbF91c2VfaWQYASABKAkSDwoHY29udGVudBgCIAEoCRIQCghpc19lcnJvchgDIAEoCCKCAQoIUHJvZ3Jlc3MSDwoHc3VidHlwZRgBIAEoCRItCgZzdGF0dXMYAiABKAsyGy5ob3RzZXNzaW9uLnYxLlN0YXR1c1VwZGF0ZUgAEiwKCWFwaV9yZXRyeRgDIAEoCzIXLmhvdHNlc3Npb24udjEuQXBpUmV0cnlIAEIICgZkZXRhaWwiHgoMU3RhdHVzVXBkYXRlEg4KBnN0YXR1cxgBIAEoCSJtCghBcGlSZXRyeRIPCgdhdHRlbXB0GAEgASgNEhMKC21heF9yZXRyaWVzGAIgASgNEhYKDnJldHJ5X2RlbGF5X21zGAMgASgBEhQKDGVycm9yX3N0YXR1cxgEIAEoDRINCgVlcnJvchgFIAEoCSLhAQoKVHVyblJlc3VsdBIMCgR0ZXh0GAEgASgJEhAKCGlzX2Vycm9yGAIgASgIEg8KB3N1YnR5cGUYAyABKAkSEwoLc3RvcF9yZWFzb24YBCABKAkSEwoLZHVyYXRpb25fbXMYBSABKAQSEQoJbnVtX3R1cm5zGAYgASgNEiMKBXVzYWdlGAcgASgLMhQuaG90c2Vzc2lvbi52MS5Vc2FnZRIWCg50b3RhbF9jb3N0X3VzZBgIIAEoARIYChBhcGlfZXJyb3Jfc3RhdHVzGAkgASgNEg4KBmVycm9ycxgKIAMoCSJ6CgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIjChtjYWNoZV9jcmVhdGlvbl9pbnB1dF90b2tlbnMYAyABKAQSHwoXY2FjaGVfcmVhZF9pbnB1dF90b2tlbnMYBCABKAQiEwoRUG9vbFN0YXR1c1JlcXVlc3QioAIKElBvb2xTdGF0dXNSZXNwb25zZRIRCglwb29sX3NpemUYASABKA0SEwoLdGFyZ2V0X3NpemUYAiABKA0SFwoPYWN0aXZlX3Nlc3Npb25zGAMgASgNEhQKDG1heF9zZXNzaW9ucxgEIAEoDRIuCgtzcGF3bl9zdGF0cxgFIAEoCzIZLmhvdHNlc3Npb24udjEuU3Bhd25TdGF0cxIsCghzZXNzaW9ucxgGIAMoCzIaLmhvdHNlc3Npb24udjEuU2Vzc2lvbkluZm8SKQoFcG9vbHMYByADKAsyGi5ob3RzZXNzaW9uLnYxLlByb2ZpbGVQb29sEhAKCGRyYWluaW5nGAggASgIEhgKEHN0b3BwZWRfc2Vzc2lvbnMYCSABKA0isAEKClNwYXduU3RhdHMSDwoHc3Bhd25lZBgBIAEoBBIOCgZmYWlsZWQYAiABKAQSEQoJaW5fZmxpZ2h0GAMgASgNEhAKCHJlcGxhY2VkGAQgASgEEhMKC3dhcm1fc3RhcnRzGAUgASgEEhMKC2NvbGRfc3RhcnRzGAYgASgEEjIKD21lYW5fc3Bhd25fdGltZRgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJZCgtQcm9maWxlUG9vbBIPCgdwcm9maWxlGAEgASgJEhEKCXBvb2xfc2l6ZRgCIAEoDRITCgt0YXJnZXRfc2l6ZRgDIAEoDRIRCglpZGxlX3BpZHMYBCADKAUi6gEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSKgoFc3RhdGUYAiABKA4yGy5ob3RzZXNzaW9uLnYxLlNlc3Npb25TdGF0ZRILCgNwaWQYAyABKAUSJgoDYWdlGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXR1cm5zGAUgASgNEg8KB3Byb2ZpbGUYBiABKAkSEAoIYXR0YWNoZWQYByABKAgSNAoQbGFzdF9hY3RpdmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKQoTQ2xvc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFENsb3NlU2Vzc2lvblJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSEQoJZXhpdF9jb2RlGAIgASgFKpQBCgxTZXNzaW9uU3RhcnQSHQoZU0VTU0lPTl9TVEFSVF9VTlNQRUNJRklFRBAAEhYKElNFU1NJT05fU1RBUlRfV0FSTRABEhYKElNFU1NJT05fU1RBUlRfQ09MRBACEhoKFlNFU1NJT05fU1RBUlRfQVRUQUNIRUQQAxIZChVTRVNTSU9OX1NUQVJUX1JFU1VNRUQQBCqUAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIWChJTRVNTSU9OX1NUQVRFX0lETEUQARIWChJTRVNTSU9OX1NUQVRFX0JVU1kQAhIaChZTRVNTSU9OX1NUQVRFX0FUVEFDSEVEEAMSGQoVU0VTU0lPTl9TVEFURV9TVE9QUEVEEAQygwIKCkhvdFNlc3Npb24SSQoGUHJvbXB0EhwuaG90c2Vzc2lvbi52MS5Qcm9tcHRSZXF1ZXN0Gh0uaG90c2Vzc2lvbi52MS5Qcm9tcHRSZXNwb25zZSgBMAESUQoKUG9vbFN0YXR1cxIgLmhvdHNlc3Npb24udjEuUG9vbFN0YXR1c1JlcXVlc3QaIS5ob3RzZXNzaW9uLnYxLlBvb2xTdGF0dXNSZXNwb25zZRJXCgxDbG9zZVNlc3Npb24SIi5ob3RzZXNzaW9uLnYxLkNsb3NlU2Vzc2lvblJlcXVlc3QaIy5ob3RzZXNzaW9uLnYxLkNsb3NlU2Vzc2lvblJlc3BvbnNlQi5aLGhvdHN2Yy9jbGllbnRzL2dvL2hvdHNlc3Npb24vdjE7aG90c2Vzc2lvbnYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch5ob3RzZXNzaW9uL3YxL2hvdHNlc3Npb24ucHJvdG8SDWhvdHNlc3Npb24udjEikgIKDVByb21wdFJlcXVlc3QSKgoEb3BlbhgBIAEoCzIaLmhvdHNlc3Npb24udjEuT3BlblNlc3Npb25IABInCgR0dXJuGAIgASgLMhcuaG90c2Vzc2lvbi52MS5Vc2VyVHVybkgAEi0KCWludGVycnVwdBgDIAEoCzIYLmhvdHNlc3Npb24udjEuSW50ZXJydXB0SAASQAoTcGVybWlzc2lvbl9kZWNpc2lvbhgEIAEoCzIhLmhvdHNlc3Npb24udjEuUGVybWlzc2lvbkRlY2lzaW9uSAASMAoHY29udHJvbBgFIAEoCzIdLmhvdHNlc3Npb24udjEuQ29udHJvbFJlcXVlc3RIAEIJCgdyZXF1ZXN0IrQBCgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg8KB3Byb2ZpbGUYAiABKAkSGAoQaW5jbHVkZV9yYXdfanNvbhgDIAEoCBIbChNpbmNsdWRlX2xhc3RfcmVzdWx0GAQgASgIEhkKEWNyZWF0ZV9pZl9taXNzaW5nGAUgASgIEi4KB29wdGlvbnMYBiABKAsyHS5ob3RzZXNzaW9uLnYxLlNlc3Npb25PcHRpb25zIpoBCg5TZXNzaW9uT3B0aW9ucxINCgVtb2RlbBgBIAEoCRIcChRhcHBlbmRfc3lzdGVtX3Byb21wdBgCIAEoCRIVCg1hbGxvd2VkX3Rvb2xzGAMgAygJEhgKEGRpc2FsbG93ZWRfdG9vbHMYBCADKAkSEQoJbWF4X3R1cm5zGAUgASgNEhcKD3Blcm1pc3Npb25fbW9kZRgGIAEoCSJXCghVc2VyVHVybhIMCgR0ZXh0GAEgASgJEg8KB3R1cm5faWQYAiABKAkSLAoHY29udGVudBgDIAMoCzIbLmhvdHNlc3Npb24udjEuQ29udGVudEJsb2NrIqYBChJQZXJtaXNzaW9uRGVjaXNpb24SEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVhbGxvdxgCIAEoCBIuCg11cGRhdGVkX2lucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdtZXNzYWdlGAQgASgJEhEKCWludGVycnVwdBgFIAEoCBIZChFhcHBseV9zdWdnZXN0aW9ucxgGIAMoDSJeCg5Db250cm9sUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3N1YnR5cGUYAiABKAkSJwoGcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCILCglJbnRlcnJ1cHQiwAUKDlByb21wdFJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSDwoHdHVybl9pZBgCIAEoCRIuCgZvcGVuZWQYAyABKAsyHC5ob3RzZXNzaW9uLnYxLlNlc3Npb25PcGVuZWRIABIyCgx0dXJuX3N0YXJ0ZWQYBCABKAsyGi5ob3RzZXNzaW9uLnYxLlR1cm5TdGFydGVkSAASLgoKdGV4dF9kZWx0YRgFIAEoCzIYLmhvdHNlc3Npb24udjEuVGV4dERlbHRhSAASNAoJYXNzaXN0YW50GAYgASgLMh8uaG90c2Vzc2lvbi52MS5Bc3Npc3RhbnRNZXNzYWdlSAASMAoLdG9vbF9yZXN1bHQYByABKAsyGS5ob3RzZXNzaW9uLnYxLlRvb2xSZXN1bHRIABIrCghwcm9ncmVzcxgIIAEoCzIXLmhvdHNlc3Npb24udjEuUHJvZ3Jlc3NIABIrCgZyZXN1bHQYCSABKAsyGS5ob3RzZXNzaW9uLnYxLlR1cm5SZXN1bHRIABItCgloZWFydGJlYXQYCiABKAsyGC5ob3RzZXNzaW9uLnYxLkhlYXJ0YmVhdEgAEigKB2dvX2F3YXkYCyABKAsyFS5ob3RzZXNzaW9uLnYxLkdvQXdheUgAEj4KEnBlcm1pc3Npb25fcmVxdWVzdBgMIAEoCzIgLmhvdHNlc3Npb24udjEuUGVybWlzc2lvblJlcXVlc3RIABI2Cg5jb250cm9sX3Jlc3VsdBgNIAEoCzIcLmhvdHNlc3Npb24udjEuQ29udHJvbFJlc3VsdEgAEisKBWVycm9yGA4gASgLMhouaG90c2Vzc2lvbi52MS5TdHJlYW1FcnJvckgAEhAKCHJhd19qc29uGA8gASgJEhoKEnJhd19qc29uX3RydW5jYXRlZBgQIAEoCEIHCgVldmVudCL+AQoRUGVybWlzc2lvblJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSJgoFaW5wdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC3Rvb2xfdXNlX2lkGAQgASgJEhQKDGJsb2NrZWRfcGF0aBgFIAEoCRIsCgtzdWdnZXN0aW9ucxgGIAMoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLZGVzY3JpcHRpb24YByABKAkSLAoJdGltZV9sZWZ0GAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoIBCg1Db250cm9sUmVzdWx0EhIKCnJlcXVlc3RfaWQYASABKAkSDwoHc3VidHlwZRgCIAEoCRIpCghyZXNwb25zZRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDQoFZXJyb3IYBCABKAkSEgoKZXJyb3JfY29kZRgFIAEoCSLZAQoLU3RyZWFtRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRI6CghtZXRhZGF0YRgEIAMoCzIoLmhvdHNlc3Npb24udjEuU3RyZWFtRXJyb3IuTWV0YWRhdGFFbnRyeRIuCgtyZXRyeV9kZWxheRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiswEKDVNlc3Npb25PcGVuZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIqCgVzdGFydBgCIAEoDjIbLmhvdHNlc3Npb24udjEuU2Vzc2lvblN0YXJ0EgsKA3BpZBgDIAEoBRIPCgdwcm9maWxlGAQgASgJEhQKDGxhc3RfdHVybl9pZBgFIAEoCRIuCgtsYXN0X3Jlc3VsdBgGIAEoCzIZLmhvdHNlc3Npb24udjEuVHVyblJlc3VsdCIhCglIZWFydGJlYXQSFAoMdHVybl9ydW5uaW5nGAEgASgIIkYKBkdvQXdheRIsCgl0aW1lX2xlZnQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAIgASgJIhsKC1R1cm5TdGFydGVkEgwKBHRleHQYASABKAkiLgoJVGV4dERlbHRhEgwKBHRleHQYASABKAkSEwoLYmxvY2tfaW5kZXgYAiABKA0ijgEKEEFzc2lzdGFudE1lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIsCgdjb250ZW50GAMgAygLMhsuaG90c2Vzc2lvbi52MS5Db250ZW50QmxvY2sSGgoScGFyZW50X3Rvb2xfdXNlX2lkGAQgASgJEg0KBWVycm9yGAUgASgJIrkCCgxDb250ZW50QmxvY2sSKAoEdGV4dBgBIAEoCzIYLmhvdHNlc3Npb24udjEuVGV4dEJsb2NrSAASMAoIdGhpbmtpbmcYAiABKAsyHC5ob3RzZXNzaW9uLnYxLlRoaW5raW5nQmxvY2tIABIvCgh0b29sX3VzZRgDIAEoCzIbLmhvdHNlc3Npb24udjEuVG9vbFVzZUJsb2NrSAASNQoLdG9vbF9yZXN1bHQYBCABKAsyHi5ob3RzZXNzaW9uLnYxLlRvb2xSZXN1bHRCbG9ja0gAEioKBWltYWdlGAUgASgLMhkuaG90c2Vzc2lvbi52MS5JbWFnZUJsb2NrSAASMAoIZG9jdW1lbnQYBiABKAsyHC5ob3RzZXNzaW9uLnYxLkRvY3VtZW50QmxvY2tIAEIHCgVibG9jayJJCg9Ub29sUmVzdWx0QmxvY2sSEwoLdG9vbF91c2VfaWQYASABKAkSDwoHY29udGVudBgCIAEoCRIQCghpc19lcnJvchgDIAEoCCIuCgpJbWFnZUJsb2NrEhIKCm1lZGlhX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDCJACg1Eb2N1bWVudEJsb2NrEhIKCm1lZGlhX3R5cGUYASABKAkSDAoEZGF0YRgCIAEoDBINCgV0aXRsZRgDIAEoCSIZCglUZXh0QmxvY2sSDAoEdGV4dBgBIAEoCSIhCg1UaGlua2luZ0Jsb2NrEhAKCHRoaW5raW5nGAEgASgJIlAKDFRvb2xVc2VCbG9jaxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiYKBWlucHV0GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJECgpUb29sUmVzdWx0EhMKC3Rvb2xfdXNlX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSEAoIaXNfZXJyb3IYAyABKAgiggEKCFByb2dyZXNzEg8KB3N1YnR5cGUYASABKAkSLQoGc3RhdHVzGAIgASgLMhsuaG90c2Vzc2lvbi52MS5TdGF0dXNVcGRhdGVIABIsCglhcGlfcmV0cnkYAyABKAsyFy5ob3RzZXNzaW9uLnYxLkFwaVJldHJ5SABCCAoGZGV0YWlsIh4KDFN0YXR1c1VwZGF0ZRIOCgZzdGF0dXMYASABKAkibQoIQXBpUmV0cnkSDwoHYXR0ZW1wdBgBIAEoDRITCgttYXhfcmV0cmllcxgCIAEoDRIWCg5yZXRyeV9kZWxheV9tcxgDIAEoARIUCgxlcnJvcl9zdGF0dXMYBCABKA0SDQoFZXJyb3IYBSABKAki8gEKClR1cm5SZXN1bHQSDAoEdGV4dBgBIAEoCRIQCghpc19lcnJvchgCIAEoCBIPCgdzdWJ0eXBlGAMgASgJEhMKC3N0b3BfcmVhc29uGAQgASgJEhMKC2R1cmF0aW9uX21zGAUgASgEEhEKCW51bV90dXJucxgGIAEoDRIjCgV1c2FnZRgHIAEoCzIULmhvdHNlc3Npb24udjEuVXNhZ2USFgoOdG90YWxfY29zdF91c2QYCCABKAESGAoQYXBpX2Vycm9yX3N0YXR1cxgJIAEoDRIOCgZlcnJvcnMYCiADKAkSDwoHZHVyYWJsZRgLIAEoCCJ6CgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIjChtjYWNoZV9jcmVhdGlvbl9pbnB1dF90b2tlbnMYAyABKAQSHwoXY2FjaGVfcmVhZF9pbnB1dF90b2tlbnMYBCABKAQiEwoRUG9vbFN0YXR1c1JlcXVlc3QioAIKElBvb2xTdGF0dXNSZXNwb25zZRIRCglwb29sX3NpemUYASABKA0SEwoLdGFyZ2V0X3NpemUYAiABKA0SFwoPYWN0aXZlX3Nlc3Npb25zGAMgASgNEhQKDG1heF9zZXNzaW9ucxgEIAEoDRIuCgtzcGF3bl9zdGF0cxgFIAEoCzIZLmhvdHNlc3Npb24udjEuU3Bhd25TdGF0cxIsCghzZXNzaW9ucxgGIAMoCzIaLmhvdHNlc3Npb24udjEuU2Vzc2lvbkluZm8SKQoFcG9vbHMYByADKAsyGi5ob3RzZXNzaW9uLnYxLlByb2ZpbGVQb29sEhAKCGRyYWluaW5nGAggASgIEhgKEHN0b3BwZWRfc2Vzc2lvbnMYCSABKA0isAEKClNwYXduU3RhdHMSDwoHc3Bhd25lZBgBIAEoBBIOCgZmYWlsZWQYAiABKAQSEQoJaW5fZmxpZ2h0GAMgASgNEhAKCHJlcGxhY2VkGAQgASgEEhMKC3dhcm1fc3RhcnRzGAUgASgEEhMKC2NvbGRfc3RhcnRzGAYgASgEEjIKD21lYW5fc3Bhd25fdGltZRgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJZCgtQcm9maWxlUG9vbBIPCgdwcm9maWxlGAEgASgJEhEKCXBvb2xfc2l6ZRgCIAEoDRITCgt0YXJnZXRfc2l6ZRgDIAEoDRIRCglpZGxlX3BpZHMYBCADKAUi+QEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSKgoFc3RhdGUYAiABKA4yGy5ob3RzZXNzaW9uLnYxLlNlc3Npb25TdGF0ZRILCgNwaWQYAyABKAUSJgoDYWdlGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg0KBXR1cm5zGAUgASgNEg8KB3Byb2ZpbGUYBiABKAkSEAoIYXR0YWNoZWQYByABKAgSNAoQbGFzdF9hY3RpdmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFb3duZXIYCSABKAkiKQoTQ2xvc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIr0BCgpBc2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSGQoRY3JlYXRlX2lmX21pc3NpbmcYAiABKAgSJQoEdHVybhgDIAEoCzIXLmhvdHNlc3Npb24udjEuVXNlclR1cm4SDwoHcHJvZmlsZRgEIAEoCRIuCgdvcHRpb25zGAUgASgLMh0uaG90c2Vzc2lvbi52MS5TZXNzaW9uT3B0aW9ucxIYChBpbmNsdWRlX3Jhd19qc29uGAYgASgIIpUDCgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDQoFb3duZXIYAiABKAkSDwoHcHJvZmlsZRgDIAEoCRIqCgVzdGF0ZRgEIAEoDjIbLmhvdHNlc3Npb24udjEuU2Vzc2lvblN0YXRlEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3VzZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFdHVybnMYByABKA0SDQoFbW9kZWwYCCABKAkSGQoRd29ya2luZ19kaXJlY3RvcnkYCSABKAkSIwoFdXNhZ2UYCiABKAsyFC5ob3RzZXNzaW9uLnYxLlVzYWdlEhYKDnRvdGFsX2Nvc3RfdXNkGAsgASgBEgsKA3BpZBgMIAEoBRIuCgdvcHRpb25zGA0gASgLMh0uaG90c2Vzc2lvbi52MS5TZXNzaW9uT3B0aW9ucxISCgpyZXBsaWNhX2lkGA4gASgJIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiTAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiWQoUTGlzdFNlc3Npb25zUmVzcG9uc2USKAoIc2Vzc2lvbnMYASADKAsyFi5ob3RzZXNzaW9uLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlYKGUdldFNlc3Npb25NZXNzYWdlc1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJmChpHZXRTZXNzaW9uTWVzc2FnZXNSZXNwb25zZRIvCghtZXNzYWdlcxgBIAMoCzIdLmhvdHNlc3Npb24udjEuU2Vzc2lvbk1lc3NhZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIrYBCg5TZXNzaW9uTWVzc2FnZRIMCgR1dWlkGAEgASgJEigKBHJvbGUYAiABKA4yGi5ob3RzZXNzaW9uLnYxLk1lc3NhZ2VSb2xlEiwKB2NvbnRlbnQYAyADKAsyGy5ob3RzZXNzaW9uLnYxLkNvbnRlbnRCbG9jaxIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbW9kZWwYBSABKAkiKAoSRm9ya1Nlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiKgoURGVsZXRlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI9ChRDbG9zZVNlc3Npb25SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEhEKCWV4aXRfY29kZRgCIAEoBSqUAQoMU2Vzc2lvblN0YXJ0Eh0KGVNFU1NJT05fU1RBUlRfVU5TUEVDSUZJRUQQABIWChJTRVNTSU9OX1NUQVJUX1dBUk0QARIWChJTRVNTSU9OX1NUQVJUX0NPTEQQAhIaChZTRVNTSU9OX1NUQVJUX0FUVEFDSEVEEAMSGQoVU0VTU0lPTl9TVEFSVF9SRVNVTUVEEAQqrAEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSU0VTU0lPTl9TVEFURV9JRExFEAESFgoSU0VTU0lPTl9TVEFURV9CVVNZEAISGgoWU0VTU0lPTl9TVEFURV9BVFRBQ0hFRBADEhkKFVNFU1NJT05fU1RBVEVfU1RPUFBFRBAEEhYKElNFU1NJT05fU1RBVEVfTE9TVBAFKl4KC01lc3NhZ2VSb2xlEhwKGE1FU1NBR0VfUk9MRV9VTlNQRUNJRklFRBAAEhUKEU1FU1NBR0VfUk9MRV9VU0VSEAESGgoWTUVTU0FHRV9ST0xFX0FTU0lTVEFOVBACMuoFCgpIb3RTZXNzaW9uEkkKBlByb21wdBIcLmhvdHNlc3Npb24udjEuUHJvbXB0UmVxdWVzdBodLmhvdHNlc3Npb24udjEuUHJvbXB0UmVzcG9uc2UoATABElEKClBvb2xTdGF0dXMSIC5ob3RzZXNzaW9uLnYxLlBvb2xTdGF0dXNSZXF1ZXN0GiEuaG90c2Vzc2lvbi52MS5Qb29sU3RhdHVzUmVzcG9uc2USVwoMQ2xvc2VTZXNzaW9uEiIuaG90c2Vzc2lvbi52MS5DbG9zZVNlc3Npb25SZXF1ZXN0GiMuaG90c2Vzc2lvbi52MS5DbG9zZVNlc3Npb25SZXNwb25zZRJBCgNBc2sSGS5ob3RzZXNzaW9uLnYxLkFza1JlcXVlc3QaHS5ob3RzZXNzaW9uLnYxLlByb21wdFJlc3BvbnNlMAESRgoKR2V0U2Vzc2lvbhIgLmhvdHNlc3Npb24udjEuR2V0U2Vzc2lvblJlcXVlc3QaFi5ob3RzZXNzaW9uLnYxLlNlc3Npb24SVwoMTGlzdFNlc3Npb25zEiIuaG90c2Vzc2lvbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiMuaG90c2Vzc2lvbi52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJpChJHZXRTZXNzaW9uTWVzc2FnZXMSKC5ob3RzZXNzaW9uLnYxLkdldFNlc3Npb25NZXNzYWdlc1JlcXVlc3QaKS5ob3RzZXNzaW9uLnYxLkdldFNlc3Npb25NZXNzYWdlc1Jlc3BvbnNlEkgKC0ZvcmtTZXNzaW9uEiEuaG90c2Vzc2lvbi52MS5Gb3JrU2Vzc2lvblJlcXVlc3QaFi5ob3RzZXNzaW9uLnYxLlNlc3Npb24STAoNRGVsZXRlU2Vzc2lvbhIjLmhvdHNlc3Npb24udjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHlCLlosaG90c3ZjL2NsaWVudHMvZ28vaG90c2Vzc2lvbi92MTtob3RzZXNzaW9udjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_empty, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Describes the message hotsession.v1.PromptRequest.
@@ -31,186 +31,319 @@ export const OpenSessionSchema = /*@__PURE__*/
   messageDesc(file_hotsession_v1_hotsession, 1);
 
 /**
+ * Describes the message hotsession.v1.SessionOptions.
+ * Use `create(SessionOptionsSchema)` to create a new message.
+ */
+export const SessionOptionsSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 2);
+
+/**
  * Describes the message hotsession.v1.UserTurn.
  * Use `create(UserTurnSchema)` to create a new message.
  */
 export const UserTurnSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 2);
+  messageDesc(file_hotsession_v1_hotsession, 3);
+
+/**
+ * Describes the message hotsession.v1.PermissionDecision.
+ * Use `create(PermissionDecisionSchema)` to create a new message.
+ */
+export const PermissionDecisionSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 4);
+
+/**
+ * Describes the message hotsession.v1.ControlRequest.
+ * Use `create(ControlRequestSchema)` to create a new message.
+ */
+export const ControlRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 5);
 
 /**
  * Describes the message hotsession.v1.Interrupt.
  * Use `create(InterruptSchema)` to create a new message.
  */
 export const InterruptSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 3);
+  messageDesc(file_hotsession_v1_hotsession, 6);
 
 /**
  * Describes the message hotsession.v1.PromptResponse.
  * Use `create(PromptResponseSchema)` to create a new message.
  */
 export const PromptResponseSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 4);
+  messageDesc(file_hotsession_v1_hotsession, 7);
+
+/**
+ * Describes the message hotsession.v1.PermissionRequest.
+ * Use `create(PermissionRequestSchema)` to create a new message.
+ */
+export const PermissionRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 8);
+
+/**
+ * Describes the message hotsession.v1.ControlResult.
+ * Use `create(ControlResultSchema)` to create a new message.
+ */
+export const ControlResultSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 9);
+
+/**
+ * Describes the message hotsession.v1.StreamError.
+ * Use `create(StreamErrorSchema)` to create a new message.
+ */
+export const StreamErrorSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 10);
 
 /**
  * Describes the message hotsession.v1.SessionOpened.
  * Use `create(SessionOpenedSchema)` to create a new message.
  */
 export const SessionOpenedSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 5);
+  messageDesc(file_hotsession_v1_hotsession, 11);
 
 /**
  * Describes the message hotsession.v1.Heartbeat.
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 6);
+  messageDesc(file_hotsession_v1_hotsession, 12);
 
 /**
  * Describes the message hotsession.v1.GoAway.
  * Use `create(GoAwaySchema)` to create a new message.
  */
 export const GoAwaySchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 7);
+  messageDesc(file_hotsession_v1_hotsession, 13);
 
 /**
  * Describes the message hotsession.v1.TurnStarted.
  * Use `create(TurnStartedSchema)` to create a new message.
  */
 export const TurnStartedSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 8);
+  messageDesc(file_hotsession_v1_hotsession, 14);
 
 /**
  * Describes the message hotsession.v1.TextDelta.
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 9);
+  messageDesc(file_hotsession_v1_hotsession, 15);
 
 /**
  * Describes the message hotsession.v1.AssistantMessage.
  * Use `create(AssistantMessageSchema)` to create a new message.
  */
 export const AssistantMessageSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 10);
+  messageDesc(file_hotsession_v1_hotsession, 16);
 
 /**
  * Describes the message hotsession.v1.ContentBlock.
  * Use `create(ContentBlockSchema)` to create a new message.
  */
 export const ContentBlockSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 11);
+  messageDesc(file_hotsession_v1_hotsession, 17);
+
+/**
+ * Describes the message hotsession.v1.ToolResultBlock.
+ * Use `create(ToolResultBlockSchema)` to create a new message.
+ */
+export const ToolResultBlockSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 18);
+
+/**
+ * Describes the message hotsession.v1.ImageBlock.
+ * Use `create(ImageBlockSchema)` to create a new message.
+ */
+export const ImageBlockSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 19);
+
+/**
+ * Describes the message hotsession.v1.DocumentBlock.
+ * Use `create(DocumentBlockSchema)` to create a new message.
+ */
+export const DocumentBlockSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 20);
 
 /**
  * Describes the message hotsession.v1.TextBlock.
  * Use `create(TextBlockSchema)` to create a new message.
  */
 export const TextBlockSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 12);
+  messageDesc(file_hotsession_v1_hotsession, 21);
 
 /**
  * Describes the message hotsession.v1.ThinkingBlock.
  * Use `create(ThinkingBlockSchema)` to create a new message.
  */
 export const ThinkingBlockSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 13);
+  messageDesc(file_hotsession_v1_hotsession, 22);
 
 /**
  * Describes the message hotsession.v1.ToolUseBlock.
  * Use `create(ToolUseBlockSchema)` to create a new message.
  */
 export const ToolUseBlockSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 14);
+  messageDesc(file_hotsession_v1_hotsession, 23);
 
 /**
  * Describes the message hotsession.v1.ToolResult.
  * Use `create(ToolResultSchema)` to create a new message.
  */
 export const ToolResultSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 15);
+  messageDesc(file_hotsession_v1_hotsession, 24);
 
 /**
  * Describes the message hotsession.v1.Progress.
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 16);
+  messageDesc(file_hotsession_v1_hotsession, 25);
 
 /**
  * Describes the message hotsession.v1.StatusUpdate.
  * Use `create(StatusUpdateSchema)` to create a new message.
  */
 export const StatusUpdateSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 17);
+  messageDesc(file_hotsession_v1_hotsession, 26);
 
 /**
  * Describes the message hotsession.v1.ApiRetry.
  * Use `create(ApiRetrySchema)` to create a new message.
  */
 export const ApiRetrySchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 18);
+  messageDesc(file_hotsession_v1_hotsession, 27);
 
 /**
  * Describes the message hotsession.v1.TurnResult.
  * Use `create(TurnResultSchema)` to create a new message.
  */
 export const TurnResultSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 19);
+  messageDesc(file_hotsession_v1_hotsession, 28);
 
 /**
  * Describes the message hotsession.v1.Usage.
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 20);
+  messageDesc(file_hotsession_v1_hotsession, 29);
 
 /**
  * Describes the message hotsession.v1.PoolStatusRequest.
  * Use `create(PoolStatusRequestSchema)` to create a new message.
  */
 export const PoolStatusRequestSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 21);
+  messageDesc(file_hotsession_v1_hotsession, 30);
 
 /**
  * Describes the message hotsession.v1.PoolStatusResponse.
  * Use `create(PoolStatusResponseSchema)` to create a new message.
  */
 export const PoolStatusResponseSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 22);
+  messageDesc(file_hotsession_v1_hotsession, 31);
 
 /**
  * Describes the message hotsession.v1.SpawnStats.
  * Use `create(SpawnStatsSchema)` to create a new message.
  */
 export const SpawnStatsSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 23);
+  messageDesc(file_hotsession_v1_hotsession, 32);
 
 /**
  * Describes the message hotsession.v1.ProfilePool.
  * Use `create(ProfilePoolSchema)` to create a new message.
  */
 export const ProfilePoolSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 24);
+  messageDesc(file_hotsession_v1_hotsession, 33);
 
 /**
  * Describes the message hotsession.v1.SessionInfo.
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 25);
+  messageDesc(file_hotsession_v1_hotsession, 34);
 
 /**
  * Describes the message hotsession.v1.CloseSessionRequest.
  * Use `create(CloseSessionRequestSchema)` to create a new message.
  */
 export const CloseSessionRequestSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 26);
+  messageDesc(file_hotsession_v1_hotsession, 35);
+
+/**
+ * Describes the message hotsession.v1.AskRequest.
+ * Use `create(AskRequestSchema)` to create a new message.
+ */
+export const AskRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 36);
+
+/**
+ * Describes the message hotsession.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 37);
+
+/**
+ * Describes the message hotsession.v1.GetSessionRequest.
+ * Use `create(GetSessionRequestSchema)` to create a new message.
+ */
+export const GetSessionRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 38);
+
+/**
+ * Describes the message hotsession.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 39);
+
+/**
+ * Describes the message hotsession.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 40);
+
+/**
+ * Describes the message hotsession.v1.GetSessionMessagesRequest.
+ * Use `create(GetSessionMessagesRequestSchema)` to create a new message.
+ */
+export const GetSessionMessagesRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 41);
+
+/**
+ * Describes the message hotsession.v1.GetSessionMessagesResponse.
+ * Use `create(GetSessionMessagesResponseSchema)` to create a new message.
+ */
+export const GetSessionMessagesResponseSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 42);
+
+/**
+ * Describes the message hotsession.v1.SessionMessage.
+ * Use `create(SessionMessageSchema)` to create a new message.
+ */
+export const SessionMessageSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 43);
+
+/**
+ * Describes the message hotsession.v1.ForkSessionRequest.
+ * Use `create(ForkSessionRequestSchema)` to create a new message.
+ */
+export const ForkSessionRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 44);
+
+/**
+ * Describes the message hotsession.v1.DeleteSessionRequest.
+ * Use `create(DeleteSessionRequestSchema)` to create a new message.
+ */
+export const DeleteSessionRequestSchema = /*@__PURE__*/
+  messageDesc(file_hotsession_v1_hotsession, 45);
 
 /**
  * Describes the message hotsession.v1.CloseSessionResponse.
  * Use `create(CloseSessionResponseSchema)` to create a new message.
  */
 export const CloseSessionResponseSchema = /*@__PURE__*/
-  messageDesc(file_hotsession_v1_hotsession, 27);
+  messageDesc(file_hotsession_v1_hotsession, 46);
 
 /**
  * Describes the enum hotsession.v1.SessionStart.
@@ -239,6 +372,20 @@ export const SessionStateSchema = /*@__PURE__*/
  */
 export const SessionState = /*@__PURE__*/
   tsEnum(SessionStateSchema);
+
+/**
+ * Describes the enum hotsession.v1.MessageRole.
+ */
+export const MessageRoleSchema = /*@__PURE__*/
+  enumDesc(file_hotsession_v1_hotsession, 2);
+
+/**
+ * MessageRole is who said it.
+ *
+ * @generated from enum hotsession.v1.MessageRole
+ */
+export const MessageRole = /*@__PURE__*/
+  tsEnum(MessageRoleSchema);
 
 /**
  * HotSession serves conversations with Claude Code over hot (already running) processes.
