@@ -130,6 +130,11 @@ class ServiceConfig:
         "before RESOURCE_EXHAUSTED",
         above=0,
     )
+    open_timeout: float = setting(
+        30.0,
+        "a Prompt stream must send its `open` within this many seconds, else DEADLINE_EXCEEDED",
+        above=0,
+    )
     max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf import struct_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.attachment import GoAway, Heartbeat
+from hotsvc.attachment import GoAway, Heartbeat, Rejected
 from hotsvc.claude import protocol
-from hotsvc.errors import InvalidRequest
+from hotsvc.errors import InvalidRequest, ServiceError
+from hotsvc.grpc.status import code_of
 from hotsvc.manager import OpenRequest
 from hotsvc.snapshot import Opened, SessionState, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
@@ -26,6 +29,16 @@ STATE = {
 }
 
 
+# The longest caller-chosen identifiers: each is repeated on many events or stored.
+MAX_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    text: str
+    turn_id: str
+
+
 def open_request(first: pb.PromptRequest | None) -> OpenRequest:
     """The `open` a Prompt stream must start with."""
     if first is None or first.WhichOneof("request") != "open":
@@ -34,7 +47,32 @@ def open_request(first: pb.PromptRequest | None) -> OpenRequest:
             "open{} for a new session or open{session_id} to re-attach",
             field="open",
         )
+    check_length("open.profile", first.open.profile)
     return OpenRequest(session_id=first.open.session_id, profile=first.open.profile)
+
+
+def turn_request(turn: pb.UserTurn, max_chars: int) -> TurnRequest:
+    check_length("turn.turn_id", turn.turn_id)
+    if not turn.text.strip():
+        raise InvalidRequest("turn.text is empty: send the prompt text", field="turn.text")
+    if len(turn.text) > max_chars:
+        raise InvalidRequest(
+            f"turn.text has {len(turn.text)} characters, over the limit of {max_chars}; "
+            "split the prompt or raise --max-turn-chars",
+            field="turn.text",
+            metadata={"length": len(turn.text), "limit": max_chars},
+        )
+    return TurnRequest(turn.text, turn.turn_id)
+
+
+def check_length(field: str, value: str, limit: int = MAX_ID_CHARS) -> None:
+    if len(value) > limit:
+        raise InvalidRequest(
+            f"{field} has {len(value)} characters, over the limit of {limit}: use a shorter "
+            "identifier",
+            field=field,
+            metadata={"length": len(value), "limit": limit},
+        )
 
 
 def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
@@ -93,11 +131,26 @@ def event_response(
         case GoAway(time_left=time_left, reason=reason):
             response.go_away.reason = reason
             response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
+        case Rejected(error=error):
+            response.error.CopyFrom(stream_error(error))
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
         response.raw_json = event.line
     return response
+
+
+def stream_error(error: ServiceError) -> pb.StreamError:
+    """A refusal as an event, with what the RPC error's details would carry."""
+    message = pb.StreamError(
+        code=code_of(error).value[0],
+        message=error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+    if error.retry_after is not None:
+        message.retry_delay.FromNanoseconds(int(error.retry_after * 1e9))
+    return message
 
 
 def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessage) -> None:
