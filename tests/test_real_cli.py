@@ -224,3 +224,26 @@ async def test_tool_turn_runs_bash_and_quotes_its_output(
     result = events[-1].result
     assert (result.text, result.is_error) == ('Bash tool said: "hi"', False)
     assert result.num_turns == 2
+
+
+async def test_a_huge_reply_fits_a_client_with_default_limits(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    # 1,000,000 three-byte characters, echoed: with raw_json this was a 6 MB event.
+    _, env = local_model
+    live = await start_real(start_service, env)
+    async with grpc.aio.insecure_channel(live.address) as channel:  # 4 MiB receive limit
+        talk = Conversation(pb_grpc.HotSessionStub(channel))
+        await talk.open(include_raw_json=True)
+        text = "€" * 1_000_000
+        events = await talk.turn(f"echo {text}")
+    assert all(e.ByteSize() <= 4 * 1024 * 1024 for e in events)
+    result = events[-1].result
+    assert (result.is_error, result.text) == (False, f"echo: {text}")
+    assert "".join(deltas(events)) == f"echo: {text}"
+    assert len(deltas(events)) > 1  # split
+    (assistant,) = [e for e in events if e.HasField("assistant")]
+    assert assistant.raw_json_truncated and assistant.raw_json == ""
+    assert assistant.assistant.content[0].text.text == f"echo: {text}"
+    small = [e for e in events if e.HasField("turn_started") or e.HasField("progress")]
+    assert all(e.raw_json or e.HasField("turn_started") for e in small)
