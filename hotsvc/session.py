@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # How long an interrupt may take to end a turn before the watchdog kills the process.
 INTERRUPT_TIMEOUT_SECONDS = 3.0
 KILL_TIMEOUT_SECONDS = 2.0
+# Control request subtypes from the CLI that hotsvc refused, each logged once.
+_REFUSED_SUBTYPES: set[str] = set()
 
 
 # Told how a wait for a process is getting on (e.g. a place in the queue for a slot).
@@ -280,17 +282,29 @@ class Session:
         """Answer the CLI's own questions so it never waits on us forever."""
         if request.subtype == "can_use_tool":
             tool = request.request.get("tool_name", "?")
-            response = {
-                "behavior": "deny",
-                "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
-                "session's profile (allowed_tools or permission_mode) instead",
-            }
+            answer = protocol.control_success(
+                request.request_id,
+                {
+                    "behavior": "deny",
+                    "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
+                    "session's profile (allowed_tools or permission_mode) instead",
+                },
+            )
         else:
-            response = {}
-            log.warning("session %s: unanswerable control request %r", self.id, request.subtype)
+            # An empty success would count as a real answer (to a dialog, say): refuse.
+            answer = protocol.control_error(
+                request.request_id, f"hotsvc does not handle {request.subtype!r} requests"
+            )
+            if request.subtype not in _REFUSED_SUBTYPES:
+                _REFUSED_SUBTYPES.add(request.subtype)
+                log.info(
+                    "refusing Claude Code's %r control requests (first in session %s)",
+                    request.subtype,
+                    self.id,
+                )
         # If the process is gone, its exit shows up as ProcessExited anyway.
         with contextlib.suppress(ProcessGone):
-            await process.send(protocol.control_success(request.request_id, response))
+            await process.send(answer)
 
     # -- the process ---------------------------------------------------------------
 

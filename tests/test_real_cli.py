@@ -7,6 +7,9 @@ local scripted model (hotsvc.localmodel); nothing here is skipped: without the b
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
 from hotsvc.settings import DEFAULT_PROFILE, Profile
-from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService
+from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService, eventually
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]
 
@@ -247,3 +250,37 @@ async def test_a_huge_reply_fits_a_client_with_default_limits(
     assert assistant.assistant.content[0].text.text == f"echo: {text}"
     small = [e for e in events if e.HasField("turn_started") or e.HasField("progress")]
     assert all(e.raw_json or e.HasField("turn_started") for e in small)
+
+
+@pytest.mark.parametrize(
+    ("retention_days", "kept"), [(0, True), (30, False)], ids=["never", "30-days"]
+)
+async def test_transcripts_are_kept_for_the_retention_period(
+    start_service: StartService, local_model: LocalModel, retention_days: int, kept: bool
+) -> None:
+    # Claude Code deletes transcripts older than its cleanupPeriodDays (30 by default) once
+    # a day, ~5 s after a first turn, and then writes .last-cleanup.
+    _, env = local_model
+    config_dir = Path(env["CLAUDE_CONFIG_DIR"])
+    old = config_dir / "projects" / "-srv-old-project" / f"{uuid.uuid4()}.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"type":"user"}\n')
+    forty_days_ago = time.time() - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))
+
+    live = await start_real(start_service, env, transcript_retention_days=retention_days)
+    talk = Conversation(live.stub)
+    await talk.open()
+    assert (await talk.ask("Remember 42")).text == "OK"
+
+    async def cleaned_up() -> bool:
+        return (config_dir / ".last-cleanup").exists()
+
+    await eventually(cleaned_up, "Claude Code ran its transcript cleanup")
+    if not kept:  # the sweep may still be deleting when it writes .last-cleanup
+
+        async def deleted() -> bool:
+            return not old.exists()
+
+        await eventually(deleted, "the 40-day-old transcript was deleted")
+    assert old.exists() == kept
