@@ -50,12 +50,10 @@ class Checks:
             await asyncio.sleep(0.1)
         if busy:
             self.fail("turns still running or streams attached 10 s after every client ended")
-        if unknown - self.figures.leaked:
+        if new := unknown - self.figures.leaked:
             self.fail(
                 "processes PoolStatus does not know of: "
-                + ", ".join(
-                    f"{pid} ({session_of(pid)})" for pid in sorted(unknown - self.figures.leaked)
-                )
+                + ", ".join(f"{pid} ({session_of(pid)})" for pid in sorted(new))
             )
             self.figures.leaked |= unknown
         return rss_mb(self.server.pid)

@@ -207,6 +207,7 @@ class Clients:
         profile: str,
     ) -> tuple[Call | None, pb.SessionOpened | None]:
         """Open or re-attach, waiting out refusals a retry can cure (as RetryInfo says)."""
+        which = session_id or "a new session"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             call = self.stub.Prompt(None, timeout=180)
@@ -225,8 +226,7 @@ class Clients:
                 self.figures.refusals[reason or error.code().name] += 1
                 if reason not in RETRIED:
                     self.fail(
-                        f"open of {session_id or 'a new session'} refused: "
-                        f"{error.code().name} {reason} {error.details()}"
+                        f"open of {which} refused: {error.code().name} {reason} {error.details()}"
                     )
                     return None, None
                 if reason not in REASONS:
@@ -238,7 +238,7 @@ class Clients:
             self.fail(f"open answered {response!r}")
             call.cancel()
             return None, None
-        self.fail(f"could not open {session_id or 'a new session'} within 60 s")
+        self.fail(f"could not open {which} within 60 s")
         return None, None
 
     async def close(self, session_id: str) -> None:

@@ -17,7 +17,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 from hotsvc_tools.soak.checks import Checks, judge, no_survivors
 from hotsvc_tools.soak.client import Clients
 from hotsvc_tools.soak.figures import Figures, Options
-from hotsvc_tools.soak.procfs import descendants, rss_mb
+from hotsvc_tools.soak.procfs import descendants, rss_mb, total_rss_mb
 from hotsvc_tools.soak.server import Server, wait_serving
 
 
@@ -63,7 +63,7 @@ async def _drive(options: Options, server: Server, figures: Figures) -> None:
         sampler.cancel()
         figures.spawn_stats = await checks.spawn_summary()
         figures.service_final_mb = rss_mb(server.pid)
-        figures.children_final_mb = sum(rss_mb(p) for p in descendants(server.pid))
+        figures.children_final_mb = total_rss_mb(descendants(server.pid))
         await channel.close(grace=None)
 
 

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hotsvc_tools.soak.figures import Figures, Options
-from hotsvc_tools.soak.procfs import descendants, rss_mb
+from hotsvc_tools.soak.procfs import cmdline, descendants, rss_mb, total_rss_mb
 
 
 class Server:
@@ -88,9 +88,7 @@ class Server:
         children = descendants(self.pid)
         self.seen |= children
         figures.children_peak = max(figures.children_peak, len(children))
-        figures.children_peak_mb = max(
-            figures.children_peak_mb, sum(rss_mb(pid) for pid in children)
-        )
+        figures.children_peak_mb = max(figures.children_peak_mb, total_rss_mb(children))
         figures.service_peak_mb = max(figures.service_peak_mb, rss_mb(self.pid))
         return children
 
@@ -119,12 +117,7 @@ class Server:
 
     def started(self, pid: int) -> bool:
         """Still the stand-in CLI (not an unrelated process that got a recycled pid)."""
-        try:
-            return self.emulator in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
-                errors="replace"
-            )
-        except OSError:
-            return False
+        return any(self.emulator in arg for arg in cmdline(pid))
 
 
 async def wait_serving(channel: grpc.aio.Channel) -> None:
