@@ -167,6 +167,14 @@ class ServiceConfig:
         group="session lifecycle",
         above=0,
     )
+    tool_timeout: float = setting(
+        1800.0,
+        "while a tool runs (a tool_use without its tool_result), a turn may be silent "
+        "this long before it is interrupted, then killed; meanwhile `tool_running` progress "
+        "events come every heartbeat interval",
+        group="session lifecycle",
+        above=0,
+    )
     heartbeat_interval: float = setting(
         30.0,
         "seconds of silence before a `heartbeat` event, for proxies with idle timeouts",

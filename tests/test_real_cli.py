@@ -284,3 +284,48 @@ async def test_transcripts_are_kept_for_the_retention_period(
 
         await eventually(deleted, "the 40-day-old transcript was deleted")
     assert old.exists() == kept
+
+
+async def test_a_quiet_tool_is_not_a_hang(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    # A tool step silent for longer than the inactivity timeout (a build, a test run) gets
+    # --tool-timeout instead, and progress meanwhile.
+    _, env = local_model
+    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",))
+    live = await start_real(
+        start_service,
+        env,
+        profiles={DEFAULT_PROFILE: profile},
+        turn_inactivity_timeout=1.0,
+        heartbeat_interval=0.4,
+    )
+    talk = Conversation(live.stub)
+    await talk.open()
+    events = await talk.turn("run tool: sleep 2.5 && echo done")
+    result = events[-1].result
+    assert (result.is_error, result.text) == (False, 'Bash tool said: "done"')
+    subtypes = [e.progress.subtype for e in events if e.HasField("progress")]
+    assert "tool_running" in subtypes and "watchdog" not in subtypes
+    running = next(e for e in events if e.progress.subtype == "tool_running")
+    assert running.progress.status.status.startswith("Bash running, quiet for ")
+
+
+async def test_a_tool_past_the_tool_timeout_is_stopped(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    _, env = local_model
+    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",))
+    live = await start_real(
+        start_service,
+        env,
+        profiles={DEFAULT_PROFILE: profile},
+        turn_inactivity_timeout=1.0,
+        tool_timeout=1.0,
+    )
+    talk = Conversation(live.stub)
+    await talk.open()
+    events = await talk.turn("run tool: sleep 30 && echo late")  # (a bare sleep is refused)
+    assert any(e.progress.subtype == "watchdog" for e in events)
+    assert events[-1].result.is_error
+    assert (await talk.ask("Remember 7")).text == "OK"  # the session goes on
