@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
            golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
 
-.PHONY: setup run test proto docs lint bench soak clean
+.PHONY: setup run test proto docs lint bench soak pressure clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.installed node_modules/.package-lock.json \
@@ -60,6 +60,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m hotsvc_tools.bench
+
+# The pressure suite at full size (the suite runs it small); prints the figures for
+# docs/benchmarks.md.
+pressure: setup
+	HOTSVC_PRESSURE=full $(BIN)/pytest -q -s tests/test_pressure.py
 
 # Many sessions and turns with injected faults; prints leaks, lost results, memory.
 soak: setup

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
+from hotsvc.containment import Cage, Containment
 from hotsvc.errors import SpawnFailed
 from hotsvc.registry import Registry
 from hotsvc.settings import Profile, ServiceConfig
@@ -40,9 +41,10 @@ class SpawnStats:
 
 
 class Launcher:
-    def __init__(self, config: ServiceConfig, registry: Registry) -> None:
+    def __init__(self, config: ServiceConfig, registry: Registry, containment: Containment) -> None:
         self._config = config
         self._registry = registry
+        self._containment = containment
         self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
         self._processes: set[ClaudeProcess] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -56,6 +58,7 @@ class Launcher:
             await self._stopped.wait()
             for process in self._processes:
                 process.kill()
+        self._containment.reap(keep=set())
 
     def stop(self) -> None:
         self._stopped.set()
@@ -100,32 +103,40 @@ class Launcher:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
-        argv = launch.argv(self._config, profile, session_id, resume)
+        cage = self._containment.cage()
+        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume))
         try:
             process = await ClaudeProcess.spawn(
                 argv,
                 session_id=session_id,
-                env=launch.environment(self._config.env, profile),
+                env={**launch.environment(self._config.env, profile), **cage.env},
                 cwd=profile.cwd or None,
                 line_limit=self._config.max_line_bytes,
             )
         except OSError as exc:
+            cage.remove()
             slot.release()
+            command = self._config.claude_cmd[0]
             raise SpawnFailed(
-                f"cannot start Claude Code ({argv[0]}): {exc}; check --claude-cmd / "
+                f"cannot start Claude Code ({command}): {exc}; check --claude-cmd / "
                 "HOTSVC_CLAUDE_CMD and the profile's cwd",
-                metadata={"profile": profile.name, "command": argv[0]},
+                metadata={"profile": profile.name, "command": command},
             ) from exc
+        cage.pid = process.pid
         self._processes.add(process)
         self._registry.process_started(process.pid)
-        self._tasks.create_task(self._own(process, slot), name=f"claude-{process.pid}")
+        self._tasks.create_task(self._own(process, slot, cage), name=f"claude-{process.pid}")
         return process
 
-    async def _own(self, process: ClaudeProcess, slot: Slot) -> None:
+    async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage) -> None:
         try:
             await process.run()
         finally:
+            # Tools the CLI started live in process groups of their own: none outlives it.
+            cage.kill()
             self._processes.discard(process)
+            self._containment.reap(keep={p.pid for p in self._processes})
+            cage.remove()
             self._registry.process_ended(process.pid)
             slot.release()
 

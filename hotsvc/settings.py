@@ -139,6 +139,13 @@ class ServiceConfig:
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
+    containment: str = setting(
+        "auto",
+        "how every process a child starts is ended with it: `cgroup` (a cgroup v2 per "
+        "child, under the service's own), `tree` (the process tree, hotsvc as subreaper), "
+        "`auto`: cgroup where the service may create cgroups, else tree",
+        choices=("auto", "cgroup", "tree"),
+    )
     idle_timeout: float = setting(
         0.0,
         "end an unattached idle session's process after this many seconds; it resumes "

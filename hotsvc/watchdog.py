@@ -38,15 +38,20 @@ class Watchdog:
         self._config = config
         self._interrupt = interrupt
         self._tools: dict[str, str] = {}  # running tool_use id -> tool name
+        self._tools_changed: asyncio.Future[None] | None = None  # wakes watch() to re-plan
 
     def observe(self, event: Event) -> None:
         """Keep track of the tools running in the turn (called for each of its events)."""
+        running = bool(self._tools)
         if isinstance(event, AssistantMessage):
             for block in event.content:
                 if isinstance(block, ToolUseBlock):
                     self._tools[block.id] = block.name
         elif isinstance(event, ToolResult):
             self._tools.pop(event.tool_use_id, None)
+        changed = self._tools_changed
+        if bool(self._tools) != running and changed is not None and not changed.done():
+            changed.set_result(None)
 
     async def watch(
         self, process: ClaudeProcess, ended: asyncio.Future[Ending], emit: Emit
@@ -65,8 +70,11 @@ class Watchdog:
             wait = quiet_since + limit - now
             if self._tools:
                 wait = min(wait, max(0.0, next_progress - now))
-            done, _ = await asyncio.wait((ended,), timeout=wait)
-            if done:
+            self._tools_changed = asyncio.get_running_loop().create_future()
+            await asyncio.wait(
+                (ended, self._tools_changed), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            if ended.done():
                 return ended.result()
             if self._tools and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + interval

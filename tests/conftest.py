@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,9 @@ class Conversation:
         assert response.WhichOneof("event") == "opened", response
         return response.opened
 
+    async def send_turn(self, text: str, turn_id: str = "") -> None:
+        await self.send(pb.PromptRequest(turn=pb.UserTurn(text=text, turn_id=turn_id)))
+
     async def send(self, request: pb.PromptRequest) -> None:
         await self.call.write(request)
 
@@ -213,6 +217,9 @@ class ServerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.args = ["--listen", "127.0.0.1:0", "--claude-cmd", " ".join(EMULATOR_CMD), *args]
+        if "--data-dir" not in args:  # never the default under the current directory
+            self._data = tempfile.TemporaryDirectory(prefix="hotsvc-data-")
+            self.args += ["--data-dir", self._data.name]
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
@@ -229,6 +236,10 @@ class ServerProcess:
         async with grpc.aio.insecure_channel(self.address) as channel:
             await wait_serving(channel)
         return self
+
+    def stub(self) -> pb_grpc.HotSessionAsyncStub:
+        """A stub on a channel that lives as long as this test's event loop."""
+        return pb_grpc.HotSessionStub(grpc.aio.insecure_channel(self.address))
 
     async def __aexit__(self, *exc: object) -> None:
         if self.proc and self.proc.returncode is None:

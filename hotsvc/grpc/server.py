@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.capacity import Capacity
+from hotsvc.containment import Containment
 from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
 from hotsvc.launcher import Launcher
@@ -42,7 +43,10 @@ class Service:
         self.config = config
         data_dir = config.data_dir
         self.registry = Registry(data_dir / "registry.sqlite3" if data_dir else None)
-        self.launcher = Launcher(config, self.registry)
+        self.containment = Containment(
+            str(data_dir.resolve()) if data_dir else "", config.containment
+        )
+        self.launcher = Launcher(config, self.registry, self.containment)
         self.manager = SessionManager(
             config, self.registry, self.launcher, Capacity(config.max_sessions)
         )
@@ -95,8 +99,8 @@ class Service:
     async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
-                if swept := self.registry.sweep_orphans():
-                    log.warning("ended %d Claude Code processes left by a previous run", swept)
+                if swept := self.registry.sweep_orphans() + self.containment.sweep():
+                    log.warning("ended %d processes left by a previous run", swept)
                 tasks.create_task(self.launcher.run(), name="launcher")
                 manager_started = asyncio.Event()
                 tasks.create_task(self.manager.run(manager_started), name="sessions")
@@ -109,6 +113,7 @@ class Service:
                 ready.cancel()
                 await self._shutdown()
         finally:
+            self.containment.close()
             self.registry.close()
         log.info("hotsvc stopped")
 
