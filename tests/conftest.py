@@ -21,6 +21,7 @@ from hotsvc.grpc.server import Service
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
+from tests.postgres import Cluster
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
@@ -86,7 +87,7 @@ def make_config(
     profiles = overrides.pop("profiles", None) or {
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)
     }
-    overrides.setdefault("data_dir", None)  # the registry in memory unless a test asks
+    overrides.setdefault("data_dir", None)  # the store in memory unless a test asks
     return ServiceConfig(
         listen="127.0.0.1:0",
         claude_cmd=claude_cmd,
@@ -134,6 +135,23 @@ async def wait_serving(channel: grpc.aio.Channel) -> None:
             watch.cancel()
             return
     raise AssertionError("health watch ended before SERVING")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL for the whole run; each test takes its own database."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """The URL of a new, empty database (`--store` takes it as is)."""
+    return postgres_cluster.create_database()
 
 
 @pytest.fixture
