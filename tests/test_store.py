@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,6 @@ from hotsvc.claude.protocol import Usage
 from hotsvc.errors import SessionNotFound
 from hotsvc.store import (
     SessionRecord,
-    SessionStore,
     StoredState,
     TranscriptCopy,
     TranscriptGap,
@@ -23,33 +22,7 @@ from hotsvc.store import (
     open_store,
     process_start_time,
 )
-from tests.conftest import pid_alive
-
-OpenStore = Callable[..., Awaitable[SessionStore]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:{tmp_path / 'data' / 'registry.sqlite3'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-async def stores(url: str) -> AsyncIterator[OpenStore]:
-    """Opens stores on one database, like replicas (or restarts) sharing it."""
-    opened: list[SessionStore] = []
-
-    async def connect(replica_id: str = "replica-a", lease_seconds: float = 15.0) -> SessionStore:
-        store = open_store(url, replica_id, lease_seconds)
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield connect
-    for store in opened:
-        await store.close()
-
+from tests.conftest import OpenStore, pid_alive
 
 StandIn = Callable[..., "subprocess.Popen[bytes]"]
 
