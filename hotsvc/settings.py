@@ -120,12 +120,12 @@ class ServiceConfig:
     )
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
-        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config"
+        Path(".hotsvc"), "the default session store's SQLite file and the local model's CLI config"
     )
     store: str = setting(
         "",
         "the session store: `sqlite:PATH` (one host) or `postgresql://USER@HOST/DB` (shared "
-        "by a fleet; the password from PGPASSWORD or ~/.pgpass, never in the URL)",
+        "by a fleet; a password is best in PGPASSWORD or ~/.pgpass, not the URL)",
         shown_default="`sqlite:<data-dir>/registry.sqlite3`",
     )
     replica_id: str = setting(
@@ -321,8 +321,8 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def clip_url(url: str) -> str:
-    """The scheme and host part of a URL only: what follows may hold a password."""
-    return url.split("@", 1)[-1][:40] if "@" in url else url[:40]
+    """A URL's scheme only: the rest may hold a password."""
+    return url.split(":", 1)[0][:20] + ":..."
 
 
 def _check(name: str, spec: Spec, value: Any) -> None:
