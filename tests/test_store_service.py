@@ -23,8 +23,9 @@ async def test_real_cli_on_postgresql_survives_a_restart(
     tmp_path: Path, local_model: LocalModel, postgres_url: str
 ) -> None:
     _, env = local_model
-    args = ("--pool-size", "0", "--claude-cmd", str(REAL_CLAUDE), "--store", postgres_url)
-    args += ("--replica-id", "replica-a")  # the same replica restarted: its leases are its own
+    # The same replica restarted (--replica-id): the leases it held are its own again.
+    args = ["--pool-size", "0", "--claude-cmd", str(REAL_CLAUDE), "--store", postgres_url]
+    args += ["--replica-id", "replica-a"]
     async with (
         ServerProcess(*args, "--data-dir", str(tmp_path / "first"), env=env) as server,
         grpc.aio.insecure_channel(server.address) as channel,
