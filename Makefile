@@ -12,7 +12,7 @@ GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
 # tests/postgres.py) for the session store's tests.
 TEST_DEB_PKGS := postgresql
 
-.PHONY: setup run test proto lint bench soak clean test-deb-pkgs
+.PHONY: setup run test proto docs lint bench soak clean test-deb-pkgs
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.installed node_modules/.package-lock.json \
@@ -57,6 +57,10 @@ proto: setup
 	$(PY) -m hotsvc_tools.codegen
 
 LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
+
+# README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
+docs: setup
+	$(PY) -m hotsvc_tools.readme
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)

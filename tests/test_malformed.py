@@ -4,6 +4,7 @@ answered with a status that names what to fix, on the first request or any later
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -23,14 +24,25 @@ def corrupt(message: pb.PromptRequest) -> bytes:
     return data.replace(PLACEHOLDER.encode(), NOT_UTF8)
 
 
-def raw_prompt(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamCall:
+def raw_prompt(channel: grpc.aio.Channel) -> Any:
     """A Prompt call that writes bytes as they are, as a broken client would."""
     method = channel.stream_stream(
         "/hotsession.v1.HotSession/Prompt",
         request_serializer=lambda data: data,
         response_deserializer=pb.PromptResponse.FromString,
     )
-    return method(timeout=DEADLINE)
+    return method(timeout=DEADLINE)  # type: ignore[call-arg]  # aio's write() form
+
+
+async def drain(
+    call: Any, events: list[pb.PromptResponse] | None = None
+) -> list[pb.PromptResponse]:
+    """Every event until the stream ends, into `events`; raises the stream's error, if any."""
+    events = [] if events is None else events
+    while (response := await call.read()) is not EOF:
+        assert isinstance(response, pb.PromptResponse)
+        events.append(response)
+    return events
 
 
 async def test_invalid_utf8_in_the_first_request_names_the_field(
@@ -62,10 +74,9 @@ async def test_invalid_utf8_later_ends_the_stream_after_the_accepted_turns(
         pb.PromptRequest(turn=pb.UserTurn(text="Remember 5", turn_id="a")).SerializeToString()
     )
     await call.write(corrupt(pb.PromptRequest(turn=pb.UserTurn(text=PLACEHOLDER, turn_id="b"))))
-    events = []
+    events: list[pb.PromptResponse] = []
     with pytest.raises(grpc.aio.AioRpcError) as failed:
-        while (response := await call.read()) is not EOF:
-            events.append(response)
+        await drain(call, events)
     # Never an OK that drops a turn: the accepted one has its result, then the refusal.
     results = [(e.turn_id, e.result.text) for e in events if e.HasField("result")]
     assert results == [("a", "OK")]
@@ -90,7 +101,7 @@ async def test_a_stream_that_never_opens_is_closed_at_the_open_deadline(
     start_service: StartService,
 ) -> None:
     live = await start_service(open_timeout=0.3)
-    silent = [live.stub.Prompt(timeout=DEADLINE) for _ in range(20)]
+    silent = [live.stub.Prompt(timeout=DEADLINE) for _ in range(20)]  # type: ignore[call-arg]
     for call in silent:
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await call.read()
@@ -144,9 +155,7 @@ async def test_turns_past_the_pending_limit_are_refused_and_the_stream_stays(
     for n in range(5):  # two wait behind the running one; three are refused
         await talk.send(pb.PromptRequest(turn=pb.UserTurn(text=f"echo {n}", turn_id=f"q{n}")))
     await talk.call.done_writing()
-    events = []
-    while (response := await talk.call.read()) is not EOF:
-        events.append(response)
+    events = await drain(talk.call)
     refused = [e for e in events if e.HasField("error")]
     assert [e.turn_id for e in refused] == ["q2", "q3", "q4"]
     error = refused[0].error

@@ -82,10 +82,9 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                 reader = tasks.create_task(self._read(requests, attachment))
                 heartbeat = tasks.create_task(attachment.keep_alive())
                 async for turn_id, event in attachment.events():
-                    response = converters.event_response(
+                    for response in converters.responses(
                         event, opened.session_id, turn_id, options.include_raw_json
-                    )
-                    if response is not None:
+                    ):
                         await context.write(response)
                 heartbeat.cancel()
                 reader.cancel()
