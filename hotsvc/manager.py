@@ -40,7 +40,8 @@ from hotsvc.snapshot import (
     Start,
     view_of,
 )
-from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore, TurnRecord
+from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore
+from hotsvc.store.turns import TurnTotals
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class SessionManager:
         # A session's lease is held from its first process until it closes or the
         # service stops; a lost lease kills its process at once (`_lease_lost`).
         self.leases = LeaseKeeper(store, self._lease_lost)
+        self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
         self._pools = {
@@ -289,8 +291,12 @@ class SessionManager:
         return process
 
     async def turn_ended(self, session: Session) -> None:
+        pid = session.process.pid if session.process else 0
+        turn = self._totals.turn(
+            session.id, pid, session.last_result, session.last_active_at, session.turns
+        )
         try:
-            await self._store.touch(session.id, TurnRecord(session.last_active_at, session.turns))
+            await self._store.touch(session.id, turn)
         except StoreUnavailable as exc:  # the next turn's touch records the count again
             log.warning("session %s: turn not recorded in the store: %s", session.id, exc)
         if not session.attached:
@@ -346,6 +352,7 @@ class SessionManager:
             )
         await self._store.forget(session_id)  # first: if the store fails, nothing changed
         await self.leases.release(session_id)
+        self._totals.forget(session_id)
         session = self._sessions.pop(session_id, None)
         if session is None:  # closed by a concurrent CloseSession meanwhile
             return 0

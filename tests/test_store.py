@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsvc.claude.protocol import Usage
+from hotsvc.claude.protocol import Result, Usage
 from hotsvc.errors import SessionNotFound
 from hotsvc.store import (
     SessionRecord,
@@ -22,6 +22,7 @@ from hotsvc.store import (
     open_store,
     process_start_time,
 )
+from hotsvc.store.turns import TurnTotals
 from tests.conftest import OpenStore, pid_alive
 
 StandIn = Callable[..., "subprocess.Popen[bytes]"]
@@ -242,3 +243,17 @@ async def test_replicas_starting_together_migrate_once(stores: OpenStore) -> Non
     await replicas[0].save(record("s-1"))
     for replica in replicas:
         assert [r.id for r in await replica.sessions()] == ["s-1"]
+
+
+def test_a_turns_cost_is_what_its_process_spent_since_its_last_result() -> None:
+    totals = TurnTotals()
+
+    def cost(pid: int, reported: float) -> float:
+        result = Result("", False, "success", usage=Usage(1, 1), total_cost_usd=reported)
+        return totals.turn("s-1", pid, result, 1.0, 1).cost_usd
+
+    assert cost(100, 0.01) == pytest.approx(0.01)
+    assert cost(100, 0.03) == pytest.approx(0.02)  # cumulative per process
+    assert cost(100, 0.0) == 0.0  # hotsvc's own error result
+    assert cost(100, 0.04) == pytest.approx(0.01)
+    assert cost(200, 0.02) == pytest.approx(0.02)  # resumed in a new process: from zero

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import grpc
+import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
@@ -32,7 +33,8 @@ async def test_real_cli_on_postgresql_survives_a_restart(
     ):
         talk = Conversation(pb_grpc.HotSessionStub(channel))
         session_id = (await talk.open()).session_id
-        assert (await talk.ask("Remember 42")).text == "OK"
+        first = await talk.ask("Remember 42")
+        assert first.text == "OK"
         assert server.proc is not None
         server.proc.send_signal(signal.SIGKILL)  # no clean shutdown: the lease stays
         async with asyncio.timeout(DEADLINE):
@@ -48,7 +50,8 @@ async def test_real_cli_on_postgresql_survives_a_restart(
         assert (row.session_id, row.state, row.turns) == (session_id, pb.SESSION_STATE_STOPPED, 1)
         again = Conversation(stub)
         assert (await again.open(session_id=session_id)).start == pb.SESSION_START_RESUMED
-        assert (await again.ask("What number?")).text == "42"
+        second = await again.ask("What number?")
+        assert second.text == "42"
         assert await again.finish() == grpc.StatusCode.OK
 
         store = open_store(postgres_url, "observer", 15.0)
@@ -56,6 +59,10 @@ async def test_real_cli_on_postgresql_survives_a_restart(
         try:
             stored = await store.get(session_id)
             assert stored is not None and stored.turns == 2
+            # Usage and cost totals over both processes (each reports its own running cost).
+            assert stored.usage.input_tokens == sum(r.usage.input_tokens for r in (first, second))
+            assert stored.usage.input_tokens > 0
+            assert stored.cost_usd == pytest.approx(first.total_cost_usd + second.total_cost_usd)
             lease = await store.lease(session_id)
             assert lease is not None and lease.replica_id == "replica-a"
         finally:

@@ -85,8 +85,8 @@ class LeaseKeeper:
         asked = time.monotonic()
         try:
             kept = await self._store.renew_leases(session_ids)
-        except ServiceError as exc:
-            log.warning("could not renew %d leases: %s", len(session_ids), exc)
+        except Exception as exc:  # the database is away (StoreUnavailable), or worse
+            log.warning("could not renew %d leases: %r", len(session_ids), exc)
             overdue = [s for s in session_ids if self._deadlines.get(s, asked) <= asked]
             self._lose(overdue, "its lease could not be renewed in time")
             return

@@ -107,7 +107,7 @@ class PostgresStore(SessionStore):
         try:
             async with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             raise StoreUnavailable(
                 f"the session store {self.describe()} failed: {exc}; retry shortly"
             ) from exc
