@@ -8,11 +8,20 @@ PY     := $(BIN)/python
 GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
            golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
 
-.PHONY: setup run test proto docs lint bench soak pressure clean
+# Debian packages the test suite starts: PostgreSQL (a throwaway cluster per test run,
+# tests/postgres.py) for the session store's tests.
+TEST_DEB_PKGS := postgresql
+
+.PHONY: setup run test proto docs lint bench soak pressure clean test-deb-pkgs
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.installed node_modules/.package-lock.json \
-       clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt
+       clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt \
+       test-deb-pkgs
+
+test-deb-pkgs:
+	@dpkg -s $(TEST_DEB_PKGS) >/dev/null 2>&1 || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(TEST_DEB_PKGS); }
 
 # tools/ is the dev-only hotsvc-tools (hotsvc-emulator, bench, soak, codegen), installed
 # in the same command so its `hotsvc` dependency resolves to this checkout.

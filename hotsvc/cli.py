@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from hotsvc import settings
+from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.settings import ConfigError, ServiceConfig
 
@@ -64,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except StoreUnavailable as exc:  # at start: a wrong --store or a database down
+            raise SystemExit(f"hotsvc: {exc}") from None
 
 
 if __name__ == "__main__":

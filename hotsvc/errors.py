@@ -84,6 +84,21 @@ class OpenTimeout(ServiceError):
     reason = "OPEN_TIMEOUT"
 
 
+class StoreUnavailable(ServiceError):
+    """The session store (`--store`) cannot be reached or answered with an error."""
+
+    reason = "STORE_UNAVAILABLE"
+    retry_after = 1.0  # a database restart or a network blip passes
+
+
+class HeldElsewhere(ServiceError):
+    """Another live replica holds the session's lease; `replicaId` in the metadata names
+    it, so a misrouted caller can retry through the load balancer."""
+
+    reason = "SESSION_HELD_ELSEWHERE"
+    retry_after = 1.0  # the balancer routes to the holder, or its lease expires
+
+
 class Internal(ServiceError):
     """A bug: the message names an incident id to find in the service's log, nothing more."""
 

@@ -1,7 +1,7 @@
 """Starting Claude Code processes, and owning each one until it has exited.
 
 Every process runs its reader under the launcher's TaskGroup and holds a capacity Slot
-until it is gone; the registry records it meanwhile, so a service killed without cleaning
+until it is gone; the store records it meanwhile, so a service killed without cleaning
 up can end its orphans at the next start.
 """
 
@@ -18,9 +18,9 @@ from hotsvc.capacity import Slot
 from hotsvc.claude import launch
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
 from hotsvc.containment import Cage, Containment
-from hotsvc.errors import SpawnFailed
-from hotsvc.registry import Registry
+from hotsvc.errors import ServiceError, SpawnFailed
 from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,11 @@ class SpawnStats:
 
 
 class Launcher:
-    def __init__(self, config: ServiceConfig, registry: Registry, containment: Containment) -> None:
+    def __init__(
+        self, config: ServiceConfig, store: SessionStore, containment: Containment
+    ) -> None:
         self._config = config
-        self._registry = registry
+        self._store = store
         self._containment = containment
         self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
         self._processes: set[ClaudeProcess] = set()
@@ -124,8 +126,11 @@ class Launcher:
             ) from exc
         cage.pid = process.pid
         self._processes.add(process)
-        self._registry.process_started(process.pid)
         self._tasks.create_task(self._own(process, slot, cage), name=f"claude-{process.pid}")
+        try:
+            await self._store.process_started(process.pid)
+        except ServiceError as exc:  # the process runs on; only a crash would orphan it
+            log.warning("pid %d not recorded for the orphan sweep: %s", process.pid, exc)
         return process
 
     async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage) -> None:
@@ -137,8 +142,11 @@ class Launcher:
             self._processes.discard(process)
             self._containment.reap(keep={p.pid for p in self._processes})
             cage.remove()
-            self._registry.process_ended(process.pid)
             slot.release()
+            try:
+                await self._store.process_ended(process.pid)
+            except ServiceError as exc:  # the next start's sweep drops the row
+                log.warning("pid %d's end not recorded: %s", process.pid, exc)
 
     async def _prime(self, process: ClaudeProcess) -> None:
         """Have the CLI finish its start-up work now, not on the session's first turn.

@@ -25,11 +25,11 @@ from hotsvc.errors import (
     SessionBusy,
     SessionClosed,
     SessionNotFound,
+    StoreUnavailable,
     clip,
 )
 from hotsvc.launcher import Launcher
 from hotsvc.pool import WarmPool
-from hotsvc.registry import Registry, SessionRecord
 from hotsvc.session import OnProgress, Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import (
@@ -40,6 +40,8 @@ from hotsvc.snapshot import (
     Start,
     view_of,
 )
+from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore
+from hotsvc.store.turns import TurnTotals
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,14 @@ def check_session_id(session_id: str) -> None:
 
 class SessionManager:
     def __init__(
-        self, config: ServiceConfig, registry: Registry, launcher: Launcher, capacity: Capacity
+        self, config: ServiceConfig, store: SessionStore, launcher: Launcher, capacity: Capacity
     ) -> None:
         self.config = config
-        self._registry = registry
+        self._store = store
+        # A session's lease is held from its first process until it closes or the
+        # service stops; a lost lease kills its process at once (`_lease_lost`).
+        self.leases = LeaseKeeper(store, self._lease_lost)
+        self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
         self._pools = {
@@ -88,14 +94,15 @@ class SessionManager:
     # -- running -------------------------------------------------------------------
 
     async def run(self, started: asyncio.Event) -> None:
-        """Own the pools', sessions' and idle reaper's tasks until stop()."""
+        """Own the pools', sessions', lease renewal's and idle reaper's tasks until stop()."""
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
-            self._restore_sessions()
+            await self._restore_sessions()
             self._pool_tasks = [
                 tasks.create_task(pool.run(), name=f"pool-{name}")
                 for name, pool in self._pools.items()
             ]
+            self._pool_tasks.append(tasks.create_task(self.leases.run(), name="leases"))
             if self.config.idle_timeout > 0:
                 self._pool_tasks.append(tasks.create_task(self._reap_idle(), name="reaper"))
             started.set()
@@ -103,8 +110,8 @@ class SessionManager:
             for task in [*self._pool_tasks, *self._session_tasks.values()]:
                 task.cancel()
 
-    def _restore_sessions(self) -> None:
-        for record in self._registry.sessions():
+    async def _restore_sessions(self) -> None:
+        for record in await self._store.sessions():
             profile = self.config.profile(record.profile)
             if profile is None:
                 log.warning(
@@ -232,18 +239,24 @@ class SessionManager:
             owner=owner,
             first_turn_done=first_turn_done,
         )
-        self._add(session)
-        self._registry.save(
-            SessionRecord(
-                session.id,
-                profile.name,
-                owner,
-                profile.cwd,
-                session.created_at,
-                session.last_active_at,
-                0,
+        try:
+            await self._store.save(
+                SessionRecord(
+                    session.id,
+                    profile.name,
+                    owner,
+                    profile.cwd,
+                    session.created_at,
+                    session.last_active_at,
+                    model=profile.model,
+                )
             )
-        )
+            await self.leases.acquire(session.id)
+        except BaseException:
+            first_turn_done.set()
+            process.retire()
+            raise
+        self._add(session)
         log.info(
             "session %s opened %s (pid %d, profile %s)",
             session.id,
@@ -269,6 +282,7 @@ class SessionManager:
     ) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
         self._refuse_if_draining()
+        await self.leases.acquire(session.id)  # no two replicas run one conversation
         slot = await self._slot(progress)
         process = await self._launcher.spawn(
             session.profile, slot, session_id=session.id, resume=session.turns > 0
@@ -276,10 +290,25 @@ class SessionManager:
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
 
-    def turn_ended(self, session: Session) -> None:
-        self._registry.touch(session.id, session.last_active_at, session.turns)
+    async def turn_ended(self, session: Session) -> None:
+        pid = session.process.pid if session.process else 0
+        turn = self._totals.turn(
+            session.id, pid, session.last_result, session.last_active_at, session.turns
+        )
+        try:
+            await self._store.touch(session.id, turn)
+        except StoreUnavailable as exc:  # the next turn's touch records the count again
+            log.warning("session %s: turn not recorded in the store: %s", session.id, exc)
         if not session.attached:
             self._capacity.changed()  # idle and unattached: evictable for a waiting open
+
+    def _lease_lost(self, session_id: str) -> None:
+        """Another replica may run this session now: end its process here at once."""
+        session = self._sessions.get(session_id)
+        process = session.release_process() if session is not None else None
+        if process is not None:
+            log.warning("session %s: lease lost, killing pid %d", session_id, process.pid)
+            process.kill()
 
     # -- making room ---------------------------------------------------------------
 
@@ -317,12 +346,16 @@ class SessionManager:
 
     async def close_session(self, session_id: str) -> int:
         check_session_id(session_id)
-        session = self._sessions.pop(session_id, None)
-        if session is None:
+        if session_id not in self._sessions:
             raise SessionNotFound(
                 f"no session {session_id}; nothing to close", metadata={"sessionId": session_id}
             )
-        self._registry.forget(session_id)
+        await self._store.forget(session_id)  # first: if the store fails, nothing changed
+        await self.leases.release(session_id)
+        self._totals.forget(session_id)
+        session = self._sessions.pop(session_id, None)
+        if session is None:  # closed by a concurrent CloseSession meanwhile
+            return 0
         exit_code = await session.close()
         await session.idle()  # queued turns end with `session_closed` results
         self._session_tasks.pop(session_id).cancel()

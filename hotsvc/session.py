@@ -46,7 +46,7 @@ class ProcessSource(Protocol):
         self, session: Session, progress: OnProgress | None = None
     ) -> ClaudeProcess: ...
 
-    def turn_ended(self, session: Session) -> None: ...
+    async def turn_ended(self, session: Session) -> None: ...
 
 
 class Session:
@@ -170,7 +170,7 @@ class Session:
         turn.finish(result)
         self.first_turn_done.set()
         self.last_active_at = time.time()
-        self._source.turn_ended(self)
+        await self._source.turn_ended(self)
         if reason := self._recycle_reason():
             log.info("session %s: recycling its process (%s)", self.id, reason)
             await self.stop()

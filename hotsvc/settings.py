@@ -19,6 +19,7 @@ from typing import Any
 
 DEFAULT_PROFILE = "default"
 ENV_PREFIX = "HOTSVC_"
+STORE_SCHEMES = ("sqlite:", "postgresql://", "postgres://")
 
 
 class ConfigError(Exception):
@@ -119,7 +120,24 @@ class ServiceConfig:
     )
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
-        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config"
+        Path(".hotsvc"), "the default session store's SQLite file and the local model's CLI config"
+    )
+    store: str = setting(
+        "",
+        "the session store: `sqlite:PATH` (one host) or `postgresql://USER@HOST/DB` (shared "
+        "by a fleet; a password is best in PGPASSWORD or ~/.pgpass, not the URL)",
+        shown_default="`sqlite:<data-dir>/registry.sqlite3`",
+    )
+    replica_id: str = setting(
+        "",
+        "this replica's name in a shared store: leases and child processes are per replica",
+        shown_default="host name`:`port",
+    )
+    lease_seconds: float = setting(
+        15.0,
+        "a replica holds each session it runs for this long, renewed meanwhile; a replica "
+        "gone this long has its sessions taken over",
+        above=0,
     )
     max_sessions: int = setting(
         0, "cap on live processes, warm ones included; 0 = no cap", minimum=0
@@ -320,6 +338,11 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
     profile_values["extra_args"] = tuple(profile_values["extra_args"])
     default = Profile(**profile_values)
     service = {f.name: values[f.name] for f, _, _ in _specs(ServiceConfig)}
+    if service["store"] and not service["store"].startswith(STORE_SCHEMES):
+        raise ConfigError(
+            f"--store {clip_url(service['store'])!r} is not a store URL; use sqlite:PATH or "
+            "postgresql://USER@HOST/DATABASE"
+        )
     if not service["claude_cmd"]:
         raise ConfigError("--claude-cmd is empty; give the Claude Code command, e.g. 'claude'")
     config = ServiceConfig(**service)
@@ -327,6 +350,11 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
         load_profiles(config.config, default) if config.config else {DEFAULT_PROFILE: default}
     )
     return replace(config, profiles=profiles)
+
+
+def clip_url(url: str) -> str:
+    """A URL's scheme only: the rest may hold a password."""
+    return url.split(":", 1)[0][:20] + ":..."
 
 
 def _check(name: str, spec: Spec, value: Any) -> None:

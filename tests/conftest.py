@@ -22,6 +22,8 @@ from hotsvc.grpc.server import Service
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
+from hotsvc.store import SessionStore, open_store
+from tests.postgres import Cluster
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
@@ -87,7 +89,7 @@ def make_config(
     profiles = overrides.pop("profiles", None) or {
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)
     }
-    overrides.setdefault("data_dir", None)  # the registry in memory unless a test asks
+    overrides.setdefault("data_dir", None)  # the store in memory unless a test asks
     return ServiceConfig(
         listen="127.0.0.1:0",
         claude_cmd=claude_cmd,
@@ -135,6 +137,50 @@ async def wait_serving(channel: grpc.aio.Channel) -> None:
             watch.cancel()
             return
     raise AssertionError("health watch ended before SERVING")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL for the whole run; each test takes its own database."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """The URL of a new, empty database (`--store` takes it as is)."""
+    return postgres_cluster.create_database()
+
+
+OpenStore = Callable[..., Awaitable[SessionStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new store location: each test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'data' / 'registry.sqlite3'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def stores(store_url: str) -> AsyncIterator[OpenStore]:
+    """Opens stores on one database, like replicas (or restarts) sharing it."""
+    opened: list[SessionStore] = []
+
+    async def connect(replica_id: str = "replica-a", lease_seconds: float = 15.0) -> SessionStore:
+        store = open_store(store_url, replica_id, lease_seconds)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield connect
+    for store in opened:
+        await store.close()
 
 
 @pytest.fixture

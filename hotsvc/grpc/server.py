@@ -1,4 +1,4 @@
-"""The service assembled: registry, launcher, sessions and the gRPC server, in that order.
+"""The service assembled: store, launcher, sessions and the gRPC server, in that order.
 
 Start-up runs top to bottom in `_run`; shutdown runs the steps in `_shutdown` in order,
 each one even when an earlier one failed, and reports every failure together.
@@ -22,8 +22,8 @@ from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
 from hotsvc.launcher import Launcher
 from hotsvc.manager import SessionManager
-from hotsvc.registry import Registry
 from hotsvc.settings import ServiceConfig
+from hotsvc.store import default_replica_id, open_store, store_url
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,24 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
+        self.server = grpc.aio.server()
+        self.port = self.server.add_insecure_port(config.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {config.listen}")
+        self.store = open_store(
+            store_url(config.store, config.data_dir),
+            config.replica_id or default_replica_id(self.port),
+            config.lease_seconds,
+        )
         data_dir = config.data_dir
-        self.registry = Registry(data_dir / "registry.sqlite3" if data_dir else None)
         self.containment = Containment(
             str(data_dir.resolve()) if data_dir else "", config.containment
         )
-        self.launcher = Launcher(config, self.registry, self.containment)
+        self.launcher = Launcher(config, self.store, self.containment)
         self.manager = SessionManager(
-            config, self.registry, self.launcher, Capacity(config.max_sessions)
+            config, self.store, self.launcher, Capacity(config.max_sessions)
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
-        self.server = grpc.aio.server()
         add_servicer(
             HotSessionServicer(self.manager),
             pb.DESCRIPTOR.services_by_name["HotSession"],
@@ -61,9 +68,6 @@ class Service:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(config.listen)
-        if not self.port:
-            raise OSError(f"cannot listen on {config.listen}")
         self._started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,9 +101,11 @@ class Service:
             await self._task
 
     async def _run(self) -> None:
+        await self.store.open()
+        log.info("session store %s (replica %s)", self.store.describe(), self.store.replica_id)
         try:
             async with asyncio.TaskGroup() as tasks:
-                if swept := self.registry.sweep_orphans() + self.containment.sweep():
+                if swept := await self.store.sweep_orphans() + self.containment.sweep():
                     log.warning("ended %d processes left by a previous run", swept)
                 tasks.create_task(self.launcher.run(), name="launcher")
                 manager_started = asyncio.Event()
@@ -114,7 +120,7 @@ class Service:
                 await self._shutdown()
         finally:
             self.containment.close()
-            self.registry.close()
+            await self.store.close()
         log.info("hotsvc stopped")
 
     async def _serve_when_ready(self) -> None:
@@ -134,6 +140,7 @@ class Service:
             ("stop the gRPC server", lambda: self.server.stop(grace=1.0)),
             ("end sessions and pools", self.manager.stop),
             ("end leftover processes", _call(self.launcher.stop)),
+            ("release leases", self.manager.leases.release_all),
         ]
         failures: list[str] = []
         for name, step in steps:

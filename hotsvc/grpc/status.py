@@ -46,6 +46,8 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Draining: grpc.StatusCode.UNAVAILABLE,
     errors.SpawnFailed: grpc.StatusCode.UNAVAILABLE,
+    errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.HeldElsewhere: grpc.StatusCode.UNAVAILABLE,
     errors.SessionClosed: grpc.StatusCode.ABORTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
     errors.OpenTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,

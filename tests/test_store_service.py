@@ -1,0 +1,94 @@
+"""hotsvc on a PostgreSQL store: sessions outlive the service's host files, and a second
+replica sharing the store does not run a session the first one holds."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+from hotsession.v1 import hotsession_pb2 as pb
+from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
+
+from hotsvc.localmodel import LocalModelServer
+from hotsvc.store import open_store
+from tests.conftest import DEADLINE, REAL_CLAUDE, Conversation, ServerProcess, StartService
+from tests.test_bad_input import refused_open
+
+LocalModel = tuple[LocalModelServer, dict[str, str]]
+
+
+async def test_real_cli_on_postgresql_survives_a_restart(
+    tmp_path: Path, local_model: LocalModel, postgres_url: str
+) -> None:
+    _, env = local_model
+    # The same replica restarted (--replica-id): the leases it held are its own again.
+    args = ["--pool-size", "0", "--claude-cmd", str(REAL_CLAUDE), "--store", postgres_url]
+    args += ["--replica-id", "replica-a"]
+    async with (
+        ServerProcess(*args, "--data-dir", str(tmp_path / "first"), env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        talk = Conversation(pb_grpc.HotSessionStub(channel))
+        session_id = (await talk.open()).session_id
+        first = await talk.ask("Remember 42")
+        assert first.text == "OK"
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGKILL)  # no clean shutdown: the lease stays
+        async with asyncio.timeout(DEADLINE):
+            await server.proc.wait()
+
+    # Another data directory: all the new run knows comes from PostgreSQL.
+    async with (
+        ServerProcess(*args, "--data-dir", str(tmp_path / "second"), env=env) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        stub = pb_grpc.HotSessionStub(channel)
+        (row,) = (await stub.PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)).sessions
+        assert (row.session_id, row.state, row.turns) == (session_id, pb.SESSION_STATE_STOPPED, 1)
+        again = Conversation(stub)
+        assert (await again.open(session_id=session_id)).start == pb.SESSION_START_RESUMED
+        second = await again.ask("What number?")
+        assert second.text == "42"
+        assert await again.finish() == grpc.StatusCode.OK
+
+        store = open_store(postgres_url, "observer", 15.0)
+        await store.open()
+        try:
+            stored = await store.get(session_id)
+            assert stored is not None and stored.turns == 2
+            # Usage and cost totals over both processes (each reports its own running cost).
+            assert stored.usage.input_tokens == sum(r.usage.input_tokens for r in (first, second))
+            assert stored.usage.input_tokens > 0
+            assert stored.cost_usd == pytest.approx(first.total_cost_usd + second.total_cost_usd)
+            lease = await store.lease(session_id)
+            assert lease is not None and lease.replica_id == "replica-a"
+        finally:
+            await store.close()
+    assert not (tmp_path / "second" / "registry.sqlite3").exists()
+
+
+async def test_a_second_replica_refuses_a_session_the_first_holds(
+    start_service: StartService, postgres_url: str
+) -> None:
+    first = await start_service(store=postgres_url, replica_id="replica-a")
+    talk = Conversation(first.stub)
+    session_id = (await talk.open()).session_id
+    assert (await talk.ask("Remember 7")).text == "OK"
+    assert await talk.finish() == grpc.StatusCode.OK
+
+    second = await start_service(store=postgres_url, replica_id="replica-b")
+    refused = await refused_open(Conversation(second.stub), session_id=session_id)
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "SESSION_HELD_ELSEWHERE",
+    )
+    assert refused.metadata["replicaId"] == "replica-a"
+    assert refused.retry_delay is not None
+
+    await first.service.stop()  # a clean stop releases its leases: the session moves at once
+    moved = Conversation(second.stub)
+    assert (await moved.open(session_id=session_id)).start == pb.SESSION_START_RESUMED
+    assert (await moved.ask("What number?")).text == "7"
