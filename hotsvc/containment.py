@@ -80,7 +80,8 @@ class Containment:
         self._root = _cgroup_root() if mechanism != "tree" else None
         self._base: Path | None = None
         if self._root is not None:
-            base = self._root / f"hotsvc-{self.scope}" / self.instance
+            # One directory per Containment: tests run several services in one process.
+            base = self._root / f"hotsvc-{self.scope}" / f"{self.instance}-{uuid4().hex[:8]}"
             try:
                 base.mkdir(parents=True, exist_ok=True)
                 self._base = base
@@ -189,8 +190,9 @@ def _dead(instances: Iterator[Path]) -> Iterator[Path]:
 
 
 def _alive(instance: str) -> bool:
-    """Whether the service instance "PID-STARTMS" still runs."""
-    pid, _, started = instance.partition("-")
+    """Whether the service instance "PID-STARTMS[-NONCE]" still runs."""
+    pid, _, rest = instance.partition("-")
+    started = rest.partition("-")[0]
     try:
         return int(psutil.Process(int(pid)).create_time() * 1000) == int(started)
     except (psutil.Error, ValueError):
