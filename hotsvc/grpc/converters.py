@@ -5,9 +5,10 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.attachment import GoAway, Heartbeat
+from hotsvc.attachment import GoAway, Heartbeat, Rejected
 from hotsvc.claude import protocol
-from hotsvc.errors import InvalidRequest
+from hotsvc.errors import InvalidRequest, ServiceError
+from hotsvc.grpc.status import code_of
 from hotsvc.manager import OpenRequest
 from hotsvc.snapshot import Opened, SessionState, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
@@ -93,11 +94,26 @@ def event_response(
         case GoAway(time_left=time_left, reason=reason):
             response.go_away.reason = reason
             response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
+        case Rejected(error=error):
+            response.error.CopyFrom(stream_error(error))
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
         response.raw_json = event.line
     return response
+
+
+def stream_error(error: ServiceError) -> pb.StreamError:
+    """A refusal that leaves the stream open: what the RPC error would have said."""
+    message = pb.StreamError(
+        code=code_of(error).value[0],
+        message=error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+    if error.retry_after is not None:
+        message.retry_delay.FromNanoseconds(int(error.retry_after * 1e9))
+    return message
 
 
 def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessage) -> None:
@@ -142,10 +158,9 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
 
 
 def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
-    live = snapshot.live_sessions
     response = pb.PoolStatusResponse(
-        active_sessions=live,
-        stopped_sessions=len(snapshot.sessions) - live,
+        active_sessions=snapshot.live_sessions,
+        stopped_sessions=snapshot.stopped_sessions,
         max_sessions=snapshot.max_sessions,
         spawn_stats=_spawn_stats(snapshot.spawns),
         draining=snapshot.draining,
@@ -171,6 +186,7 @@ def _fill_session(row: pb.SessionInfo, session: SessionView, now: float) -> None
     row.turns = session.turns
     row.profile = session.profile
     row.attached = session.attached
+    row.owner = session.owner
     row.age.FromNanoseconds(int((now - session.created_at) * 1e9))
     row.last_active_time.FromNanoseconds(int(session.last_active_at * 1e9))
 
