@@ -269,6 +269,30 @@ def refusal(error: grpc.aio.AioRpcError) -> Refusal:
     )
 
 
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def hotsvc_token(path: Path, principal: str, admin: bool = False) -> str:
+    """A token made the way an operator makes one: `hotsvc token`."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "hotsvc"),
+        "token",
+        principal,
+        *(["--admin"] if admin else []),
+        "--file",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
 class ServerProcess:
     """`hotsvc serve` as a real subprocess, on an ephemeral port."""
 

@@ -56,7 +56,7 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
-        self.ca_path = directory / f"{name.replace(' ', '-')}.pem"
+        self.ca_path = directory / "ca.pem"
         self.ca_path.write_bytes(self._cert.public_bytes(PEM))
 
     @property

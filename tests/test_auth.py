@@ -33,35 +33,15 @@ from tests.conftest import (
     REAL_CLAUDE,
     Conversation,
     Live,
+    Metadata,
     ServerProcess,
     StartService,
+    bearer,
     eventually,
+    hotsvc_token,
     refusal,
 )
 from tests.pki import Authority, key_pem, public_pem
-
-Metadata = tuple[tuple[str, str], ...]
-
-
-def bearer(token: str) -> Metadata:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def hotsvc_token(path: Path, principal: str, admin: bool = False) -> str:
-    """A token made the way an operator makes one: `hotsvc token`."""
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "hotsvc"),
-        "token",
-        principal,
-        *(["--admin"] if admin else []),
-        "--file",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip()
 
 
 async def pool_status(stub: pb_grpc.HotSessionAsyncStub, metadata: Metadata) -> Any:

@@ -4,6 +4,9 @@ Prompt is a coroutine handler that writes with `context.write`, not an async gen
 its request reader and heartbeat run in a TaskGroup that the handler's own task owns, so
 when the RPC ends, for whatever reason, they end with it and the session is detached at
 once rather than whenever a suspended generator is finalized.
+
+Every RPC runs as the principal AuthInterceptor established (`current_principal()`), which
+goes to the domain as a value: ownership and quotas are decided there.
 """
 
 from __future__ import annotations
