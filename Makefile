@@ -8,7 +8,7 @@ PY     := $(BIN)/python
 GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
            golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
 
-.PHONY: setup run test proto lint bench soak clean
+.PHONY: setup run test proto docs lint bench soak clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.installed node_modules/.package-lock.json \
@@ -48,6 +48,10 @@ proto: setup
 	$(PY) -m hotsvc_tools.codegen
 
 LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
+
+# README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
+docs: setup
+	$(PY) -m hotsvc_tools.readme
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)

@@ -15,13 +15,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from hotsession.v1 import hotsession_pb2 as pb
-from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.auth.tokens import TokenFileError
 from hotsvc.capacity import Capacity
 from hotsvc.grpc.auth import AuthInterceptor, server_credentials
+from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
 from hotsvc.launcher import Launcher
 from hotsvc.layout import check_layout
@@ -59,7 +59,11 @@ class Service:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
         self.interceptor = AuthInterceptor(self.authenticator, self.audit)
         self.server = grpc.aio.server(interceptors=[self.interceptor])
-        pb_grpc.add_HotSessionServicer_to_server(HotSessionServicer(self.manager), self.server)
+        add_servicer(
+            HotSessionServicer(self.manager),
+            pb.DESCRIPTOR.services_by_name["HotSession"],
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

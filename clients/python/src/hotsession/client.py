@@ -272,6 +272,10 @@ class Session:
                 self._forget(turn)
 
 
+# The largest response hotsvc sends (it splits or cuts events to stay under it).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
 class HotSessionClient:
     """A connection to hotsvc. Give it an address, or a grpc.aio channel it will not close.
 
@@ -289,11 +293,13 @@ class HotSessionClient:
         options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
         if isinstance(target, str):
+            # hotsvc keeps every response under 4 MiB; say so rather than rely on a default.
+            limits = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
             if tls is False:
-                self._channel = aio.insecure_channel(target, options=list(options))
+                self._channel = aio.insecure_channel(target, options=[*limits, *options])
             else:
                 credentials = grpc.ssl_channel_credentials() if tls is True else tls
-                self._channel = aio.secure_channel(target, credentials, options=list(options))
+                self._channel = aio.secure_channel(target, credentials, options=[*limits, *options])
             self._owns_channel = True
         else:
             self._channel = target
