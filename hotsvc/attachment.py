@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from hotsvc.claude.protocol import Event, Result
 from hotsvc.errors import ServiceError
+from hotsvc.principal import Principal
+from hotsvc.quota import Quotas
 from hotsvc.session import Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.turn import Turn, TurnState
@@ -98,9 +100,18 @@ class Outbox:
 
 
 class Attachment:
-    def __init__(self, session: Session, config: ServiceConfig, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        config: ServiceConfig,
+        alive: Callable[[], bool],
+        principal: Principal,
+        quotas: Quotas,
+    ) -> None:
         self.session = session
         self.alive = alive  # is the attaching RPC still there?
+        self.principal = principal  # who attached: its turns count against its quota
+        self._quotas = quotas
         self._config = config
         self._outbox = Outbox(OUTBOX_EVENTS)
         self._turns: list[Turn] = []  # sent on this stream and not yet finished
@@ -116,8 +127,15 @@ class Attachment:
     # -- what the caller sends -----------------------------------------------------
 
     def submit(self, text: str, turn_id: str) -> Turn:
+        """Queue a turn; QuotaExceeded past the principal's turn rate, CapacityExhausted
+        past the session's pending limit (neither ends the stream)."""
         turn = Turn(text, turn_id, self)
-        self.session.submit(turn)
+        self._quotas.take_turn(self.principal)
+        try:
+            self.session.submit(turn)
+        except BaseException:
+            self._quotas.give_back_turn(self.principal)
+            raise
         self._turns.append(turn)
         self._last_sent = turn
         return turn

@@ -1,4 +1,5 @@
-"""`hotsvc serve`: the flags come from hotsvc.settings, environment variables their defaults."""
+"""`hotsvc serve`: the flags come from hotsvc.settings, environment variables their defaults.
+`hotsvc token`: a new bearer token for `--auth-tokens`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hotsvc import settings
 from hotsvc.errors import StoreUnavailable
@@ -23,7 +25,32 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC service")
     settings.add_arguments(serve, environ)
+    token = commands.add_parser(
+        "token",
+        help="make a bearer token: append its digest line to FILE, print the token once",
+    )
+    token.add_argument("principal", help="who the token authenticates, e.g. a team's name")
+    token.add_argument("--admin", action="store_true", help="sees and may close every session")
+    token.add_argument(
+        "--file", type=Path, required=True, help="the --auth-tokens file (created 0600)"
+    )
     return parser
+
+
+def make_token(args: argparse.Namespace) -> None:
+    from hotsvc.auth.tokens import TokenFileError, add_token
+
+    try:
+        token = add_token(args.file, args.principal, args.admin)
+    except (TokenFileError, OSError) as exc:
+        raise SystemExit(f"hotsvc token: {exc}") from None
+    print(token)
+    print(
+        f"hotsvc token: added {args.principal}{' (admin)' if args.admin else ''} to "
+        f"{args.file}; this is the only time the token is shown. Callers send "
+        "`authorization: Bearer TOKEN`; a running hotsvc reads the file again on SIGHUP",
+        file=sys.stderr,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
@@ -39,8 +66,11 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        make_token(args)
+        return
     try:
-        args = build_parser().parse_args(argv)
         config = config_from_args(args)
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
@@ -67,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         try:
             asyncio.run(serve(config))
-        except StoreUnavailable as exc:  # at start: a wrong --store or a database down
+        # At start: a wrong --store or a database down; files or a layout that cannot work.
+        except (StoreUnavailable, ConfigError) as exc:
             raise SystemExit(f"hotsvc: {exc}") from None
 
 

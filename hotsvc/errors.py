@@ -17,7 +17,8 @@ class ServiceError(Exception):
 
     reason: ClassVar[str] = "SERVICE_ERROR"
     # Seconds after which the same request may succeed; None: retrying as is will not help.
-    retry_after: ClassVar[float | None] = None
+    # A kind sets its usual delay; an error that knows better sets its own.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, metadata: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
@@ -76,6 +77,39 @@ class SpawnFailed(ServiceError):
 
     reason = "SPAWN_FAILED"
     retry_after = 2.0  # a start-up that timed out may succeed; a wrong command will not
+
+
+class Unauthenticated(ServiceError):
+    """No credentials, or credentials hotsvc does not accept; the message says how to
+    authenticate, never what the credentials held."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    """The caller may not use this session. The message is the same whether the session
+    exists or not, so it tells nothing about other principals' sessions."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class QuotaExceeded(ServiceError):
+    """The caller's principal is past one of its quotas (a google.rpc.QuotaFailure);
+    other principals are not affected."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        subject: str,
+        retry_after: float,
+        metadata: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        self.subject = subject  # QuotaFailure.Violation.subject, e.g. "principal:alice"
+        self.retry_after = retry_after
 
 
 class OpenTimeout(ServiceError):

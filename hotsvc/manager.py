@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from hotsvc.attachment import Attachment
+from hotsvc.audit import AuditLog
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.errors import (
@@ -24,17 +25,20 @@ from hotsvc.errors import (
     ProfileNotFound,
     SessionBusy,
     SessionClosed,
-    SessionNotFound,
     StoreUnavailable,
     clip,
 )
 from hotsvc.launcher import Launcher
+from hotsvc.ownership import Ownership
 from hotsvc.pool import WarmPool
+from hotsvc.principal import Principal
+from hotsvc.quota import Quotas
 from hotsvc.session import OnProgress, Session
-from hotsvc.settings import ServiceConfig
+from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.snapshot import (
     Opened,
     PoolView,
+    SessionState,
     Snapshot,
     SpawnView,
     Start,
@@ -70,7 +74,12 @@ def check_session_id(session_id: str) -> None:
 
 class SessionManager:
     def __init__(
-        self, config: ServiceConfig, store: SessionStore, launcher: Launcher, capacity: Capacity
+        self,
+        config: ServiceConfig,
+        store: SessionStore,
+        launcher: Launcher,
+        capacity: Capacity,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -80,10 +89,15 @@ class SessionManager:
         self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
+        self._audit = audit or AuditLog(None)
+        self._quotas = Quotas(
+            config.max_sessions_per_principal, config.turns_per_minute_per_principal, self._audit
+        )
         self._pools = {
             name: WarmPool(profile, launcher, capacity) for name, profile in config.profiles.items()
         }
         self._sessions: dict[str, Session] = {}
+        self._ownership = Ownership(self._sessions, self._quotas, self._audit)
         self._tasks: asyncio.TaskGroup | None = None
         self._session_tasks: dict[str, asyncio.Task[None]] = {}
         self._pool_tasks: list[asyncio.Task[None]] = []
@@ -151,23 +165,25 @@ class SessionManager:
     async def attach(
         self,
         request: OpenRequest,
-        owner: str,
+        principal: Principal,
         alive: Callable[[], bool],
         progress: OnProgress | None = None,
     ) -> AsyncIterator[tuple[Attachment, Opened]]:
-        """Open a new session or re-attach to a known one, for the duration of a stream."""
+        """Open a new session or re-attach to one the principal may use, for the duration
+        of a stream. The attachment carries the principal for its turns' quota."""
         self._refuse_if_draining()
         if request.session_id:
-            session = self._attachable(request.session_id)
-            attachment = session.attachment = Attachment(session, self.config, alive)
+            session = self._attachable(request.session_id, principal)
+            attachment = session.attachment = self._attachment(session, principal, alive)
             try:  # claimed before any await: one stream per session
                 start = Start.RESUMED if await session.ensure_process(progress) else Start.ATTACHED
             except BaseException:
                 session.attachment = None
                 raise
+            self._audit.record("session.attached", principal=principal.name, session=session.id)
         else:
-            session, start = await self._open(request.profile, owner, progress)
-            attachment = session.attachment = Attachment(session, self.config, alive)
+            session, start = await self._open(request.profile, principal, progress)
+            attachment = session.attachment = self._attachment(session, principal, alive)
         process = session.process
         opened = Opened(
             session.id,
@@ -193,15 +209,18 @@ class SessionManager:
                 metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"},
             )
 
-    def _attachable(self, session_id: str) -> Session:
-        check_session_id(session_id)
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise SessionNotFound(
-                f"no session {session_id}; it was closed or never "
-                "existed; open a new session with an empty session_id",
-                metadata={"sessionId": session_id},
-            )
+    def _attachment(
+        self, session: Session, principal: Principal, alive: Callable[[], bool]
+    ) -> Attachment:
+        return Attachment(session, self.config, alive, principal, self._quotas)
+
+    def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
+        """The session `principal` names, if it may use it (it opened it, or is an admin);
+        PERMISSION_DENIED otherwise, revealing nothing (see hotsvc.ownership)."""
+        return self._ownership.session_for(session_id, principal, action)
+
+    def _attachable(self, session_id: str, principal: Principal) -> Session:
+        session = self.session_for(session_id, principal, "attach")
         if session.attached:
             raise SessionBusy(
                 f"session {session_id} already has a stream attached; one "
@@ -211,7 +230,7 @@ class SessionManager:
         return session
 
     async def _open(
-        self, profile_name: str, owner: str, progress: OnProgress | None
+        self, profile_name: str, principal: Principal, progress: OnProgress | None
     ) -> tuple[Session, Start]:
         profile = self.config.profile(profile_name)
         if profile is None:
@@ -220,6 +239,16 @@ class SessionManager:
                 f"unknown profile {clip(profile_name)!r}; known profiles: {known}",
                 metadata={"profile": clip(profile_name), "knownProfiles": known},
             )
+        with self._ownership.opening(principal):
+            session, start = await self._start(profile, principal.name, progress)
+        self._audit.record(
+            "session.opened", principal=principal.name, session=session.id, profile=profile.name
+        )
+        return session, start
+
+    async def _start(
+        self, profile: Profile, owner: str, progress: OnProgress | None
+    ) -> tuple[Session, Start]:
         first_turn_done = asyncio.Event()
         process = self._pools[profile.name].take(hold_refill=first_turn_done)
         if process is not None:
@@ -344,18 +373,16 @@ class SessionManager:
 
     # -- closing -------------------------------------------------------------------
 
-    async def close_session(self, session_id: str) -> int:
-        check_session_id(session_id)
-        if session_id not in self._sessions:
-            raise SessionNotFound(
-                f"no session {session_id}; nothing to close", metadata={"sessionId": session_id}
-            )
+    async def close_session(self, session_id: str, principal: Principal) -> int:
+        session = self.session_for(session_id, principal, "close")
         await self._store.forget(session_id)  # first: if the store fails, nothing changed
         await self.leases.release(session_id)
         self._totals.forget(session_id)
-        session = self._sessions.pop(session_id, None)
-        if session is None:  # closed by a concurrent CloseSession meanwhile
+        if self._sessions.pop(session_id, None) is None:  # closed concurrently meanwhile
             return 0
+        self._audit.record(
+            "session.closed", principal=principal.name, session=session_id, owner=session.owner
+        )
         exit_code = await session.close()
         await session.idle()  # queued turns end with `session_closed` results
         self._session_tasks.pop(session_id).cancel()
@@ -400,14 +427,20 @@ class SessionManager:
 
     # -- reporting -----------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, viewer: Principal | None = None) -> Snapshot:
+        """The pools and sessions; with a `viewer`, only the sessions it may use are
+        listed (the counts and pool figures stay service-wide)."""
         stats = self._launcher.stats
+        views = [view_of(s) for s in self._sessions.values()]
+        live = sum(1 for v in views if v.state is not SessionState.STOPPED)
         return Snapshot(
             pools=tuple(
                 PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))
                 for p in self._pools.values()
             ),
-            sessions=tuple(view_of(s) for s in self._sessions.values()),
+            sessions=tuple(v for v in views if viewer is None or viewer.may_use(v.owner)),
+            live_sessions=live,
+            stopped_sessions=len(views) - live,
             spawns=SpawnView(
                 stats.spawned,
                 stats.failed,

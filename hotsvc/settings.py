@@ -9,6 +9,7 @@ internal: not a flag, not in the table.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import tomllib
 import typing
@@ -24,6 +25,15 @@ STORE_SCHEMES = ("sqlite:", "postgresql://", "postgres://")
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says what to fix."""
+
+
+def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """A per-user state directory (XDG Base Directory), never the working directory: the
+    sessions' Claude Code may read whatever lies under the directory it runs in."""
+    state_home = environ.get("XDG_STATE_HOME", "")
+    if not Path(state_home).is_absolute():  # unset, empty or relative: the spec says ignore
+        state_home = str(Path.home() / ".local" / "state")
+    return Path(state_home) / "hotsvc"
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,10 @@ class ServiceConfig:
     )
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
-        Path(".hotsvc"), "the default session store's SQLite file and the local model's CLI config"
+        default_data_dir(),
+        "the default session store's SQLite file, the children's temporary directories and "
+        "the local model's CLI config; must not lie inside a session's working directory",
+        shown_default="`$XDG_STATE_HOME/hotsvc` (else `~/.local/state/hotsvc`)",
     )
     store: str = setting(
         "",
@@ -232,6 +245,60 @@ class ServiceConfig:
         group="session lifecycle",
         minimum=1024,
     )
+    tls_cert: Path | None = setting(
+        None, "PEM certificate (chain) to serve TLS with; needs --tls-key", group="security"
+    )
+    tls_key: Path | None = setting(None, "PEM private key of --tls-cert", group="security")
+    tls_client_ca: Path | None = setting(
+        None,
+        "PEM CA bundle: require client certificates signed by it (mTLS); a verified "
+        "certificate's URI SAN, else DNS SAN, else subject CN is the principal",
+        group="security",
+    )
+    auth_tokens: Path | None = setting(
+        None,
+        "bearer token file, lines `PRINCIPAL SHA256HEX [admin]` (`hotsvc token` adds "
+        "them); read again on SIGHUP",
+        group="security",
+    )
+    jwt_public_key: Path | None = setting(
+        None,
+        "PEM public key (RSA, P-256 or Ed25519) that signs accepted JWT bearer tokens; "
+        "`sub` is the principal",
+        group="security",
+    )
+    jwt_issuer: str = setting("", "the `iss` accepted JWTs carry (required)", group="security")
+    jwt_audience: str = setting("", "the `aud` accepted JWTs carry (required)", group="security")
+    jwt_admin_claim: str = setting(
+        "",
+        "CLAIM=VALUE making a JWT's principal an admin, e.g. `roles=hotsvc-admin` "
+        "(a dotted path reaches nested claims; the claim may be a value, a list or a "
+        "space-separated string)",
+        group="security",
+    )
+    insecure_no_auth: bool = setting(
+        False,
+        "allow listening beyond loopback with no authentication (every caller is `local`)",
+        group="security",
+    )
+    max_sessions_per_principal: int = setting(
+        0,
+        "sessions one principal may hold, live or stopped, until it closes some (0 = no limit)",
+        group="security",
+        minimum=0,
+    )
+    turns_per_minute_per_principal: int = setting(
+        0,
+        "turns one principal may send a minute (a token bucket, bursts up to this); 0 = no limit",
+        group="security",
+        minimum=0,
+    )
+    audit_log: Path | None = setting(
+        None,
+        "append one JSON line per security-relevant event (authentication, sessions "
+        "opened/attached/closed, refusals) to this file; never a token or prompt text",
+        group="security",
+    )
     # Internal: not flags.
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
@@ -265,7 +332,7 @@ def _specs(cls: type) -> Iterator[tuple[Field[Any], Spec, Any]]:
             yield f, f.metadata["spec"], hints[f.name]
 
 
-GROUPS = ("service", "session lifecycle", "default profile")
+GROUPS = ("service", "security", "session lifecycle", "default profile")
 
 
 def _all_specs() -> Iterator[tuple[Field[Any], Spec, Any]]:
@@ -346,6 +413,7 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
     if not service["claude_cmd"]:
         raise ConfigError("--claude-cmd is empty; give the Claude Code command, e.g. 'claude'")
     config = ServiceConfig(**service)
+    _check_pairs(config)
     profiles = (
         load_profiles(config.config, default) if config.config else {DEFAULT_PROFILE: default}
     )
@@ -355,6 +423,14 @@ def from_args(args: argparse.Namespace) -> ServiceConfig:
 def clip_url(url: str) -> str:
     """A URL's scheme only: the rest may hold a password."""
     return url.split(":", 1)[0][:20] + ":..."
+
+
+def _check_pairs(config: ServiceConfig) -> None:
+    """Flags that only make sense together."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        raise ConfigError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
 
 
 def _check(name: str, spec: Spec, value: Any) -> None:

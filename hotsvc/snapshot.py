@@ -47,6 +47,7 @@ class SessionView:
     turns: int
     profile: str
     attached: bool
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +72,12 @@ class SpawnView:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     pools: tuple[PoolView, ...]
-    sessions: tuple[SessionView, ...]
+    sessions: tuple[SessionView, ...]  # the ones the viewer may see
+    live_sessions: int  # service-wide, like the pool figures
+    stopped_sessions: int
     spawns: SpawnView
     max_sessions: int
     draining: bool
-
-    @property
-    def live_sessions(self) -> int:
-        return sum(1 for s in self.sessions if s.state is not SessionState.STOPPED)
 
 
 def view_of(session: Session) -> SessionView:
@@ -103,4 +102,5 @@ def view_of(session: Session) -> SessionView:
         session.turns,
         session.profile.name,
         session.attached,
+        session.owner,
     )

@@ -9,16 +9,20 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psutil
 import pytest
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
+from hotsvc.errors import REASONS
 from hotsvc.grpc.server import Service
+from hotsvc.grpc.status import DOMAIN
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
@@ -104,15 +108,20 @@ StartService = Callable[..., Awaitable[Live]]
 
 @pytest.fixture
 async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
-    """Start hotsvc in this event loop; stopped after the test, and no child may survive."""
+    """Start hotsvc in this event loop; stopped after the test, and no child may survive.
+    `credentials=` makes the fixture's channel a TLS one."""
     started: list[Live] = []
 
     async def start(**kwargs: Any) -> Live:
         env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("child_env", {})}
+        credentials: grpc.ChannelCredentials | None = kwargs.pop("credentials", None)
         service = Service(make_config(child_env=env, **kwargs))
         await service.start()
-        channel = grpc.aio.insecure_channel(
-            service.address, options=[("grpc.max_receive_message_length", -1)]
+        options = [("grpc.max_receive_message_length", -1)]
+        channel = (
+            grpc.aio.secure_channel(service.address, credentials, options)
+            if credentials is not None
+            else grpc.aio.insecure_channel(service.address, options)
         )
         live = Live(service, channel, pb_grpc.HotSessionStub(channel))
         started.append(live)
@@ -258,17 +267,102 @@ class Conversation:
         return await self.call.code()
 
 
+@dataclasses.dataclass
+class Refusal:
+    """A failed call as a client sees it: status, message, and the rich details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str]
+    field: str | None  # from BadRequest
+    retry_delay: float | None  # from RetryInfo, in seconds
+    quota_subjects: list[str]  # from QuotaFailure
+
+
+def refusal(error: grpc.aio.AioRpcError) -> Refusal:
+    # from_call raises if the trailer's code or message differ from the call's own.
+    status = rpc_status.from_call(cast(grpc.Call, error))
+    assert status is not None, f"no google.rpc.Status details on {error!r}"
+    infos: list[Any] = []
+    fields: list[Any] = []
+    delays: list[Any] = []
+    quotas: list[Any] = []
+    for packed in status.details:
+        for kind, found in (
+            (error_details_pb2.ErrorInfo, infos),
+            (error_details_pb2.BadRequest, fields),
+            (error_details_pb2.RetryInfo, delays),
+            (error_details_pb2.QuotaFailure, quotas),
+        ):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                found.append(detail)
+    (info,) = infos
+    assert info.domain == DOMAIN and info.reason in REASONS, info
+    assert len(fields) <= 1 and len(delays) <= 1 and len(quotas) <= 1
+    field = None
+    if fields:
+        (violation,) = fields[0].field_violations
+        assert violation.description == status.message
+        field = violation.field
+    return Refusal(
+        code=error.code(),
+        message=str(error.details()),
+        reason=info.reason,
+        metadata=dict(info.metadata),
+        field=field,
+        retry_delay=delays[0].retry_delay.ToNanoseconds() / 1e9 if delays else None,
+        quota_subjects=[v.subject for q in quotas for v in q.violations],
+    )
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def hotsvc_token(path: Path, principal: str, admin: bool = False) -> str:
+    """A token made the way an operator makes one: `hotsvc token`."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "hotsvc"),
+        "token",
+        principal,
+        *(["--admin"] if admin else []),
+        "--file",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
 class ServerProcess:
     """`hotsvc serve` as a real subprocess, on an ephemeral port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.args = ["--listen", "127.0.0.1:0", "--claude-cmd", " ".join(EMULATOR_CMD), *args]
-        if "--data-dir" not in args:  # never the default under the current directory
-            self._data = tempfile.TemporaryDirectory(prefix="hotsvc-data-")
-            self.args += ["--data-dir", self._data.name]
-        self.env = {**os.environ, **(env or {})}
+        # The default --data-dir is under $XDG_STATE_HOME: a throwaway one, not the user's.
+        self._state = tempfile.TemporaryDirectory(prefix="hotsvc-state-")
+        self.env = {**os.environ, "XDG_STATE_HOME": self._state.name, **(env or {})}
+        self.credentials = credentials  # for TLS: how the health check reaches it
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
+
+    def channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.address)
+        return grpc.aio.secure_channel(self.address, self.credentials)
 
     async def __aenter__(self) -> ServerProcess:
         self.proc = await asyncio.create_subprocess_exec(
@@ -279,7 +373,7 @@ class ServerProcess:
             line = (await self.proc.stdout.readline()).decode()
         assert line.startswith("hotsvc listening on "), f"unexpected first line {line!r}"
         self.address = line.rsplit(" ", 1)[1].strip()
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with self.channel() as channel:
             await wait_serving(channel)
         return self
 
@@ -291,6 +385,7 @@ class ServerProcess:
         if self.proc and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+        self._state.cleanup()
 
     def descendants(self) -> set[int]:
         """Every live process whose ancestry leads to the server (its sessions, by pgid too)."""

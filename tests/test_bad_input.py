@@ -6,67 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
-from grpc_status import rpc_status
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.errors import REASONS
-from hotsvc.grpc.status import DOMAIN
 from hotsvc.settings import DEFAULT_PROFILE, Profile
-from tests.conftest import Conversation, StartService
-
-
-@dataclass
-class Refusal:
-    """A failed call as a client sees it: status, message, and the rich details."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    metadata: dict[str, str]
-    field: str | None  # from BadRequest
-    retry_delay: float | None  # from RetryInfo, in seconds
-
-
-def refusal(error: grpc.aio.AioRpcError) -> Refusal:
-    # from_call raises if the trailer's code or message differ from the call's own.
-    status = rpc_status.from_call(cast(grpc.Call, error))
-    assert status is not None, f"no google.rpc.Status details on {error!r}"
-    infos: list[Any] = []
-    fields: list[Any] = []
-    delays: list[Any] = []
-    for packed in status.details:
-        for kind, found in (
-            (error_details_pb2.ErrorInfo, infos),
-            (error_details_pb2.BadRequest, fields),
-            (error_details_pb2.RetryInfo, delays),
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                packed.Unpack(detail)
-                found.append(detail)
-    (info,) = infos
-    assert info.domain == DOMAIN and info.reason in REASONS, info
-    assert len(fields) <= 1 and len(delays) <= 1
-    field = None
-    if fields:
-        (violation,) = fields[0].field_violations
-        assert violation.description == status.message
-        field = violation.field
-    return Refusal(
-        code=error.code(),
-        message=str(error.details()),
-        reason=info.reason,
-        metadata=dict(info.metadata),
-        field=field,
-        retry_delay=delays[0].retry_delay.ToNanoseconds() / 1e9 if delays else None,
-    )
+from tests.conftest import Conversation, Refusal, StartService, refusal
 
 
 async def refused_open(talk: Conversation, **open_args: Any) -> Refusal:
@@ -191,28 +139,6 @@ async def test_malformed_session_id(start_service: StartService, bad_id: str) ->
         )
         assert bad_id[:10] in got.message and bad_id[:10] in got.metadata["sessionId"]
         assert len(got.message) < 300
-
-
-async def test_owner_metadata_that_is_not_utf8(start_service: StartService) -> None:
-    # Plain (ASCII) metadata values are checked by the client library itself; only a
-    # `-bin` header can carry arbitrary bytes to the server.
-    live = await start_service()
-    talk = Conversation(live.stub, metadata=(("hotsvc-owner-bin", b"team \xff\xfe"),))
-    got = await refused_open(talk)
-    assert (got.code, got.reason, got.field) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_REQUEST",
-        "metadata.hotsvc-owner-bin",
-    )
-    assert "is not valid UTF-8" in got.message
-    assert "send the owner's name UTF-8 encoded" in got.message
-    assert (await live.status()).sessions == []
-
-    good = Conversation(live.stub, metadata=(("hotsvc-owner-bin", "équipe".encode()),))
-    opened = await good.open()
-    # The owner is not part of PoolStatus; read it where the service keeps it.
-    session = live.service.manager.session(opened.session_id)
-    assert session is not None and session.owner == "équipe"
 
 
 # -- NOT_FOUND -----------------------------------------------------------------------

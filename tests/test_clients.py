@@ -152,6 +152,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "CLAUDE_CONFIG_DIR": str(home / "claude")}
     log = home / "hotsvc.log"
+    work = home / "work"  # the sessions' directory: hotsvc's own files stay out of it
+    work.mkdir()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -163,6 +165,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 str(BIN / "hotsvc-emulator"),
                 "--pool-size",
                 "1",
+                "--data-dir",
+                str(home / "data"),
+                "--cwd",
+                str(work),
             ],
             cwd=home,
             env=env,

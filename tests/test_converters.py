@@ -142,9 +142,11 @@ def test_pool_status_from_a_snapshot() -> None:
     snapshot = Snapshot(
         pools=(PoolView("default", 2, 2, (11, 12)), PoolView("review", 0, 1, ())),
         sessions=(
-            SessionView("a", SessionState.BUSY, 21, 100.0, 150.0, 3, "default", True),
-            SessionView("b", SessionState.STOPPED, 0, 90.0, 95.0, 1, "review", False),
+            SessionView("a", SessionState.BUSY, 21, 100.0, 150.0, 3, "default", True, "alice"),
+            SessionView("b", SessionState.STOPPED, 0, 90.0, 95.0, 1, "review", False, "bob"),
         ),
+        live_sessions=4,  # service-wide: more than the viewer sees
+        stopped_sessions=2,
         spawns=SpawnView(5, 1, 0, 1, 3, 2, 0.25),
         max_sessions=8,
         draining=False,
@@ -156,11 +158,12 @@ def test_pool_status_from_a_snapshot() -> None:
         status.active_sessions,
         status.stopped_sessions,
         status.max_sessions,
-    ) == (2, 3, 1, 1, 8)
+    ) == (2, 3, 4, 2, 8)
     assert [p.idle_pids for p in status.pools] == [[11, 12], []]
     busy = status.sessions[0]
     assert (busy.state, busy.pid, busy.turns, busy.attached) == (pb.SESSION_STATE_BUSY, 21, 3, True)
     assert busy.age.ToSeconds() == 60
+    assert [row.owner for row in status.sessions] == ["alice", "bob"]
     assert status.sessions[1].state == pb.SESSION_STATE_STOPPED
     assert status.spawn_stats.mean_spawn_time.ToMilliseconds() == 250
 

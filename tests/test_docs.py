@@ -2,7 +2,10 @@
 
 A recipe is a ```sh block using grpcurl, or a ```python block that talks to the service;
 the `<!-- expect: ... -->` comments right after it name text its output must contain.
-Blocks run in document order against one live service.
+Blocks run in document order against one live plaintext service, except the TLS ones:
+a recipe naming `ca.pem` runs against a TLS service taking bearer tokens (`$TOKEN` holds
+alice's), one naming `client.pem` against an mTLS service; both run in a directory
+holding ca.pem and alice's client.pem/client.key.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, DEADLINE, Conversation, StartService
+from tests.conftest import BIN, DEADLINE, Conversation, StartService, hotsvc_token
+from tests.pki import Authority
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", REPO / "docs" / "grpcurl.md"]
@@ -47,17 +51,36 @@ def test_every_recipe_states_what_it_prints() -> None:
             assert expects, f"{doc.name}: recipe without <!-- expect: --> lines:\n{script}"
 
 
+def service_for(script: str) -> str:
+    return "mtls" if "client.pem" in script else "tls" if "ca.pem" in script else "plain"
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
-async def test_recipes_work_as_written(start_service: StartService, doc: Path) -> None:
+async def test_recipes_work_as_written(
+    start_service: StartService, doc: Path, tmp_path: Path
+) -> None:
     live = await start_service(pool_size=1)
     talk = Conversation(live.stub)
     session_id = (await talk.open()).session_id
     assert (await talk.ask("Remember 42")).text == "OK"
     await talk.finish()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SESSION_ID": session_id}
+    addresses = {"plain": live.address}
+    ca = Authority(tmp_path / "pki")
+    server, client = ca.server(), ca.issue("client", "alice")
+    tokens = tmp_path / "tokens"
+    env["TOKEN"] = await hotsvc_token(tokens, "alice")
+    secure = {
+        "tls": {"auth_tokens": tokens, "credentials": ca.credentials()},
+        "mtls": {"tls_client_ca": ca.ca_path, "credentials": ca.credentials(client)},
+    }
 
     for script, expects in recipes(doc):
-        runnable = script.replace("localhost:50051", live.address)
+        kind = service_for(script)
+        if kind not in addresses:
+            tls = {"tls_cert": server.cert_path, "tls_key": server.key_path}
+            addresses[kind] = (await start_service(pool_size=1, **tls, **secure[kind])).address
+        runnable = script.replace("localhost:50051", addresses[kind])
         proc = await asyncio.create_subprocess_exec(
             "bash",
             "-euo",
@@ -65,6 +88,7 @@ async def test_recipes_work_as_written(start_service: StartService, doc: Path) -
             "-c",
             runnable,
             env=env,
+            cwd=ca.directory,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
-from tests.conftest import DEADLINE, EOF, Conversation, StartService
-from tests.test_bad_input import refusal, refused_open, refused_read
+from tests.conftest import DEADLINE, EOF, Conversation, StartService, refusal
+from tests.test_bad_input import refused_open, refused_read
 
 PLACEHOLDER = "\u2603\u2603"  # replaced by bytes that are not UTF-8
 NOT_UTF8 = b"\xff\xfe\xfd\xfc\xfb\xfa"

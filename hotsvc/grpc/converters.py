@@ -247,10 +247,9 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
 
 
 def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
-    live = snapshot.live_sessions
     response = pb.PoolStatusResponse(
-        active_sessions=live,
-        stopped_sessions=len(snapshot.sessions) - live,
+        active_sessions=snapshot.live_sessions,
+        stopped_sessions=snapshot.stopped_sessions,
         max_sessions=snapshot.max_sessions,
         spawn_stats=_spawn_stats(snapshot.spawns),
         draining=snapshot.draining,
@@ -276,6 +275,7 @@ def _fill_session(row: pb.SessionInfo, session: SessionView, now: float) -> None
     row.turns = session.turns
     row.profile = session.profile
     row.attached = session.attached
+    row.owner = session.owner
     row.age.FromNanoseconds(int((now - session.created_at) * 1e9))
     row.last_active_time.FromNanoseconds(int(session.last_active_at * 1e9))
 

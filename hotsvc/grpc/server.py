@@ -16,11 +16,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from hotsession.v1 import hotsession_pb2 as pb
 
+from hotsvc.audit import AuditLog
+from hotsvc.auth.authenticator import Authenticator
+from hotsvc.auth.tokens import TokenFileError
 from hotsvc.capacity import Capacity
 from hotsvc.containment import Containment
+from hotsvc.grpc.auth import AuthInterceptor, server_credentials
 from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
 from hotsvc.launcher import Launcher
+from hotsvc.layout import check_layout
 from hotsvc.manager import SessionManager
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
@@ -40,9 +45,18 @@ class Service:
     """A running hotsvc: `async with Service(config) as service`, or start() then stop()."""
 
     def __init__(self, config: ServiceConfig) -> None:
+        """Raises ConfigError for a configuration that cannot be served safely."""
         self.config = config
-        self.server = grpc.aio.server()
-        self.port = self.server.add_insecure_port(config.listen)
+        check_layout(config)
+        self.authenticator = Authenticator.from_config(config)
+        credentials = server_credentials(config)
+        self.audit = AuditLog(config.audit_log)
+        self.interceptor = AuthInterceptor(self.authenticator, self.audit)
+        self.server = grpc.aio.server(interceptors=[self.interceptor])
+        if credentials is None:
+            self.port = self.server.add_insecure_port(config.listen)
+        else:
+            self.port = self.server.add_secure_port(config.listen, credentials)
         if not self.port:
             raise OSError(f"cannot listen on {config.listen}")
         self.store = open_store(
@@ -56,7 +70,7 @@ class Service:
         )
         self.launcher = Launcher(config, self.store, self.containment)
         self.manager = SessionManager(
-            config, self.store, self.launcher, Capacity(config.max_sessions)
+            config, self.store, self.launcher, Capacity(config.max_sessions), self.audit
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
         add_servicer(
@@ -121,7 +135,23 @@ class Service:
         finally:
             self.containment.close()
             await self.store.close()
+            self.audit.close()
         log.info("hotsvc stopped")
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: read --auth-tokens again; a bad file keeps the old table, and says why."""
+        path = self.config.auth_tokens
+        if path is None:
+            log.info("SIGHUP: no --auth-tokens file to read again")
+            return
+        try:
+            principals = self.authenticator.reload_tokens()
+        except TokenFileError as exc:
+            log.error("kept the previous bearer tokens: %s", exc)
+            self.audit.record("tokens.reload_failed", file=str(path), error=str(exc))
+            return
+        log.info("reloaded bearer tokens from %s: %d principals", path, principals)
+        self.audit.record("tokens.reloaded", file=str(path), principals=principals)
 
     async def _serve_when_ready(self) -> None:
         await self.manager.wait_ready()
@@ -167,6 +197,7 @@ async def serve(config: ServiceConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_tokens)
     async with service:
         # One parseable line for scripts and tests that bind port 0.
         print(f"hotsvc listening on {service.address}", flush=True)

@@ -4,6 +4,9 @@ Prompt is a coroutine handler that writes with `context.write`, not an async gen
 its request reader and heartbeat run in a TaskGroup that the handler's own task owns, so
 when the RPC ends, for whatever reason, they end with it and the session is detached at
 once rather than whenever a suspended generator is finalized.
+
+Every RPC runs as the principal AuthInterceptor established (`current_principal()`), which
+goes to the domain as a value: ownership and quotas are decided there.
 """
 
 from __future__ import annotations
@@ -20,31 +23,12 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 from hotsvc import errors
 from hotsvc.attachment import Attachment
 from hotsvc.grpc import converters
+from hotsvc.grpc.auth import current_principal
 from hotsvc.grpc.requests import Malformed
 from hotsvc.grpc.status import maps_errors
 from hotsvc.manager import SessionManager
 
 PromptContext = grpc.aio.ServicerContext[pb.PromptRequest, pb.PromptResponse]
-OWNER_KEY = "hotsvc-owner"
-OWNER_BIN_KEY = OWNER_KEY + "-bin"  # the same, as UTF-8 bytes, for owners beyond ASCII
-
-
-def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """Who opened the session, from the caller's `hotsvc-owner` metadata (else the peer)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == OWNER_KEY:
-            return str(value)
-        if key == OWNER_BIN_KEY:
-            try:
-                return value.decode("utf-8") if isinstance(value, bytes) else value
-            except UnicodeDecodeError as exc:
-                raise errors.InvalidRequest(
-                    f"metadata {OWNER_BIN_KEY} is not valid UTF-8 ({exc.reason} at byte "
-                    f"{exc.start}): send the owner's name UTF-8 encoded, or as plain "
-                    f"ASCII in {OWNER_KEY}",
-                    field=f"metadata.{OWNER_BIN_KEY}",
-                ) from None
-    return str(context.peer())
 
 
 def _parsed(request: pb.PromptRequest | Malformed) -> pb.PromptRequest:
@@ -75,7 +59,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
             await context.write(converters.progress(opening.session_id, "queued", status))
 
         async with self._manager.attach(
-            opening, owner_of(context), alive=lambda: not context.done(), progress=progress
+            opening, current_principal(), alive=lambda: not context.done(), progress=progress
         ) as (attachment, opened):
             await context.write(converters.opened(opened, options.include_last_result))
             async with asyncio.TaskGroup() as tasks:
@@ -125,7 +109,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                     turn = converters.turn_request(request.turn, self._max_turn_chars)
                     try:
                         attachment.submit(turn.text, turn.turn_id)
-                    except errors.CapacityExhausted as exc:
+                    except (errors.CapacityExhausted, errors.QuotaExceeded) as exc:
                         await attachment.reject(turn.turn_id, exc)
                 case "interrupt":
                     attachment.interrupt()
@@ -146,7 +130,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
     async def PoolStatus(
         self, request: pb.PoolStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PoolStatusResponse:
-        return converters.pool_status(self._manager.snapshot(), time.time())
+        return converters.pool_status(self._manager.snapshot(current_principal()), time.time())
 
     @maps_errors
     async def CloseSession(
@@ -154,7 +138,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         request: pb.CloseSessionRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.CloseSessionResponse:
-        exit_code = await self._manager.close_session(request.session_id)
+        exit_code = await self._manager.close_session(request.session_id, current_principal())
         return pb.CloseSessionResponse(session_id=request.session_id, exit_code=exit_code)
 
     # Resource RPCs and Ask land with the caller API work; until then they say so.

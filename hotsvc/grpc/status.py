@@ -9,7 +9,9 @@ standard `grpc-status-details-bin` trailer (google.rpc.Status, read with e.g.
   (sessionId, profile, maxSessions, liveProcesses, field, limit, length, ...);
 - google.rpc.BadRequest for INVALID_ARGUMENT: the field to fix and what is wrong with it;
 - google.rpc.RetryInfo where a retry can succeed (RESOURCE_EXHAUSTED, UNAVAILABLE): how
-  long to wait first.
+  long to wait first;
+- google.rpc.QuotaFailure for a principal past its quota: the subject (`principal:NAME`)
+  and which quota.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.HeldElsewhere: grpc.StatusCode.UNAVAILABLE,
     errors.SessionClosed: grpc.StatusCode.ABORTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
     errors.OpenTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -74,6 +79,16 @@ def rich_status(error: errors.ServiceError) -> status_pb2.Status:
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
                         field=error.field, description=error.message
+                    )
+                ]
+            )
+        )
+    if isinstance(error, errors.QuotaExceeded):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.subject, description=error.message
                     )
                 ]
             )

@@ -1,6 +1,6 @@
 """A thin asyncio helper over the generated hotsession.v1 stubs (grpc.aio).
 
-    async with HotSessionClient("127.0.0.1:50051") as client:
+    async with HotSessionClient("127.0.0.1:50051") as client:   # token=..., tls=... if needed
         async with await client.open_session() as session:
             print(await session.ask("Remember 42"))       # "OK"
             turn = await session.send("What number?")
@@ -277,23 +277,35 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 
 class HotSessionClient:
-    """A connection to hotsvc. Give it an address, or a grpc.aio channel it will not close."""
+    """A connection to hotsvc. Give it an address, or a grpc.aio channel it will not close.
+
+    `token`: a bearer token (from `hotsvc token`, or a JWT), sent as `authorization`
+    metadata on every call. `tls`: True for TLS with the system's roots, or
+    `grpc.ssl_channel_credentials(ca, key, cert)` for a private CA and a client certificate.
+    """
 
     def __init__(
         self,
         target: str | aio.Channel,
         *,
+        token: str | None = None,
+        tls: bool | grpc.ChannelCredentials = False,
         options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
         if isinstance(target, str):
             # hotsvc keeps every response under 4 MiB; say so rather than rely on a default.
             limits = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
-            self._channel = aio.insecure_channel(target, options=[*limits, *options])
+            if tls is False:
+                self._channel = aio.insecure_channel(target, options=[*limits, *options])
+            else:
+                credentials = grpc.ssl_channel_credentials() if tls is True else tls
+                self._channel = aio.secure_channel(target, credentials, options=[*limits, *options])
             self._owns_channel = True
         else:
             self._channel = target
             self._owns_channel = False
         self.stub = pb_grpc.HotSessionStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     @property
     def channel(self) -> aio.Channel:
@@ -311,7 +323,7 @@ class HotSessionClient:
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
         """
-        call = self.stub.Prompt(None)
+        call = self.stub.Prompt(None, metadata=self._metadata)
         try:
             await call.write(
                 pb.PromptRequest(
@@ -333,11 +345,13 @@ class HotSessionClient:
 
     async def pool_status(self) -> pb.PoolStatusResponse:
         """The warm pools and the live sessions."""
-        return await self.stub.PoolStatus(pb.PoolStatusRequest())
+        return await self.stub.PoolStatus(pb.PoolStatusRequest(), metadata=self._metadata)
 
     async def close_session(self, session_id: str) -> pb.CloseSessionResponse:
         """End a session and its process, whether or not a stream is attached to it."""
-        return await self.stub.CloseSession(pb.CloseSessionRequest(session_id=session_id))
+        return await self.stub.CloseSession(
+            pb.CloseSessionRequest(session_id=session_id), metadata=self._metadata
+        )
 
     async def close(self) -> None:
         if self._owns_channel:

@@ -1,0 +1,70 @@
+"""Which principal may use which session, and how many sessions each one holds.
+
+A session belongs to the principal that opened it (recorded in the registry, so it
+survives restarts). Only that principal, or an admin, may re-attach to it, drive it or
+close it; a non-admin is told the same thing whether a session is someone else's or does
+not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+from hotsvc.audit import AuditLog
+from hotsvc.errors import PermissionDenied, SessionNotFound
+from hotsvc.principal import Principal
+from hotsvc.quota import Quotas
+from hotsvc.session import Session
+
+
+class Ownership:
+    def __init__(self, sessions: Mapping[str, Session], quotas: Quotas, audit: AuditLog) -> None:
+        self._sessions = sessions  # the manager's, live
+        self._quotas = quotas
+        self._audit = audit
+        self._opening: dict[str, int] = {}  # opens under way per principal
+
+    def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
+        """The session, if `principal` may use it: PERMISSION_DENIED for a non-admin
+        whether it is someone else's or unknown; NOT_FOUND (unknown) only for an admin."""
+        session = self._sessions.get(session_id)
+        if session is not None and principal.may_use(session.owner):
+            return session
+        if principal.admin:
+            hint = (
+                "nothing to close"
+                if action == "close"
+                else "it was closed or never existed; open a new session with an empty session_id"
+            )
+            raise SessionNotFound(
+                f"no session {session_id}; {hint}", metadata={"sessionId": session_id}
+            )
+        self._audit.record(
+            "session.denied", principal=principal.name, session=session_id, action=action
+        )
+        raise PermissionDenied(
+            f"session {session_id} does not exist or is not yours (principal "
+            f"{principal.name}); use a session you opened, or open a new one with an empty "
+            "session_id",
+            metadata={"sessionId": session_id, "principal": principal.name},
+        )
+
+    def held(self, principal: Principal) -> int:
+        """Sessions the principal holds, live or stopped, and opens of its under way."""
+        owned = sum(1 for s in self._sessions.values() if s.owner == principal.name)
+        return owned + self._opening.get(principal.name, 0)
+
+    @contextlib.contextmanager
+    def opening(self, principal: Principal) -> Iterator[None]:
+        """Around opening a session: refused past the principal's session quota, and
+        counted while it opens so concurrent opens cannot overshoot it together."""
+        self._quotas.check_sessions(principal, self.held(principal))
+        name = principal.name
+        self._opening[name] = self._opening.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._opening[name] -= 1
+            if not self._opening[name]:
+                del self._opening[name]
