@@ -1,8 +1,8 @@
 """Starting Claude Code processes, and owning each one until it has exited.
 
 Every process runs its reader under the launcher's TaskGroup and holds a capacity Slot
-until it is gone; the registry records it meanwhile, so a service killed without cleaning
-up can end its orphans at the next start.
+and its own TMPDIR until it is gone; the registry records it meanwhile, so a service
+killed without cleaning up can end its orphans at the next start.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
@@ -20,6 +21,7 @@ from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
 from hotsvc.errors import SpawnFailed
 from hotsvc.registry import Registry
 from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.tmpdirs import ChildTmpDirs
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,10 @@ class SpawnStats:
 
 
 class Launcher:
-    def __init__(self, config: ServiceConfig, registry: Registry) -> None:
+    def __init__(self, config: ServiceConfig, registry: Registry, tmpdirs: ChildTmpDirs) -> None:
         self._config = config
         self._registry = registry
+        self._tmpdirs = tmpdirs
         self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
         self._processes: set[ClaudeProcess] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -50,12 +53,21 @@ class Launcher:
         self.stats = SpawnStats()
 
     async def run(self) -> None:
-        """Own every process's reader until stop(); then kill whatever is left."""
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
-            await self._stopped.wait()
-            for process in self._processes:
-                process.kill()
+        """Own every process's reader until stop(); then kill whatever is left.
+
+        Runs after the registry's orphan sweep, so no child of a previous run still uses
+        the temporary directories it empties.
+        """
+        if swept := self._tmpdirs.open():
+            log.info("removed %d temporary directories left by a previous run", swept)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._stopped.wait()
+                for process in self._processes:
+                    process.kill()
+        finally:
+            self._tmpdirs.close()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -101,16 +113,18 @@ class Launcher:
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
         argv = launch.argv(self._config.claude_cmd, profile, session_id, resume)
+        tmpdir = self._tmpdirs.make(session_id)
         try:
             process = await ClaudeProcess.spawn(
                 argv,
                 session_id=session_id,
-                env=launch.environment(self._config.env, profile),
+                env=launch.environment(self._config.env, profile, tmpdir),
                 cwd=profile.cwd or None,
                 line_limit=self._config.max_line_bytes,
             )
         except OSError as exc:
             slot.release()
+            await self._tmpdirs.remove(tmpdir)
             raise SpawnFailed(
                 f"cannot start Claude Code ({argv[0]}): {exc}; check --claude-cmd / "
                 "HOTSVC_CLAUDE_CMD and the profile's cwd",
@@ -118,16 +132,17 @@ class Launcher:
             ) from exc
         self._processes.add(process)
         self._registry.process_started(process.pid)
-        self._tasks.create_task(self._own(process, slot), name=f"claude-{process.pid}")
+        self._tasks.create_task(self._own(process, slot, tmpdir), name=f"claude-{process.pid}")
         return process
 
-    async def _own(self, process: ClaudeProcess, slot: Slot) -> None:
+    async def _own(self, process: ClaudeProcess, slot: Slot, tmpdir: Path) -> None:
         try:
-            await process.run()
+            await process.run()  # returns once the child has exited and its group is killed
         finally:
             self._processes.discard(process)
             self._registry.process_ended(process.pid)
             slot.release()
+            await self._tmpdirs.remove(tmpdir)
 
     async def _prime(self, process: ClaudeProcess) -> None:
         """Have the CLI finish its start-up work now, not on the session's first turn.

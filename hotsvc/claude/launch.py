@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from hotsvc.settings import Profile
 
@@ -34,6 +35,7 @@ def argv(claude_cmd: Sequence[str], profile: Profile, session_id: str, resume: b
     return [*PARENT_DEATH_SIGNAL, *claude_cmd, *BASE_ARGS, *session, *profile.cli_args()]
 
 
-def environment(service_env: Mapping[str, str], profile: Profile) -> dict[str, str]:
-    """The service's environment, then the service-wide extras, then the profile's."""
-    return {**os.environ, **service_env, **profile.env}
+def environment(service_env: Mapping[str, str], profile: Profile, tmpdir: Path) -> dict[str, str]:
+    """The service's environment, then the service-wide extras, then the profile's; and
+    the child's own TMPDIR (hotsvc.tmpdirs), which none of those can move."""
+    return {**os.environ, **service_env, **profile.env, "TMPDIR": str(tmpdir)}

@@ -23,6 +23,7 @@ from hotsvc.launcher import Launcher
 from hotsvc.manager import SessionManager
 from hotsvc.registry import Registry
 from hotsvc.settings import ServiceConfig
+from hotsvc.tmpdirs import ChildTmpDirs
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class Service:
         self.config = config
         data_dir = config.data_dir
         self.registry = Registry(data_dir / "registry.sqlite3" if data_dir else None)
-        self.launcher = Launcher(config, self.registry)
+        tmpdirs = ChildTmpDirs(data_dir / "tmp" if data_dir else None)
+        self.launcher = Launcher(config, self.registry, tmpdirs)
         self.manager = SessionManager(
             config, self.registry, self.launcher, Capacity(config.max_sessions)
         )
