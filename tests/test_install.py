@@ -221,6 +221,9 @@ def throwaway_user() -> Iterator[tuple[str, Path]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+RUNUSER = shutil.which("runuser") or "runuser"  # in /usr/sbin, not on the user's PATH
+
+
 def processes_of(user: str) -> list[psutil.Process]:
     """The user's live processes (zombies are not: whoever reaps them is not ours)."""
     return [
@@ -259,7 +262,7 @@ async def test_make_run_from_a_fresh_clone_as_a_user_without_root(tmp_path: Path
         }
         assert not shutil.which("claude", path=env["PATH"])
         proc = await asyncio.create_subprocess_exec(
-            *("runuser", "-u", user, "--", "make", "-C", str(clone), "run"),
+            *(RUNUSER, "-u", user, "--", "make", "-C", str(clone), "run"),
             "ARGS=--listen 127.0.0.1:0 --pool-size 1",
             env=env,
             cwd=home,
