@@ -119,7 +119,9 @@ class ServiceConfig:
     )
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
-        Path(".hotsvc"), "the session registry (SQLite) and the local model's CLI config"
+        Path(".hotsvc"),
+        "the session registry (SQLite), each child's TMPDIR (`tmp/`, emptied at start-up) and "
+        "the local model's CLI config",
     )
     max_sessions: int = setting(
         0, "cap on live processes, warm ones included; 0 = no cap", minimum=0

@@ -139,7 +139,7 @@ async def wait_serving(channel: grpc.aio.Channel) -> None:
 @pytest.fixture
 def local_model(tmp_path: Path) -> Iterator[tuple[LocalModelServer, dict[str, str]]]:
     """The local scripted model, and the env that points the real CLI at it, isolated."""
-    assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup` (npm ci)"
+    assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup-dev` (npm ci)"
     home = tmp_path / "home"
     home.mkdir()
     # No TMPDIR: hotsvc gives each child its own (tests/test_tmpdirs.py).
