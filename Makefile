@@ -20,7 +20,7 @@ DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-de
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 
-.PHONY: setup setup-dev dev-apt run test proto lint bench soak clean
+.PHONY: setup setup-dev dev-apt run test proto docs lint bench soak clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
@@ -79,6 +79,10 @@ proto: setup-dev
 	$(PY) -m hotsvc_tools.codegen
 
 LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
+
+# README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
+docs: setup-dev
+	$(PY) -m hotsvc_tools.readme
 
 lint: setup-dev
 	$(BIN)/ruff check $(LINTED)

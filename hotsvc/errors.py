@@ -78,6 +78,12 @@ class SpawnFailed(ServiceError):
     retry_after = 2.0  # a start-up that timed out may succeed; a wrong command will not
 
 
+class OpenTimeout(ServiceError):
+    """A Prompt stream sent no `open` within --open-timeout."""
+
+    reason = "OPEN_TIMEOUT"
+
+
 class Internal(ServiceError):
     """A bug: the message names an incident id to find in the service's log, nothing more."""
 
@@ -90,18 +96,9 @@ def clip(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def _kinds(base: type[ServiceError]) -> list[type[ServiceError]]:
+    return [k for sub in base.__subclasses__() for k in (sub, *_kinds(sub))]
+
+
 # Every reason a caller may see, for clients and tests to check against.
-REASONS: frozenset[str] = frozenset(
-    kind.reason
-    for kind in (
-        InvalidRequest,
-        SessionNotFound,
-        ProfileNotFound,
-        SessionBusy,
-        SessionClosed,
-        CapacityExhausted,
-        Draining,
-        SpawnFailed,
-        Internal,
-    )
-)
+REASONS: frozenset[str] = frozenset(kind.reason for kind in _kinds(ServiceError))

@@ -112,7 +112,7 @@ class Launcher:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
-        argv = launch.argv(self._config.claude_cmd, profile, session_id, resume)
+        argv = launch.argv(self._config, profile, session_id, resume)
         tmpdir = self._tmpdirs.make(session_id)
         try:
             process = await ClaudeProcess.spawn(

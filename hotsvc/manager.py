@@ -51,15 +51,19 @@ class OpenRequest:
 
 
 def check_session_id(session_id: str) -> None:
+    """Session ids are canonical UUIDs: one spelling per session."""
     try:
-        uuid.UUID(session_id)
+        canonical = str(uuid.UUID(session_id)) == session_id
     except ValueError:
+        canonical = False
+    if not canonical:
         raise InvalidRequest(
             f"session_id {clip(session_id)!r} is not a UUID; leave it empty to open a new "
-            "session, or pass the id from SessionOpened",
+            "session, or pass the id from SessionOpened (ids are canonical UUIDs: lowercase "
+            "8-4-4-4-12 hex digits, e.g. 123e4567-e89b-12d3-a456-426614174000)",
             field="session_id",
             metadata={"sessionId": clip(session_id)},
-        ) from None
+        )
 
 
 class SessionManager:

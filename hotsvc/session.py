@@ -24,15 +24,15 @@ from hotsvc.claude.protocol import ControlRequest, Event, Result, SystemEvent
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound
 from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
+from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 
 if TYPE_CHECKING:
     from hotsvc.attachment import Attachment
 
 log = logging.getLogger(__name__)
 
-# How long an interrupt may take to end a turn before the watchdog kills the process.
-INTERRUPT_TIMEOUT_SECONDS = 3.0
-KILL_TIMEOUT_SECONDS = 2.0
+# Control request subtypes from the CLI that hotsvc refused, each logged once.
+_REFUSED_SUBTYPES: set[str] = set()
 
 
 # Told how a wait for a process is getting on (e.g. a place in the queue for a slot).
@@ -87,6 +87,7 @@ class Session:
         self._turn_process: ClaudeProcess | None = None  # the running turn was written to it
         self._retiring: ClaudeProcess | None = None  # released, maybe still exiting
         self._tasks: asyncio.TaskGroup | None = None
+        self._watchdog = Watchdog(config, self._send_interrupt)
         if process is not None:
             self._adopt(process)
 
@@ -204,7 +205,9 @@ class Session:
                 await process.send(protocol.user_message(turn.text))
             if turn.interrupt_requested:  # asked while we were writing
                 self._send_interrupt(process)
-            ending = await self._watch(process, turn)
+            ending = await self._watchdog.watch(
+                process, self._ended, functools.partial(_emit, turn)
+            )
             if isinstance(ending, Result):
                 return ending
             if attempt == 2 or self.closed or process.last_output >= written_at:
@@ -231,36 +234,8 @@ class Session:
             if not ended.done():
                 ended.set_result(event)
             return None
+        self._watchdog.observe(event)
         return turn.emit(event)
-
-    async def _watch(self, process: ClaudeProcess, turn: Turn) -> Result | ProcessExited:
-        """Wait for the turn's end; a turn silent for too long is interrupted, then killed."""
-        assert self._ended is not None
-        quiet = self._config.turn_inactivity_timeout
-        started = time.monotonic()
-        while True:
-            left = max(process.last_output, started) + quiet - time.monotonic()
-            if left <= 0:
-                return await self._stop_silent_turn(process, turn)
-            done, _ = await asyncio.wait((self._ended,), timeout=left)
-            if done:
-                return self._ended.result()
-
-    async def _stop_silent_turn(self, process: ClaudeProcess, turn: Turn) -> Result:
-        assert self._ended is not None
-        quiet = self._config.turn_inactivity_timeout
-        await _emit(turn, SystemEvent("watchdog", status=f"no output for {quiet:g}s: interrupting"))
-        self._send_interrupt(process)
-        done, _ = await asyncio.wait((self._ended,), timeout=INTERRUPT_TIMEOUT_SECONDS)
-        if done and isinstance(ending := self._ended.result(), Result):
-            return ending
-        process.kill()
-        await asyncio.wait((self._ended,), timeout=KILL_TIMEOUT_SECONDS)
-        return hotsvc_result(
-            "watchdog_timeout",
-            f"Claude Code (pid {process.pid}) produced no output for {quiet:g}s and did not "
-            "answer an interrupt, so it was killed; the next turn resumes the conversation",
-        )
 
     def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
         if self.closed:
@@ -273,24 +248,48 @@ class Session:
         )
 
     def _send_interrupt(self, process: ClaudeProcess) -> None:
+        """Interrupt the running turn, from a task of its own so the caller need not wait."""
         assert self._tasks is not None
-        self._tasks.create_task(_interrupt(process))
+        self._tasks.create_task(self._interrupt(process, self._running))
+
+    async def _interrupt(self, process: ClaudeProcess, turn: Turn | None) -> None:
+        # Checked right before the write, with no await in between: an interrupt meant for
+        # a turn that has just ended must not reach the next one.
+        if turn is None or self._running is not turn or self._turn_process is not process:
+            return
+        try:
+            async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
+                await process.request("interrupt")
+        except (ProcessGone, ControlError, TimeoutError) as exc:
+            log.info("interrupt of pid %d failed: %s", process.pid, exc)
 
     async def _answer(self, process: ClaudeProcess, request: ControlRequest) -> None:
         """Answer the CLI's own questions so it never waits on us forever."""
         if request.subtype == "can_use_tool":
             tool = request.request.get("tool_name", "?")
-            response = {
-                "behavior": "deny",
-                "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
-                "session's profile (allowed_tools or permission_mode) instead",
-            }
+            answer = protocol.control_success(
+                request.request_id,
+                {
+                    "behavior": "deny",
+                    "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
+                    "session's profile (allowed_tools or permission_mode) instead",
+                },
+            )
         else:
-            response = {}
-            log.warning("session %s: unanswerable control request %r", self.id, request.subtype)
+            # An empty success would count as a real answer (to a dialog, say): refuse.
+            answer = protocol.control_error(
+                request.request_id, f"hotsvc does not handle {request.subtype!r} requests"
+            )
+            if request.subtype not in _REFUSED_SUBTYPES:
+                _REFUSED_SUBTYPES.add(request.subtype)
+                log.info(
+                    "refusing Claude Code's %r control requests (first in session %s)",
+                    request.subtype,
+                    self.id,
+                )
         # If the process is gone, its exit shows up as ProcessExited anyway.
         with contextlib.suppress(ProcessGone):
-            await process.send(protocol.control_success(request.request_id, response))
+            await process.send(answer)
 
     # -- the process ---------------------------------------------------------------
 
@@ -357,14 +356,6 @@ class Session:
 async def _emit(turn: Turn, event: Event) -> None:
     if (pending := turn.emit(event)) is not None:
         await pending
-
-
-async def _interrupt(process: ClaudeProcess) -> None:
-    try:
-        async with asyncio.timeout(INTERRUPT_TIMEOUT_SECONDS):
-            await process.request("interrupt")
-    except (ProcessGone, ControlError, TimeoutError) as exc:
-        log.info("interrupt of pid %d failed: %s", process.pid, exc)
 
 
 def resident_mb(pid: int) -> int:

@@ -132,6 +132,11 @@ class ServiceConfig:
         "before RESOURCE_EXHAUSTED",
         above=0,
     )
+    open_timeout: float = setting(
+        30.0,
+        "a Prompt stream must send its `open` within this many seconds, else DEADLINE_EXCEEDED",
+        above=0,
+    )
     max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
@@ -164,6 +169,14 @@ class ServiceConfig:
         group="session lifecycle",
         above=0,
     )
+    tool_timeout: float = setting(
+        1800.0,
+        "while a tool runs (a tool_use without its tool_result), a turn may be silent "
+        "this long before it is interrupted, then killed; meanwhile `tool_running` progress "
+        "events come every heartbeat interval",
+        group="session lifecycle",
+        above=0,
+    )
     heartbeat_interval: float = setting(
         30.0,
         "seconds of silence before a `heartbeat` event, for proxies with idle timeouts",
@@ -175,6 +188,13 @@ class ServiceConfig:
         "what happens to a running turn whose caller went away; its result is kept for re-attach",
         group="session lifecycle",
         choices=("interrupt", "finish"),
+    )
+    transcript_retention_days: int = setting(
+        0,
+        "days Claude Code keeps a session's transcript after its last use before deleting "
+        "it (sessions older than that cannot resume); 0 = never delete",
+        group="session lifecycle",
+        minimum=0,
     )
     max_pending_turns: int = setting(
         16,
@@ -193,6 +213,16 @@ class ServiceConfig:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
     ready_timeout: float = 60.0  # a warm process must answer `initialize` within this
+
+    def __post_init__(self) -> None:
+        warm = sum(profile.pool_size for profile in self.profiles.values())
+        if self.max_sessions and warm > self.max_sessions:
+            # Health would never become SERVING: it waits for the pools to fill.
+            raise ConfigError(
+                f"the warm pools want {warm} idle processes but --max-sessions allows "
+                f"{self.max_sessions} live ones: lower --pool-size (or the profiles' "
+                "pool_size) or raise --max-sessions"
+            )
 
     @property
     def interrupt_on_disconnect(self) -> bool:

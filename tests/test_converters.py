@@ -163,3 +163,25 @@ def test_pool_status_from_a_snapshot() -> None:
     assert busy.age.ToSeconds() == 60
     assert status.sessions[1].state == pb.SESSION_STATE_STOPPED
     assert status.spawn_stats.mean_spawn_time.ToMilliseconds() == 250
+
+
+def test_no_response_is_larger_than_a_default_client_accepts() -> None:
+    limit = 4 * 1024 * 1024
+    # A result whose text alone is over the limit (4-byte characters), with its line.
+    text = "𝄞" * 1_200_000
+    result = protocol.Result(text=text, is_error=False, subtype="success", line=text)
+    (response,) = converters.responses(result, "s", "t", include_raw_json=True)
+    assert response.ByteSize() <= limit
+    assert response.raw_json_truncated and response.raw_json == ""
+    assert response.result.text.startswith("𝄞" * 1000)
+    assert response.result.text.endswith("characters cut by hotsvc: an event must fit in 4 MiB]")
+    # The caller's own long turn, echoed in turn_started.
+    (started,) = converters.responses(TurnStarted(text), "s", "t", include_raw_json=False)
+    assert started.ByteSize() <= limit
+    # A long delta is split, in order, and nothing is lost.
+    delta = protocol.TextDelta("x" * 200_000, 0, line="x" * 200_000)
+    pieces = list(converters.responses(delta, "s", "t", include_raw_json=True))
+    assert len(pieces) == 4 and "".join(p.text_delta.text for p in pieces) == delta.text
+    # Small events are untouched.
+    (small,) = converters.responses(RESULT, "s", "t", include_raw_json=True)
+    assert small.raw_json == RESULT.line and not small.raw_json_truncated

@@ -7,6 +7,9 @@ local scripted model (hotsvc.localmodel); nothing here is skipped: without the b
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
 from hotsvc.settings import DEFAULT_PROFILE, Profile
-from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService
+from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService, eventually
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]
 
@@ -224,3 +227,105 @@ async def test_tool_turn_runs_bash_and_quotes_its_output(
     result = events[-1].result
     assert (result.text, result.is_error) == ('Bash tool said: "hi"', False)
     assert result.num_turns == 2
+
+
+async def test_a_huge_reply_fits_a_client_with_default_limits(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    # 1,000,000 three-byte characters, echoed: with raw_json this was a 6 MB event.
+    _, env = local_model
+    live = await start_real(start_service, env)
+    async with grpc.aio.insecure_channel(live.address) as channel:  # 4 MiB receive limit
+        talk = Conversation(pb_grpc.HotSessionStub(channel))
+        await talk.open(include_raw_json=True)
+        text = "€" * 1_000_000
+        events = await talk.turn(f"echo {text}")
+    assert all(e.ByteSize() <= 4 * 1024 * 1024 for e in events)
+    result = events[-1].result
+    assert (result.is_error, result.text) == (False, f"echo: {text}")
+    assert "".join(deltas(events)) == f"echo: {text}"
+    assert len(deltas(events)) > 1  # split
+    (assistant,) = [e for e in events if e.HasField("assistant")]
+    assert assistant.raw_json_truncated and assistant.raw_json == ""
+    assert assistant.assistant.content[0].text.text == f"echo: {text}"
+    small = [e for e in events if e.HasField("turn_started") or e.HasField("progress")]
+    assert all(e.raw_json or e.HasField("turn_started") for e in small)
+
+
+@pytest.mark.parametrize(
+    ("retention_days", "kept"), [(0, True), (30, False)], ids=["never", "30-days"]
+)
+async def test_transcripts_are_kept_for_the_retention_period(
+    start_service: StartService, local_model: LocalModel, retention_days: int, kept: bool
+) -> None:
+    # Claude Code deletes transcripts older than its cleanupPeriodDays (30 by default) once
+    # a day, ~5 s after a first turn, and then writes .last-cleanup.
+    _, env = local_model
+    config_dir = Path(env["CLAUDE_CONFIG_DIR"])
+    old = config_dir / "projects" / "-srv-old-project" / f"{uuid.uuid4()}.jsonl"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"type":"user"}\n')
+    forty_days_ago = time.time() - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))
+
+    live = await start_real(start_service, env, transcript_retention_days=retention_days)
+    talk = Conversation(live.stub)
+    await talk.open()
+    assert (await talk.ask("Remember 42")).text == "OK"
+
+    async def cleaned_up() -> bool:
+        return (config_dir / ".last-cleanup").exists()
+
+    await eventually(cleaned_up, "Claude Code ran its transcript cleanup")
+    if not kept:  # the sweep may still be deleting when it writes .last-cleanup
+
+        async def deleted() -> bool:
+            return not old.exists()
+
+        await eventually(deleted, "the 40-day-old transcript was deleted")
+    assert old.exists() == kept
+
+
+async def test_a_quiet_tool_is_not_a_hang(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    # A tool step silent for longer than the inactivity timeout (a build, a test run) gets
+    # --tool-timeout instead, and progress meanwhile.
+    _, env = local_model
+    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",))
+    live = await start_real(
+        start_service,
+        env,
+        profiles={DEFAULT_PROFILE: profile},
+        turn_inactivity_timeout=1.0,
+        heartbeat_interval=0.4,
+    )
+    talk = Conversation(live.stub)
+    await talk.open()
+    events = await talk.turn("run tool: sleep 2.5 && echo done")
+    result = events[-1].result
+    assert (result.is_error, result.text) == (False, 'Bash tool said: "done"')
+    subtypes = [e.progress.subtype for e in events if e.HasField("progress")]
+    assert "tool_running" in subtypes and "watchdog" not in subtypes
+    running = next(e for e in events if e.progress.subtype == "tool_running")
+    assert running.progress.status.status.startswith("Bash running, quiet for ")
+
+
+async def test_a_tool_past_the_tool_timeout_is_stopped(
+    start_service: StartService, local_model: LocalModel
+) -> None:
+    _, env = local_model
+    profile = Profile(name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",))
+    live = await start_real(
+        start_service,
+        env,
+        profiles={DEFAULT_PROFILE: profile},
+        turn_inactivity_timeout=1.0,
+        tool_timeout=1.0,
+    )
+    talk = Conversation(live.stub)
+    await talk.open()
+    events = await talk.turn("run tool: sleep 30 && echo late")  # (a bare sleep is refused)
+    assert any(e.progress.subtype == "watchdog" for e in events)
+    assert events[-1].result.is_error
+    assert (await talk.ask("Remember 7")).text == "OK"  # the session goes on

@@ -204,8 +204,15 @@ async def test_multi_megabyte_lines_arrive_whole(start_service: StartService) ->
     talk = Conversation(live.stub)
     await talk.open()
     size = 12 * 1024 * 1024
-    result = await talk.ask(f"huge {size}")
-    assert len(result.text) == size and not result.is_error
+    events = await talk.turn(f"huge {size}")
+    # The text arrives whole as deltas (split into events a client accepts); the result
+    # repeats it cut to fit in 4 MiB, and says so.
+    streamed = "".join(e.text_delta.text for e in events if e.HasField("text_delta"))
+    assert len(streamed) == size
+    result = events[-1].result
+    assert not result.is_error and streamed.startswith(result.text.split("\n[...")[0])
+    assert result.text.endswith("characters cut by hotsvc: an event must fit in 4 MiB]")
+    assert all(e.ByteSize() <= 4 * 1024 * 1024 for e in events)
 
 
 async def test_unknown_profile_is_not_found(start_service: StartService) -> None:
@@ -285,3 +292,19 @@ async def test_close_session_ends_its_process(start_service: StartService) -> No
     with pytest.raises(grpc.aio.AioRpcError) as again:
         await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
     assert again.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_control_requests_hotsvc_does_not_handle_are_refused_by_name(
+    start_service: StartService,
+) -> None:
+    # Newer CLIs ask their host for dialogs and elicitations, where an empty success would
+    # count as a real answer: hotsvc answers with the protocol's error, naming the subtype.
+    live = await start_service()
+    talk = Conversation(live.stub)
+    await talk.open()
+    result = await talk.ask("ask host request_user_dialog")
+    assert result.text == (
+        "host answered request_user_dialog: error hotsvc does not handle "
+        "'request_user_dialog' requests"
+    )
+    assert (await talk.ask("echo still here")).text == "echo: still here"

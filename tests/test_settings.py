@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_table_is_the_generated_one() -> None:
     assert settings.markdown_table() in README.read_text(), (
-        "README's configuration table is stale: paste `python -m hotsvc.settings` into it"
+        "README's configuration table is stale: run `make docs`"
     )
 
 
@@ -71,3 +71,14 @@ def test_toml_profiles_use_the_same_keys(tmp_path: Path) -> None:
     message = "profiles.review.pool_size must be a whole number"
     with pytest.raises(ConfigError, match=re.escape(message)):
         from_args(build_parser({}).parse_args(["serve", "--config", str(path)]))
+
+
+def test_pools_that_could_never_fill_are_refused() -> None:
+    # Health waits for the pools to fill: with more warm processes than the cap allows,
+    # the service would never be SERVING.
+    with pytest.raises(ConfigError, match="want 2 idle processes but --max-sessions allows 1"):
+        from_args(build_parser({}).parse_args(["serve", "--pool-size", "2", "--max-sessions", "1"]))
+    config = from_args(
+        build_parser({}).parse_args(["serve", "--pool-size", "2", "--max-sessions", "2"])
+    )
+    assert config.max_sessions == 2

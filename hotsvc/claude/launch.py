@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-from hotsvc.settings import Profile
+from hotsvc.settings import Profile, ServiceConfig
 
 # The stream-json session every process runs; partial messages give token deltas.
 BASE_ARGS = (
@@ -25,14 +26,33 @@ _SETPRIV = shutil.which("setpriv")
 PARENT_DEATH_SIGNAL: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") if _SETPRIV else ()
 
 
-def argv(claude_cmd: Sequence[str], profile: Profile, session_id: str, resume: bool) -> list[str]:
+# Claude Code deletes transcripts older than this many days (its cleanupPeriodDays) once
+# a day; "never" is a number past any service's life (0 is outside its schema).
+NEVER_DAYS = 99999
+
+
+def argv(config: ServiceConfig, profile: Profile, session_id: str, resume: bool) -> list[str]:
     """The full command line of a session's process.
 
     `--resume` restores the transcript under the same id; a session with no turn yet has
     no transcript, and starts afresh under its id.
     """
     session = ["--resume" if resume else "--session-id", session_id]
-    return [*PARENT_DEATH_SIGNAL, *claude_cmd, *BASE_ARGS, *session, *profile.cli_args()]
+    return [
+        *PARENT_DEATH_SIGNAL,
+        *config.claude_cmd,
+        *BASE_ARGS,
+        *session,
+        "--settings",
+        json.dumps(cli_settings(config)),
+        *profile.cli_args(),
+    ]
+
+
+def cli_settings(config: ServiceConfig) -> dict[str, object]:
+    """Claude Code settings every child gets. Each must carry the cleanup period: any child
+    without it deletes every old transcript in the config dir, once a day."""
+    return {"cleanupPeriodDays": config.transcript_retention_days or NEVER_DAYS}
 
 
 def environment(service_env: Mapping[str, str], profile: Profile, tmpdir: Path) -> dict[str, str]:

@@ -307,3 +307,10 @@ def control_success(request_id: str, response: JsonObject) -> JsonObject:
         "type": "control_response",
         "response": {"subtype": "success", "request_id": request_id, "response": response},
     }
+
+
+def control_error(request_id: str, error: str) -> JsonObject:
+    return {
+        "type": "control_response",
+        "response": {"subtype": "error", "request_id": request_id, "error": error},
+    }

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
 from google.protobuf import struct_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.attachment import GoAway, Heartbeat
+from hotsvc.attachment import GoAway, Heartbeat, Rejected
 from hotsvc.claude import protocol
-from hotsvc.errors import InvalidRequest
+from hotsvc.errors import InvalidRequest, ServiceError
+from hotsvc.grpc.status import code_of
 from hotsvc.manager import OpenRequest
 from hotsvc.snapshot import Opened, SessionState, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
@@ -26,6 +31,24 @@ STATE = {
 }
 
 
+# The longest caller-chosen identifiers: each is repeated on many events or stored.
+MAX_ID_CHARS = 128
+# No response is larger than gRPC clients accept by default (4 MiB): a long text delta
+# becomes several events, raw_json past a limit is left out (raw_json_truncated), and the
+# text of any event still too large is cut, saying so. Lines this short need no checks.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+MAX_RAW_JSON_BYTES = 1024 * 1024
+MAX_DELTA_CHARS = 64 * 1024
+SMALL_TEXT_CHARS = 256 * 1024  # at most 1 MiB of UTF-8: no event from it can be too large
+TRUNCATED = "\n[... {} characters cut by hotsvc: an event must fit in 4 MiB]"
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    text: str
+    turn_id: str
+
+
 def open_request(first: pb.PromptRequest | None) -> OpenRequest:
     """The `open` a Prompt stream must start with."""
     if first is None or first.WhichOneof("request") != "open":
@@ -34,7 +57,32 @@ def open_request(first: pb.PromptRequest | None) -> OpenRequest:
             "open{} for a new session or open{session_id} to re-attach",
             field="open",
         )
+    check_length("open.profile", first.open.profile)
     return OpenRequest(session_id=first.open.session_id, profile=first.open.profile)
+
+
+def turn_request(turn: pb.UserTurn, max_chars: int) -> TurnRequest:
+    check_length("turn.turn_id", turn.turn_id)
+    if not turn.text.strip():
+        raise InvalidRequest("turn.text is empty: send the prompt text", field="turn.text")
+    if len(turn.text) > max_chars:
+        raise InvalidRequest(
+            f"turn.text has {len(turn.text)} characters, over the limit of {max_chars}; "
+            "split the prompt or raise --max-turn-chars",
+            field="turn.text",
+            metadata={"length": len(turn.text), "limit": max_chars},
+        )
+    return TurnRequest(turn.text, turn.turn_id)
+
+
+def check_length(field: str, value: str, limit: int = MAX_ID_CHARS) -> None:
+    if len(value) > limit:
+        raise InvalidRequest(
+            f"{field} has {len(value)} characters, over the limit of {limit}: use a shorter "
+            "identifier",
+            field=field,
+            metadata={"length": len(value), "limit": limit},
+        )
 
 
 def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
@@ -55,6 +103,48 @@ def progress(session_id: str, subtype: str, status: str) -> pb.PromptResponse:
         session_id=session_id,
         progress=pb.Progress(subtype=subtype, status=pb.StatusUpdate(status=status)),
     )
+
+
+def responses(
+    event: protocol.Event, session_id: str, turn_id: str, include_raw_json: bool
+) -> Iterator[pb.PromptResponse]:
+    """The responses for one event (none for events callers don't see), each under 4 MiB."""
+    if isinstance(event, protocol.TextDelta) and len(event.text) > MAX_DELTA_CHARS:
+        for start in range(0, len(event.text), MAX_DELTA_CHARS):
+            piece = protocol.TextDelta(event.text[start : start + MAX_DELTA_CHARS], event.index)
+            yield from responses(piece, session_id, turn_id, include_raw_json=False)
+        return
+    response = event_response(event, session_id, turn_id, include_raw_json)
+    if response is None:
+        return
+    if len(event.line) > SMALL_TEXT_CHARS or (
+        isinstance(event, TurnStarted) and len(event.text) > SMALL_TEXT_CHARS
+    ):
+        _bound(response)
+    yield response
+
+
+def _bound(response: pb.PromptResponse) -> None:
+    if len(response.raw_json.encode()) > MAX_RAW_JSON_BYTES:
+        response.raw_json = ""
+        response.raw_json_truncated = True
+    excess = response.ByteSize() - MAX_RESPONSE_BYTES
+    if excess <= 0:
+        return
+    # The largest texts an event carries: assistant text blocks, a tool's output, a result.
+    texts: list[tuple[Any, str]] = [
+        (response.result, "text"),
+        (response.tool_result, "content"),
+        (response.turn_started, "text"),
+    ]
+    texts += [(block.text, "text") for block in response.assistant.content]
+    for holder, name in sorted(texts, key=lambda t: -len(getattr(*t))):
+        text = getattr(holder, name)
+        # Characters are 1-4 bytes: cutting `excess` characters frees at least as many bytes.
+        keep = max(0, len(text) - excess - len(TRUNCATED) - 16)
+        setattr(holder, name, text[:keep] + TRUNCATED.format(len(text) - keep))
+        if (excess := response.ByteSize() - MAX_RESPONSE_BYTES) <= 0:
+            return
 
 
 def event_response(
@@ -93,11 +183,26 @@ def event_response(
         case GoAway(time_left=time_left, reason=reason):
             response.go_away.reason = reason
             response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
+        case Rejected(error=error):
+            response.error.CopyFrom(stream_error(error))
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
         response.raw_json = event.line
     return response
+
+
+def stream_error(error: ServiceError) -> pb.StreamError:
+    """A refusal as an event, with what the RPC error's details would carry."""
+    message = pb.StreamError(
+        code=code_of(error).value[0],
+        message=error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+    )
+    if error.retry_after is not None:
+        message.retry_delay.FromNanoseconds(int(error.retry_after * 1e9))
+    return message
 
 
 def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessage) -> None:

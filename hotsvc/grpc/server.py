@@ -15,9 +15,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from hotsession.v1 import hotsession_pb2 as pb
-from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.capacity import Capacity
+from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
 from hotsvc.launcher import Launcher
 from hotsvc.manager import SessionManager
@@ -50,7 +50,11 @@ class Service:
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
         self.server = grpc.aio.server()
-        pb_grpc.add_HotSessionServicer_to_server(HotSessionServicer(self.manager), self.server)
+        add_servicer(
+            HotSessionServicer(self.manager),
+            pb.DESCRIPTOR.services_by_name["HotSession"],
+            self.server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

@@ -20,6 +20,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 from hotsvc import errors
 from hotsvc.attachment import Attachment
 from hotsvc.grpc import converters
+from hotsvc.grpc.requests import Malformed
 from hotsvc.grpc.status import maps_errors
 from hotsvc.manager import SessionManager
 
@@ -46,10 +47,17 @@ def owner_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return str(context.peer())
 
 
+def _parsed(request: pb.PromptRequest | Malformed) -> pb.PromptRequest:
+    if isinstance(request, Malformed):
+        raise request.error
+    return request
+
+
 class HotSessionServicer(pb_grpc.HotSessionServicer):
     def __init__(self, manager: SessionManager) -> None:
         self._manager = manager
         self._max_turn_chars = manager.config.max_turn_chars
+        self._open_timeout = manager.config.open_timeout
 
     # A coroutine writing with context.write; the generated stub assumes a generator.
     @maps_errors
@@ -58,7 +66,7 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
         requests: AsyncIterator[pb.PromptRequest],
         context: PromptContext,
     ) -> None:
-        first = await anext(aiter(requests), None)
+        first = await self._first(requests)
         opening = converters.open_request(first)
         assert first is not None
         options = first.open
@@ -74,13 +82,25 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                 reader = tasks.create_task(self._read(requests, attachment))
                 heartbeat = tasks.create_task(attachment.keep_alive())
                 async for turn_id, event in attachment.events():
-                    response = converters.event_response(
+                    for response in converters.responses(
                         event, opened.session_id, turn_id, options.include_raw_json
-                    )
-                    if response is not None:
+                    ):
                         await context.write(response)
                 heartbeat.cancel()
                 reader.cancel()
+
+    async def _first(self, requests: AsyncIterator[pb.PromptRequest]) -> pb.PromptRequest | None:
+        """The stream's first request; a stream that stays silent is not held forever."""
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                first = await anext(aiter(requests), None)
+        except TimeoutError:
+            raise errors.OpenTimeout(
+                f"no `open` arrived within {self._open_timeout:g}s of the stream's start: "
+                "send open{} (or open{session_id}) as the first request",
+                metadata={"openTimeoutSeconds": f"{self._open_timeout:g}"},
+            ) from None
+        return None if first is None else _parsed(first)
 
     async def _read(
         self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
@@ -98,14 +118,15 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
     async def _forward(
         self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
     ) -> None:
-        async for request in requests:
+        async for item in requests:
+            request = _parsed(item)
             match request.WhichOneof("request"):
                 case "turn":
-                    self._check_turn(request.turn)
+                    turn = converters.turn_request(request.turn, self._max_turn_chars)
                     try:
-                        attachment.submit(request.turn.text, request.turn.turn_id)
+                        attachment.submit(turn.text, turn.turn_id)
                     except errors.CapacityExhausted as exc:
-                        await attachment.reject(request.turn.turn_id, exc)
+                        await attachment.reject(turn.turn_id, exc)
                 case "interrupt":
                     attachment.interrupt()
                 case "open":
@@ -120,20 +141,6 @@ class HotSessionServicer(pb_grpc.HotSessionServicer):
                     raise errors.InvalidRequest(
                         "empty PromptRequest: set one of open, turn or interrupt", field="request"
                     )
-
-    def _check_turn(self, turn: pb.UserTurn) -> None:
-        if not turn.text.strip():
-            raise errors.InvalidRequest(
-                "turn.text is empty: send the prompt text", field="turn.text"
-            )
-        limit = self._max_turn_chars
-        if len(turn.text) > limit:
-            raise errors.InvalidRequest(
-                f"turn.text has {len(turn.text)} characters, over the limit of {limit}; "
-                "split the prompt or raise --max-turn-chars",
-                field="turn.text",
-                metadata={"length": len(turn.text), "limit": limit},
-            )
 
     @maps_errors
     async def PoolStatus(

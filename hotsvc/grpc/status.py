@@ -32,6 +32,7 @@ from grpc_status import rpc_status
 
 from hotsvc import errors
 from hotsvc.attachment import StreamEnded
+from hotsvc.grpc.requests import Malformed
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.SpawnFailed: grpc.StatusCode.UNAVAILABLE,
     errors.SessionClosed: grpc.StatusCode.ABORTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
+    errors.OpenTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -120,6 +122,8 @@ def maps_errors(method: Handler[Servicer]) -> Handler[Servicer]:
     @functools.wraps(method)
     async def handle(self: Servicer, request: Any, context: Any) -> Any:
         try:
+            if isinstance(request, Malformed):
+                raise request.error
             return await method(self, request, context)
         except Exception as exc:
             error = service_error(exc)

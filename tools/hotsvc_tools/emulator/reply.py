@@ -4,8 +4,9 @@ The triggers it shares with hotsvc's local scripted model ("Remember N", "What n
 "slow", "echo X", "fail500"/"fail529", "stall", "run tool[: CMD]") are read by that model's
 own ``classify`` (hotsvc.localmodel.script), so the emulator answers a scenario as the real
 CLI does against that model (tests/test_fidelity.py). The faults only the emulator plays
-are read here and win over the script: "crash", "hang", "huge N", and "garbage" (a line
-that is not JSON ahead of the reply).
+are read here and win over the script: "crash", "hang", "huge N", "ask host SUBTYPE" (the
+CLI sends its host a control request of that subtype and replies with the answer), and
+"garbage" (a line that is not JSON ahead of the reply).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hotsvc.localmodel.script import NO_NUMBER_TEXT, Intent, slow_words
 from .options import Knobs
 
 HUGE_RE = re.compile(r"\bhuge\s+(\d+)\b", re.IGNORECASE)
+ASK_HOST_RE = re.compile(r"\bask\s+host\s+(\w+)", re.IGNORECASE)
 WORD_RE = re.compile(r"\s*\S+\s*")
 GARBAGE_LINE = "this is not json"
 CRASH_DELTA = "partial "
@@ -43,8 +45,9 @@ API_ERRORS = {
 class Fault:
     """An emulator-only trigger: the process crashes, hangs, or sends one huge line."""
 
-    kind: Literal["crash", "hang", "huge"]
+    kind: Literal["crash", "hang", "huge", "ask"]
     size: int = 0  # huge: the reply's length in characters
+    subtype: str = ""  # ask: the control request the CLI sends its host
 
 
 def classify(text: str) -> Fault | Intent:
@@ -56,6 +59,8 @@ def classify(text: str) -> Fault | Intent:
         return Fault("hang")
     if huge := HUGE_RE.search(text):
         return Fault("huge", int(huge.group(1)))
+    if ask := ASK_HOST_RE.search(text):
+        return Fault("ask", subtype=ask.group(1))
     return script.classify(text)
 
 

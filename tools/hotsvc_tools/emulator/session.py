@@ -52,7 +52,9 @@ class Session:
             await asyncio.sleep(0)
         elif kind == "control_request":
             self.control(msg)
-        # Anything else (control_response, keep_alive, ...) needs no answer here.
+        elif kind == "control_response" and isinstance(msg.get("response"), dict):
+            self.turns.answered(msg["response"])
+        # Anything else (keep_alive, ...) needs no answer here.
 
     def control(self, msg: Json) -> None:
         request_id = msg.get("request_id")

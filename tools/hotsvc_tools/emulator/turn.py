@@ -56,6 +56,8 @@ class Turns:
         self.hung = False
         self.results_sent = 0
         self.last_ok = True
+        # Control requests this process sent its host, by id, until answered.
+        self.asked: dict[str, asyncio.Future[Json]] = {}
 
     def interrupt(self) -> None:
         if self.running:
@@ -93,6 +95,9 @@ class Turns:
 
     async def _answer(self, intent: Fault | Intent, prompt: str, started: float) -> None:
         """Play the scripted model's part of the turn, through to its result."""
+        if isinstance(intent, Fault) and intent.kind == "ask":
+            await self._ask_host(intent.subtype, started)
+            return
         if isinstance(intent, Intent):
             if intent.kind == "fail":
                 await self._fail_api(intent.status, started)
@@ -106,6 +111,24 @@ class Turns:
         reply = compose_reply(intent, prompt, self.number, self.knobs)
         await self.stream.api_call([Block.text(reply.chunks, reply.delay)], "end_turn")
         self._finish(reply.text, started, num_turns=1)
+
+    async def _ask_host(self, subtype: str, started: float) -> None:
+        """Send the host a control request, as newer CLIs do for dialogs; report its answer."""
+        request_id = f"emu_ask_{uuid.uuid4().hex[:12]}"
+        answer = self.asked[request_id] = asyncio.get_running_loop().create_future()
+        self.out.send(
+            {"type": "control_request", "request_id": request_id, "request": {"subtype": subtype}}
+        )
+        response = await answer
+        text = f"host answered {subtype}: {response.get('subtype')} {response.get('error', '')}"
+        await self.stream.api_call([Block.text([text.strip()])], "end_turn")
+        self._finish(text.strip(), started, num_turns=1)
+
+    def answered(self, response: Json) -> None:
+        """The host's control_response to one of our requests."""
+        future = self.asked.pop(str(response.get("request_id")), None)
+        if future is not None and not future.done():
+            future.set_result(response)
 
     async def _fail_api(self, status: int, started: float) -> None:
         """The API answers every attempt with ``status``: retries, then an error result."""

@@ -272,6 +272,10 @@ class Session:
                 self._forget(turn)
 
 
+# The largest response hotsvc sends (it splits or cuts events to stay under it).
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
 class HotSessionClient:
     """A connection to hotsvc. Give it an address, or a grpc.aio channel it will not close."""
 
@@ -282,7 +286,9 @@ class HotSessionClient:
         options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
         if isinstance(target, str):
-            self._channel = aio.insecure_channel(target, options=list(options))
+            # hotsvc keeps every response under 4 MiB; say so rather than rely on a default.
+            limits = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+            self._channel = aio.insecure_channel(target, options=[*limits, *options])
             self._owns_channel = True
         else:
             self._channel = target
