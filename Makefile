@@ -1,38 +1,58 @@
 # hotsvc: `make run` starts the service, `make test` runs the whole suite.
+#
+# Two setups: `setup` is what running the service needs (any user, no root, no apt-get);
+# `setup-dev` is everything the tests, linters and client toolchains need (CI, as root).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-# Debian packages for the Go client (toolchain, generators, grpc-go sources). The 1-5
+# Extra flags for `hotsvc serve`: make run ARGS='--listen 127.0.0.1:0 --pool-size 1'
+ARGS   ?=
+
+# Every Debian package the suite needs, installed by one apt-get step in setup-dev (the
+# one place to add one). The Go client: toolchain, generators, grpc-go sources; the 1-5
 # protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
-GO_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
-           golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+# systemd: `systemd-analyze verify` of deploy/systemd/hotsvc.service. postgresql: a
+# throwaway cluster per test run (tests/postgres.py) for the session store's tests.
+DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+                golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
+                systemd postgresql
 
-# Debian packages the test suite starts: PostgreSQL (a throwaway cluster per test run,
-# tests/postgres.py) for the session store's tests.
-TEST_DEB_PKGS := postgresql
+# A `claude` the user already has is used first; the pinned one is installed otherwise.
+HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 
-.PHONY: setup run test proto docs lint bench soak pressure clean test-deb-pkgs
+.PHONY: setup setup-dev dev-apt run test proto docs lint bench soak pressure clean
 
 # Idempotent; each step re-runs only when its inputs changed.
-setup: $(VENV)/.installed node_modules/.package-lock.json \
-       clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt \
-       test-deb-pkgs
+setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
 
-test-deb-pkgs:
-	@dpkg -s $(TEST_DEB_PKGS) >/dev/null 2>&1 || { apt-get update && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(TEST_DEB_PKGS); }
+setup-dev: setup dev-apt $(VENV)/.dev node_modules/.package-lock.json \
+           clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt
 
-# tools/ is the dev-only hotsvc-tools (hotsvc-emulator, bench, soak, codegen), installed
-# in the same command so its `hotsvc` dependency resolves to this checkout.
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml tools/pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# The service and its runtime dependencies only (pyproject's `dependencies`), editable.
+$(VENV)/.runtime: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: hotsvc needs Python 3.11 or newer as $(PYTHON) (Debian/Ubuntu:" \
+	    "sudo apt-get install python3; or make PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "make: cannot create $(VENV); on Debian/Ubuntu: sudo apt-get install python3-venv" >&2; \
+	  rm -rf $(VENV); exit 1; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e clients/python -e '.[dev]' -e tools
+	$(PY) -m pip install -qq -e .
 	touch $@
 
-# The real Claude Code CLI, pinned in package-lock.json, when none is on PATH.
+# Dev extras, the client helper, and tools/ (the dev-only hotsvc-tools: hotsvc-emulator,
+# bench, soak, codegen), in one command so tools' `hotsvc` dependency is this checkout.
+$(VENV)/.dev: $(VENV)/.runtime pyproject.toml clients/python/pyproject.toml tools/pyproject.toml
+	$(PY) -m pip install -qq -e clients/python -e '.[dev]' -e tools
+	touch $@
+
+# The real Claude Code CLI, pinned in package-lock.json (node is needed to install it only).
 node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "make: npm not found; it installs the pinned Claude Code CLI. Install Node.js" \
+	    "and npm (Debian/Ubuntu: sudo apt-get install nodejs npm; or https://nodejs.org)," \
+	    "or put a \`claude\` on PATH" >&2; exit 1; }
 	npm ci --no-audit --no-fund
 	touch $@
 
@@ -40,45 +60,48 @@ clients/typescript/node_modules/.package-lock.json: clients/typescript/package-l
 	npm ci --prefix clients/typescript --no-audit --no-fund
 	touch $@
 
-clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsession/v1/*.go)
-	dpkg -s $(GO_PKGS) >/dev/null 2>&1 || { apt-get update && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y $(GO_PKGS); }
+# The only apt-get in this file; needs root (CI runs as root). A no-op when all are there.
+dev-apt:
+	@dpkg -s $(DEV_APT_PKGS) >/dev/null 2>&1 || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEV_APT_PKGS); }
+
+clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsession/v1/*.go) | dev-apt
 	clients/go/debian-vendor.sh
 
 # The pinned CLI comes after PATH: a `claude` the user has is used first.
 run: setup
-	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto
+	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto $(ARGS)
 
-test: setup
+test: setup-dev
 	$(BIN)/pytest -q
 
 # Regenerate every language's committed stubs; tests/test_clients.py fails when they drift.
-proto: setup
+proto: setup-dev
 	$(PY) -m hotsvc_tools.codegen
 
 LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
 
 # README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
-docs: setup
+docs: setup-dev
 	$(PY) -m hotsvc_tools.readme
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy $(LINTED)
 
-bench: setup
+bench: setup-dev
 	$(PY) -m hotsvc_tools.bench
 
 # The pressure suite at full size (the suite runs it small); prints the figures for
 # docs/benchmarks.md.
-pressure: setup
+pressure: setup-dev
 	HOTSVC_PRESSURE=full $(BIN)/pytest -q -s tests/test_pressure.py
 
 # Many sessions and turns with injected faults; prints leaks, lost results, memory.
-soak: setup
+soak: setup-dev
 	$(PY) -m hotsvc_tools.soak
 
 clean:
-	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build *.egg-info \
-	  tools/build tools/*.egg-info
+	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build dist \
+	  *.egg-info tools/build tools/*.egg-info

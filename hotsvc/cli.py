@@ -59,8 +59,9 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     command = config.claude_cmd[0]
     if not shutil.which(command):
         raise ConfigError(
-            f"Claude Code command {command!r} not found: run `make setup` "
-            "(installs it under node_modules) or pass --claude-cmd"
+            f"Claude Code command {command!r} not found: install it (npm install -g "
+            "@anthropic-ai/claude-code; in a checkout `make setup` installs the pinned one "
+            "under node_modules) or pass --claude-cmd"
         )
     return config
 

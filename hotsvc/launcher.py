@@ -1,8 +1,8 @@
 """Starting Claude Code processes, and owning each one until it has exited.
 
 Every process runs its reader under the launcher's TaskGroup and holds a capacity Slot
-until it is gone; the store records it meanwhile, so a service killed without cleaning
-up can end its orphans at the next start.
+and its own TMPDIR until it is gone; the store records it meanwhile, so a service killed
+without cleaning up can end its orphans at the next start.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
@@ -21,6 +22,7 @@ from hotsvc.containment import Cage, Containment
 from hotsvc.errors import ServiceError, SpawnFailed
 from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.store import SessionStore
+from hotsvc.tmpdirs import ChildTmpDirs
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,16 @@ class SpawnStats:
 
 class Launcher:
     def __init__(
-        self, config: ServiceConfig, store: SessionStore, containment: Containment
+        self,
+        config: ServiceConfig,
+        store: SessionStore,
+        containment: Containment,
+        tmpdirs: ChildTmpDirs,
     ) -> None:
         self._config = config
         self._store = store
         self._containment = containment
+        self._tmpdirs = tmpdirs
         self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
         self._processes: set[ClaudeProcess] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -54,13 +61,22 @@ class Launcher:
         self.stats = SpawnStats()
 
     async def run(self) -> None:
-        """Own every process's reader until stop(); then kill whatever is left."""
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
-            await self._stopped.wait()
-            for process in self._processes:
-                process.kill()
-        self._containment.reap(keep=set())
+        """Own every process's reader until stop(); then kill whatever is left.
+
+        Runs after the orphan sweeps, so no child of a previous run still uses the
+        temporary directories it empties.
+        """
+        if swept := self._tmpdirs.open():
+            log.info("removed %d temporary directories left by a previous run", swept)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._stopped.wait()
+                for process in self._processes:
+                    process.kill()
+            self._containment.reap(keep=set())
+        finally:
+            self._tmpdirs.close()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -107,17 +123,19 @@ class Launcher:
             raise SpawnFailed("hotsvc is stopping and starts no process")
         cage = self._containment.cage()
         argv = cage.wrap(launch.argv(self._config, profile, session_id, resume))
+        tmpdir = self._tmpdirs.make(session_id)
         try:
             process = await ClaudeProcess.spawn(
                 argv,
                 session_id=session_id,
-                env={**launch.environment(self._config.env, profile), **cage.env},
+                env={**launch.environment(self._config.env, profile, tmpdir), **cage.env},
                 cwd=profile.cwd or None,
                 line_limit=self._config.max_line_bytes,
             )
         except OSError as exc:
             cage.remove()
             slot.release()
+            await self._tmpdirs.remove(tmpdir)
             command = self._config.claude_cmd[0]
             raise SpawnFailed(
                 f"cannot start Claude Code ({command}): {exc}; check --claude-cmd / "
@@ -126,14 +144,16 @@ class Launcher:
             ) from exc
         cage.pid = process.pid
         self._processes.add(process)
-        self._tasks.create_task(self._own(process, slot, cage), name=f"claude-{process.pid}")
+        self._tasks.create_task(
+            self._own(process, slot, cage, tmpdir), name=f"claude-{process.pid}"
+        )
         try:
             await self._store.process_started(process.pid)
         except ServiceError as exc:  # the process runs on; only a crash would orphan it
             log.warning("pid %d not recorded for the orphan sweep: %s", process.pid, exc)
         return process
 
-    async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage) -> None:
+    async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage, tmpdir: Path) -> None:
         try:
             await process.run()
         finally:
@@ -143,6 +163,7 @@ class Launcher:
             self._containment.reap(keep={p.pid for p in self._processes})
             cage.remove()
             slot.release()
+            await self._tmpdirs.remove(tmpdir)
             try:
                 await self._store.process_ended(process.pid)
             except ServiceError as exc:  # the next start's sweep drops the row

@@ -131,8 +131,9 @@ class ServiceConfig:
     config: Path | None = setting(None, "TOML file of `[profiles.NAME]` tables")
     data_dir: Path | None = setting(
         default_data_dir(),
-        "the default session store's SQLite file, the children's temporary directories and "
-        "the local model's CLI config; must not lie inside a session's working directory",
+        "the default session store's SQLite file, each child's TMPDIR (`tmp/`, emptied at "
+        "start-up) and the local model's CLI config; must not lie inside a session's "
+        "working directory",
         shown_default="`$XDG_STATE_HOME/hotsvc` (else `~/.local/state/hotsvc`)",
     )
     store: str = setting(

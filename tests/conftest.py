@@ -195,18 +195,12 @@ async def stores(store_url: str) -> AsyncIterator[OpenStore]:
 @pytest.fixture
 def local_model(tmp_path: Path) -> Iterator[tuple[LocalModelServer, dict[str, str]]]:
     """The local scripted model, and the env that points the real CLI at it, isolated."""
-    assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup` (npm ci)"
+    assert REAL_CLAUDE.exists(), f"{REAL_CLAUDE} is missing: run `make setup-dev` (npm ci)"
     home = tmp_path / "home"
-    (home / "tmp").mkdir(parents=True)
+    home.mkdir()
+    # No TMPDIR: hotsvc gives each child its own (tests/test_tmpdirs.py).
     with LocalModelServer(host="127.0.0.1", port=0, record_requests=True) as server:
-        yield (
-            server,
-            {
-                **local_model_env(server.url, home / ".claude"),
-                "HOME": str(home),
-                "TMPDIR": str(home / "tmp"),  # the CLI leaves sockets here when killed
-            },
-        )
+        yield server, {**local_model_env(server.url, home / ".claude"), "HOME": str(home)}
 
 
 class Conversation:

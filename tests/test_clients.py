@@ -74,7 +74,7 @@ def test_committed_stubs_match_the_protos(lang: str, tmp_path: Path) -> None:
 def buf(*args: str) -> subprocess.CompletedProcess[str]:
     exe = BIN / "buf"
     if not exe.is_file():
-        pytest.fail("buf not found in the venv: run `make setup` (the buf-bin dev dependency)")
+        pytest.fail("buf not found in the venv: run `make setup-dev` (the buf-bin dev dependency)")
     return run([str(exe), *args], cwd=REPO)
 
 

@@ -118,5 +118,5 @@ def test_bad_config_files_say_what_to_fix(tmp_path: Path, toml: str, message: st
 
 
 def test_a_missing_claude_command_fails_at_start_up() -> None:
-    with pytest.raises(ConfigError, match="'no-such-claude' not found: run `make setup`"):
+    with pytest.raises(ConfigError, match="'no-such-claude' not found: install it"):
         config_from_args(build_parser().parse_args(["serve", "--claude-cmd", "no-such-claude"]))

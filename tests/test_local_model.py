@@ -320,7 +320,8 @@ async def test_console_script_prints_its_url_and_stops_on_sigterm() -> None:
 def claude_bin() -> Path:
     if not os.access(CLAUDE, os.X_OK):
         pytest.fail(
-            f"{CLAUDE} is missing: run `make setup` to install the pinned Claude Code CLI (npm ci)"
+            f"{CLAUDE} is missing: run `make setup-dev` to install the pinned Claude Code CLI "
+            "(npm ci)"
         )
     return CLAUDE
 

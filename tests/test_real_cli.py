@@ -1,6 +1,6 @@
 """HotSession end to end through real gRPC on the REAL Claude Code CLI.
 
-The CLI (node_modules/.bin/claude, installed by `make setup`) runs offline against the
+The CLI (node_modules/.bin/claude, installed by `make setup-dev`) runs offline against the
 local scripted model (hotsvc.localmodel); nothing here is skipped: without the binary the
 `local_model` fixture fails and says how to install it.
 """

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 
 from hotsvc.settings import Profile, ServiceConfig
 
@@ -54,6 +55,12 @@ def cli_settings(config: ServiceConfig) -> dict[str, object]:
     return {"cleanupPeriodDays": config.transcript_retention_days or NEVER_DAYS}
 
 
-def environment(service_env: Mapping[str, str], profile: Profile) -> dict[str, str]:
-    """The service's environment, then the service-wide extras, then the profile's."""
-    return {**os.environ, **service_env, **profile.env}
+def environment(
+    service_env: Mapping[str, str], profile: Profile, tmpdir: Path | None = None
+) -> dict[str, str]:
+    """The service's environment, then the service-wide extras, then the profile's; and
+    the child's own TMPDIR (hotsvc.tmpdirs), which none of those can move."""
+    env = {**os.environ, **service_env, **profile.env}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return env

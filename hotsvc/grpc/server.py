@@ -29,6 +29,7 @@ from hotsvc.layout import check_layout
 from hotsvc.manager import SessionManager
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
+from hotsvc.tmpdirs import ChildTmpDirs
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class Service:
         self.containment = Containment(
             str(data_dir.resolve()) if data_dir else "", config.containment
         )
-        self.launcher = Launcher(config, self.store, self.containment)
+        tmpdirs = ChildTmpDirs(data_dir / "tmp" if data_dir else None)
+        self.launcher = Launcher(config, self.store, self.containment, tmpdirs)
         self.manager = SessionManager(
             config, self.store, self.launcher, Capacity(config.max_sessions), self.audit
         )

@@ -327,7 +327,7 @@ async def local_model_process() -> tuple[asyncio.subprocess.Process, str]:
 
 async def run_real(turns: int, sessions: int) -> str:
     if not PROJECT_CLAUDE.exists():
-        raise SystemExit(f"{PROJECT_CLAUDE} is missing: run `make setup`")
+        raise SystemExit(f"{PROJECT_CLAUDE} is missing: run `make setup-dev`")
     model, url = await local_model_process()
     try:
         with tempfile.TemporaryDirectory() as home:

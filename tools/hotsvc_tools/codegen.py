@@ -32,12 +32,12 @@ TS_PACKAGE = REPO / "clients/typescript"
 GO_MODULE = "hotsvc/clients/go"
 # How a missing code generator gets installed (clients/SETUP.md); tests/test_clients.py uses these.
 SETUP_HINT = {
-    "python": "run `make setup` (pip install -e '.[dev]' brings grpcio-tools and mypy-protobuf)",
+    "python": "run `make setup-dev` (pip install -e '.[dev]': grpcio-tools, mypy-protobuf)",
     "typescript": (
-        "run the `make setup`/.ci step `npm ci --prefix clients/typescript` (needs Node >= 20)"
+        "run the `make setup-dev` step `npm ci --prefix clients/typescript` (needs Node >= 20)"
     ),
     "go": (
-        "run the `make setup`/.ci step `apt-get install -y golang-go protoc-gen-go "
+        "run the `make setup-dev`/.ci step `apt-get install -y golang-go protoc-gen-go "
         "protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev "
         "golang-github-golang-protobuf-1-5-dev` (see clients/SETUP.md)"
     ),
