@@ -8,8 +8,9 @@ Cage, by one of two mechanisms chosen at start (and logged):
   delegated subtree under systemd's `Delegate=yes`, or any cgroup root may write);
   `cgroup.kill` then ends everything in it, however it detached.
 - `tree`: without a writable cgroup, the child's descendants are found by walking the
-  process tree; hotsvc is a child subreaper (PR_SET_CHILD_SUBREAPER), so a tool whose
-  parent died is re-parented to hotsvc rather than init, and is still found and reaped.
+  process tree, and a tool whose CLI died by the marker below. `hotsvc serve` is also a
+  child subreaper (PR_SET_CHILD_SUBREAPER), so such a tool is re-parented to it rather
+  than init and its exit status is collected, not left as a zombie.
 
 Either way every child's environment carries a marker naming the service instance; a
 service that starts finds and kills what an earlier instance on the same data directory
@@ -76,7 +77,6 @@ class Containment:
         self.instance = f"{me.pid}-{int(me.create_time() * 1000)}"
         self.marker = f"{self.scope}/{self.instance}"
         self._orphans: set[int] = set()  # killed, not yet reaped
-        _become_subreaper()
         self._root = _cgroup_root() if mechanism != "tree" else None
         self._base: Path | None = None
         if self._root is not None:
@@ -109,27 +109,27 @@ class Containment:
         return Cage(self.marker, cgroup)
 
     def reap(self, keep: set[int]) -> None:
-        """Kill and collect what dead children left to this subreaper: processes of ours
-        with our marker that are not `keep` (the CLI pids asyncio itself waits for), and
-        everything under them."""
-        for child in psutil.Process().children():
-            if child.pid in keep or child.pid in self._orphans:
+        """Kill what dead children left behind: processes with our marker that are not
+        `keep` (the live CLIs), and everything under them; collect the exit status of
+        those that are our own children (re-parented to a subreaper)."""
+        me = os.getpid()
+        for process in psutil.process_iter():
+            if process.pid in keep or process.pid in self._orphans or process.pid == me:
                 continue
             try:
-                mine = child.environ().get(MARKER) == self.marker
+                mine = process.environ().get(MARKER) == self.marker
             except psutil.Error:
                 continue
             if mine:
-                for process in _descendants(child.pid):
-                    _kill(process)
-                    self._orphans.add(process.pid)
+                for doomed in _descendants(process.pid):
+                    _kill(doomed)
+                    self._orphans.add(doomed.pid)
         for pid in list(self._orphans):
             try:
                 if os.waitpid(pid, os.WNOHANG)[0] == 0:
                     continue  # dying; the next reap collects it
             except ChildProcessError:
-                if psutil.pid_exists(pid):
-                    continue  # not re-parented to us yet
+                pass  # not ours to collect (init, or another subreaper, does)
             self._orphans.discard(pid)
 
     def close(self) -> None:
@@ -162,7 +162,9 @@ class Containment:
 _SH = shutil.which("sh") or "/bin/sh"
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
+    """Orphaned descendants come back to this process instead of init (for `hotsvc
+    serve`; a test runner hosting a service in-process keeps its own behaviour)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log.warning("cannot become a child subreaper (errno %d)", ctypes.get_errno())

@@ -217,6 +217,7 @@ class SessionManager:
     def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
         """The session `principal` names, if it may use it (it opened it, or is an admin);
         PERMISSION_DENIED otherwise, revealing nothing (see hotsvc.ownership)."""
+        check_session_id(session_id)
         return self._ownership.session_for(session_id, principal, action)
 
     def _attachable(self, session_id: str, principal: Principal) -> Session:

@@ -145,7 +145,7 @@ class ServiceConfig:
     replica_id: str = setting(
         "",
         "this replica's name in a shared store: leases and child processes are per replica",
-        shown_default="host name`:`port",
+        shown_default="host name (`:`port in a shared store)",
     )
     lease_seconds: float = setting(
         15.0,

@@ -295,7 +295,9 @@ async def test_make_run_from_a_fresh_clone_as_a_user_without_root(tmp_path: Path
         assert not (home / "ran-as-root").exists(), (home / "ran-as-root").read_text()
         assert not [line for line in output if "apt-get" in line], "".join(output)
         assert (clone / "node_modules" / ".bin" / "claude").exists()
-        assert list((clone / ".hotsvc" / "tmp").iterdir()) == []
+        # The default data directory is the user's state directory, out of the checkout.
+        assert not (clone / ".hotsvc").exists()
+        assert list((home / ".local" / "state" / "hotsvc" / "tmp").iterdir()) == []
 
 
 async def keep_output(

@@ -20,7 +20,7 @@ from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.auth.tokens import TokenFileError
 from hotsvc.capacity import Capacity
-from hotsvc.containment import Containment
+from hotsvc.containment import Containment, become_subreaper
 from hotsvc.grpc.auth import AuthInterceptor, server_credentials
 from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
@@ -60,10 +60,9 @@ class Service:
             self.port = self.server.add_secure_port(config.listen, credentials)
         if not self.port:
             raise OSError(f"cannot listen on {config.listen}")
+        url = store_url(config.store, config.data_dir)
         self.store = open_store(
-            store_url(config.store, config.data_dir),
-            config.replica_id or default_replica_id(self.port),
-            config.lease_seconds,
+            url, config.replica_id or default_replica_id(url, self.port), config.lease_seconds
         )
         data_dir = config.data_dir
         self.containment = Containment(
@@ -194,6 +193,7 @@ def _call(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 async def serve(config: ServiceConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
+    become_subreaper()
     service = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

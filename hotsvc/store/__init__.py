@@ -55,9 +55,12 @@ def store_url(url: str, data_dir: Path | None) -> str:
     return f"sqlite:{data_dir / REGISTRY_FILE}" if data_dir else "sqlite::memory:"
 
 
-def default_replica_id(port: int) -> str:
-    """`--replica-id`'s default: this host's name and the port it serves on."""
-    return f"{socket.gethostname()}:{port}"
+def default_replica_id(url: str, port: int) -> str:
+    """`--replica-id`'s default: this host's name, and in a shared store also the port it
+    serves on. A SQLite store belongs to one host, so its replica keeps its name across
+    restarts (on port 0 too) and takes its own leases back at once."""
+    host = socket.gethostname()
+    return host if url.startswith("sqlite:") else f"{host}:{port}"
 
 
 def open_store(url: str, replica_id: str, lease_seconds: float) -> SessionStore:
