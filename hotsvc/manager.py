@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 class OpenRequest:
     session_id: str = ""  # empty: a new session
     profile: str = ""
+    # With session_id: create the session under that id when it does not exist.
+    create_if_missing: bool = False
 
 
 def check_session_id(session_id: str) -> None:
@@ -97,6 +99,7 @@ class SessionManager:
             name: WarmPool(profile, launcher, capacity) for name, profile in config.profiles.items()
         }
         self._sessions: dict[str, Session] = {}
+        self._creating: set[str] = set()  # caller-chosen ids being opened now
         self._ownership = Ownership(self._sessions, self._quotas, self._audit)
         self._tasks: asyncio.TaskGroup | None = None
         self._session_tasks: dict[str, asyncio.Task[None]] = {}
@@ -172,7 +175,12 @@ class SessionManager:
         """Open a new session or re-attach to one the principal may use, for the duration
         of a stream. The attachment carries the principal for its turns' quota."""
         self._refuse_if_draining()
-        if request.session_id:
+        if request.session_id and request.create_if_missing and not self._known(request):
+            session, start = await self._open(
+                request.profile, principal, progress, request.session_id
+            )
+            attachment = session.attachment = self._attachment(session, principal, alive)
+        elif request.session_id:
             session = self._attachable(request.session_id, principal)
             attachment = session.attachment = self._attachment(session, principal, alive)
             try:  # claimed before any await: one stream per session
@@ -230,9 +238,24 @@ class SessionManager:
             )
         return session
 
+    def _known(self, request: OpenRequest) -> bool:
+        check_session_id(request.session_id)
+        if request.session_id in self._creating:
+            raise SessionBusy(
+                f"session {request.session_id} is being opened by another stream; retry "
+                "in a moment to attach to it",
+                metadata={"sessionId": request.session_id},
+            )
+        return request.session_id in self._sessions
+
     async def _open(
-        self, profile_name: str, principal: Principal, progress: OnProgress | None
+        self,
+        profile_name: str,
+        principal: Principal,
+        progress: OnProgress | None,
+        session_id: str = "",
     ) -> tuple[Session, Start]:
+        """A new session: under `session_id` (chosen by the caller) or a fresh id."""
         profile = self.config.profile(profile_name)
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
@@ -241,23 +264,28 @@ class SessionManager:
                 metadata={"profile": clip(profile_name), "knownProfiles": known},
             )
         with self._ownership.opening(principal):
-            session, start = await self._start(profile, principal.name, progress)
+            self._creating.add(session_id)
+            try:
+                session, start = await self._start(profile, principal.name, progress, session_id)
+            finally:
+                self._creating.discard(session_id)
         self._audit.record(
             "session.opened", principal=principal.name, session=session.id, profile=profile.name
         )
         return session, start
 
     async def _start(
-        self, profile: Profile, owner: str, progress: OnProgress | None
+        self, profile: Profile, owner: str, progress: OnProgress | None, session_id: str
     ) -> tuple[Session, Start]:
         first_turn_done = asyncio.Event()
-        process = self._pools[profile.name].take(hold_refill=first_turn_done)
+        # A warm process already has its own session id: a caller's id needs a new one.
+        process = None if session_id else self._pools[profile.name].take(first_turn_done)
         if process is not None:
             self._launcher.stats.warm_starts += 1
             start = Start.WARM
         else:
             slot = await self._slot(progress)
-            process = await self._launcher.spawn(profile, slot)
+            process = await self._launcher.spawn(profile, slot, session_id=session_id)
             self._launcher.stats.cold_starts += 1
             start = Start.COLD
         session = Session(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 
 import grpc
 import pytest
@@ -308,3 +309,29 @@ async def test_control_requests_hotsvc_does_not_handle_are_refused_by_name(
         "'request_user_dialog' requests"
     )
     assert (await talk.ask("echo still here")).text == "echo: still here"
+
+
+async def test_create_if_missing_opens_a_session_under_the_callers_id(
+    start_service: StartService,
+) -> None:
+    # A load balancer can route by the id a caller chose before the session existed.
+    live = await start_service(pool_size=1)
+    chosen = str(uuid.uuid4())
+    first = Conversation(live.stub)
+    await first.send(
+        pb.PromptRequest(open=pb.OpenSession(session_id=chosen, create_if_missing=True))
+    )
+    opened = (await first.read()).opened
+    assert (opened.session_id, opened.start) == (chosen, pb.SESSION_START_COLD)
+    assert (await first.ask("Remember 6")).text == "OK"
+    assert await first.finish() == grpc.StatusCode.OK
+    again = Conversation(live.stub)
+    await again.send(
+        pb.PromptRequest(open=pb.OpenSession(session_id=chosen, create_if_missing=True))
+    )
+    assert (await again.read()).opened.start == pb.SESSION_START_ATTACHED
+    assert (await again.ask("What number?")).text == "6"
+    # Without the flag an unknown id is still NOT_FOUND.
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await Conversation(live.stub).open(session_id=str(uuid.uuid4()))
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND

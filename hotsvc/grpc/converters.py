@@ -58,7 +58,11 @@ def open_request(first: pb.PromptRequest | None) -> OpenRequest:
             field="open",
         )
     check_length("open.profile", first.open.profile)
-    return OpenRequest(session_id=first.open.session_id, profile=first.open.profile)
+    return OpenRequest(
+        session_id=first.open.session_id,
+        profile=first.open.profile,
+        create_if_missing=first.open.create_if_missing,
+    )
 
 
 def turn_request(turn: pb.UserTurn, max_chars: int) -> TurnRequest:
