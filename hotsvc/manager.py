@@ -19,6 +19,7 @@ from hotsvc.attachment import Attachment
 from hotsvc.audit import AuditLog
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
+from hotsvc.durability import Durability
 from hotsvc.errors import (
     Draining,
     InvalidRequest,
@@ -44,7 +45,7 @@ from hotsvc.snapshot import (
     Start,
     view_of,
 )
-from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore
+from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore, StoredState
 from hotsvc.store.turns import TurnTotals
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class SessionManager:
         self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
+        self._durability = Durability(config, store)
         self._audit = audit or AuditLog(None)
         self._quotas = Quotas(
             config.max_sessions_per_principal, config.turns_per_minute_per_principal, self._audit
@@ -143,9 +145,12 @@ class SessionManager:
                     profile,
                     self.config,
                     self,
+                    durability=self._durability,
                     owner=record.owner,
+                    cwd=record.cwd,
                     created_at=record.created_at,
                     turns=record.turns,
+                    lost=record.state is StoredState.LOST,
                 )
             )
         if self._sessions:
@@ -230,6 +235,8 @@ class SessionManager:
 
     def _attachable(self, session_id: str, principal: Principal) -> Session:
         session = self.session_for(session_id, principal, "attach")
+        if session.lost:
+            raise session.lost_error()
         if session.attached:
             raise SessionBusy(
                 f"session {session_id} already has a stream attached; one "
@@ -294,6 +301,7 @@ class SessionManager:
             self.config,
             self,
             process,
+            durability=self._durability,
             owner=owner,
             first_turn_done=first_turn_done,
         )
@@ -303,7 +311,7 @@ class SessionManager:
                     session.id,
                     profile.name,
                     owner,
-                    profile.cwd,
+                    session.cwd,
                     session.created_at,
                     session.last_active_at,
                     model=profile.model,
@@ -341,9 +349,19 @@ class SessionManager:
         """A new process for a session whose process is gone, with its conversation."""
         self._refuse_if_draining()
         await self.leases.acquire(session.id)  # no two replicas run one conversation
+        # --resume needs the transcript: from the store when this host lacks it. A
+        # session that never finished a turn may have none yet and starts afresh.
+        resume = await self._durability.restore(session.id, session.transcript_path())
+        if not resume and session.turns > 0:
+            session.lost = True
+            await self._store.set_state(session.id, StoredState.LOST)
+            log.warning(
+                "session %s is lost: no transcript on this host or in the store", session.id
+            )
+            raise session.lost_error()
         slot = await self._slot(progress)
         process = await self._launcher.spawn(
-            session.profile, slot, session_id=session.id, resume=session.turns > 0
+            session.profile, slot, session_id=session.id, resume=resume
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
@@ -407,6 +425,7 @@ class SessionManager:
         await self._store.forget(session_id)  # first: if the store fails, nothing changed
         await self.leases.release(session_id)
         self._totals.forget(session_id)
+        self._durability.forget(session_id)
         if self._sessions.pop(session_id, None) is None:  # closed concurrently meanwhile
             return 0
         self._audit.record(
@@ -461,7 +480,7 @@ class SessionManager:
         listed (the counts and pool figures stay service-wide)."""
         stats = self._launcher.stats
         views = [view_of(s) for s in self._sessions.values()]
-        live = sum(1 for v in views if v.state is not SessionState.STOPPED)
+        live = sum(1 for v in views if v.state not in (SessionState.STOPPED, SessionState.LOST))
         return Snapshot(
             pools=tuple(
                 PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))

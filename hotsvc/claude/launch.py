@@ -17,6 +17,8 @@ BASE_ARGS = (
     "--output-format", "stream-json",
     "--verbose",
     "--include-partial-messages",
+    # Transcript entries on stdout before the result: written by then, on every version.
+    "--session-mirror",
 )  # fmt: skip
 
 # Children die with the service even when it is SIGKILLed: the kernel's parent-death

@@ -16,9 +16,14 @@ JsonObject = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One line from the CLI's stdout; `line` is the original text ("" for synthesized events)."""
+    """One line from the CLI's stdout; `line` is the original text ("" for synthesized events).
+
+    `uuid` is the line's own id; for assistant and user lines it is also the id of their
+    entry in the session's transcript, which is how a turn is known to be saved.
+    """
 
     line: str = field(default="", repr=False, kw_only=True)
+    uuid: str = field(default="", repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,13 @@ class UserMessage(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptMirror(Event):
+    """`--session-mirror`: transcript entries the CLI has written, ahead of the `result`."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -118,6 +130,7 @@ class Result(Event):
     total_cost_usd: float = 0.0
     api_error_status: int = 0
     errors: tuple[str, ...] = ()
+    durable: bool = False  # hotsvc's: the transcript was seen to hold the turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +215,7 @@ def _assistant(message: JsonObject, line: str) -> Event:
         parent_tool_use_id=str(message.get("parent_tool_use_id") or ""),
         error=str(message.get("error") or ""),
         line=line,
+        uuid=str(message.get("uuid") or ""),
     )
 
 
@@ -228,8 +242,9 @@ def _user(message: JsonObject, line: str) -> Event:
                     content=_text_of(block.get("content")),
                     is_error=bool(block.get("is_error")),
                     line=line,
+                    uuid=str(message.get("uuid") or ""),
                 )
-    return UserMessage(_text_of(content), line=line)
+    return UserMessage(_text_of(content), line=line, uuid=str(message.get("uuid") or ""))
 
 
 def _result(message: JsonObject, line: str) -> Event:
@@ -272,7 +287,12 @@ def _control_response(message: JsonObject, line: str) -> Event:
     )
 
 
+def _transcript_mirror(message: JsonObject, line: str) -> Event:
+    return TranscriptMirror(str(message.get("filePath") or ""), line=line)
+
+
 _PARSERS = {
+    "transcript_mirror": _transcript_mirror,
     "system": _system,
     "stream_event": _stream_event,
     "assistant": _assistant,
@@ -290,8 +310,12 @@ def encode(message: JsonObject) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def user_message(text: str) -> JsonObject:
-    return {"type": "user", "message": {"role": "user", "content": text}}
+def user_message(text: str, uuid: str = "") -> JsonObject:
+    """A user turn; with `uuid`, its transcript entry (and echo) carry that id."""
+    message: JsonObject = {"type": "user", "message": {"role": "user", "content": text}}
+    if uuid:
+        message["uuid"] = uuid
+    return message
 
 
 def control_request(request_id: str, subtype: str, **fields: Any) -> JsonObject:
