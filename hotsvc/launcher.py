@@ -92,8 +92,10 @@ class Launcher:
         session_id: str = "",
         resume: bool = False,
         prime: bool = False,
+        fork_of: str = "",
     ) -> ClaudeProcess:
-        """A new process holding `slot`, for `session_id` (a fresh id if empty).
+        """A new process holding `slot`, for `session_id` (a fresh id if empty); with
+        `fork_of`, a copy of that session's conversation under the new id.
 
         Primed spawns (the warm pools') are bounded in number and answer `initialize`
         before they count as ready. A caller's cold spawn skips both: it is waited on,
@@ -103,7 +105,9 @@ class Launcher:
         self.stats.in_flight += 1
         try:
             async with self._pool_spawns if prime else contextlib.nullcontext():
-                process = await self._start(profile, slot, session_id or str(uuid.uuid4()), resume)
+                process = await self._start(
+                    profile, slot, session_id or str(uuid.uuid4()), resume, fork_of
+                )
                 if prime:
                     await self._prime(process)
         except BaseException:
@@ -116,13 +120,13 @@ class Launcher:
         return process
 
     async def _start(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
         cage = self._containment.cage()
-        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume))
+        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume, fork_of))
         tmpdir = self._tmpdirs.make(session_id)
         try:
             process = await ClaudeProcess.spawn(

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Protocol
 import psutil
 
 from hotsvc.claude import protocol
+from hotsvc.claude.content import user_content
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
 from hotsvc.claude.protocol import ControlRequest, Event, Result, SystemEvent
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound
+from hotsvc.options import SessionOptions
 from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
 from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
@@ -64,9 +66,15 @@ class Session:
         created_at: float | None = None,
         turns: int = 0,
         first_turn_done: asyncio.Event | None = None,
+        options: SessionOptions | None = None,
+        forked_from: str = "",
+        model: str = "",
     ) -> None:
         self.id = session_id
-        self.profile = profile
+        self.profile = profile  # the effective one: the caller's options applied
+        self.options = options or SessionOptions()
+        self.forked_from = forked_from  # a fork's source, until its first turn
+        self.model = model  # as Claude Code last reported it (system/init)
         self.owner = owner
         self.created_at = created_at or time.time()
         self.last_active_at = time.time()
@@ -202,7 +210,7 @@ class Session:
                 )
             written_at = time.monotonic()
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
-                await process.send(protocol.user_message(turn.text))
+                await process.send(protocol.user_message(user_content(turn.text, turn.content)))
             if turn.interrupt_requested:  # asked while we were writing
                 self._send_interrupt(process)
             ending = await self._watchdog.watch(
@@ -225,6 +233,8 @@ class Session:
             assert self._tasks is not None
             self._tasks.create_task(self._answer(process, event))
             return None
+        if isinstance(event, SystemEvent) and event.model:
+            self.model = event.model
         ended, turn = self._ended, self._running
         if ended is None or turn is None or process is not self._turn_process:
             if isinstance(event, Result):

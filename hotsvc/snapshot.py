@@ -23,6 +23,7 @@ class SessionState(enum.Enum):
     BUSY = "busy"  # running a turn
     ATTACHED = "attached"  # a stream is attached, no turn running
     STOPPED = "stopped"  # no process; the next open or turn resumes it
+    LOST = "lost"  # its transcript is gone everywhere: it cannot resume (the store says)
 
 
 @dataclass(frozen=True, slots=True)

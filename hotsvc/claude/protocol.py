@@ -27,6 +27,7 @@ class SystemEvent(Event):
 
     subtype: str
     status: str = ""
+    model: str = ""  # init: the model the turn runs with
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class ControlResponse(Event):
     ok: bool
     response: JsonObject
     error: str = ""
+    error_code: str = ""  # e.g. "unsupported_request" (2.1.330; 2.1.197 gives none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,12 @@ def _system(message: JsonObject, line: str) -> Event:
             error=str(message.get("error") or ""),
             line=line,
         )
-    return SystemEvent(subtype, status=str(message.get("status") or ""), line=line)
+    return SystemEvent(
+        subtype,
+        status=str(message.get("status") or ""),
+        model=str(message.get("model") or "") if subtype == "init" else "",
+        line=line,
+    )
 
 
 def _stream_event(message: JsonObject, line: str) -> Event:
@@ -205,7 +212,7 @@ def _assistant(message: JsonObject, line: str) -> Event:
     )
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     """Join the text of a string-or-blocks content field."""
     if isinstance(content, str):
         return content
@@ -225,11 +232,11 @@ def _user(message: JsonObject, line: str) -> Event:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 return ToolResult(
                     tool_use_id=str(block.get("tool_use_id", "")),
-                    content=_text_of(block.get("content")),
+                    content=text_of(block.get("content")),
                     is_error=bool(block.get("is_error")),
                     line=line,
                 )
-    return UserMessage(_text_of(content), line=line)
+    return UserMessage(text_of(content), line=line)
 
 
 def _result(message: JsonObject, line: str) -> Event:
@@ -268,6 +275,7 @@ def _control_response(message: JsonObject, line: str) -> Event:
         ok=response.get("subtype") == "success",
         response=dict(response.get("response") or {}),
         error=str(response.get("error") or ""),
+        error_code=str(response.get("error_code") or ""),
         line=line,
     )
 
@@ -290,8 +298,9 @@ def encode(message: JsonObject) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def user_message(text: str) -> JsonObject:
-    return {"type": "user", "message": {"role": "user", "content": text}}
+def user_message(content: str | list[JsonObject]) -> JsonObject:
+    """A user turn: its text, or a Messages API content block array (hotsvc.claude.content)."""
+    return {"type": "user", "message": {"role": "user", "content": content}}
 
 
 def control_request(request_id: str, subtype: str, **fields: Any) -> JsonObject:
