@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from hotsvc.attachment import Attachment
@@ -104,7 +104,6 @@ class SessionManager:
         }
         self._sessions: dict[str, Session] = {}
         self._creating: set[str] = set()  # caller-chosen ids being opened now
-        self._closing: set[str] = set()  # sessions whose process is ending for good
         self._ownership = Ownership(self._sessions, self._quotas, self._audit)
         self._tasks: asyncio.TaskGroup | None = None
         self._session_tasks: dict[str, asyncio.Task[None]] = {}
@@ -149,7 +148,7 @@ class SessionManager:
     def _stopped_session(self, profile: Profile, was: SessionRecord | Session) -> Session:
         """A session with no process, resumed on its next open or turn: restored from
         its record at start, or in place of a closed one."""
-        return Session(
+        session = Session(
             was.id,
             effective(profile, was.options),
             self.config,
@@ -161,6 +160,10 @@ class SessionManager:
             forked_from=was.forked_from,
             model=was.model,
         )
+        session.last_active_at = (
+            was.last_used_at if isinstance(was, SessionRecord) else was.last_active_at
+        )
+        return session
 
     def _add(self, session: Session) -> None:
         assert self._tasks is not None
@@ -240,15 +243,7 @@ class SessionManager:
         """The session `principal` names, if it may use it (it opened it, or is an admin);
         PERMISSION_DENIED otherwise, revealing nothing (see hotsvc.ownership)."""
         check_session_id(session_id)
-        self._refuse_if_closing(session_id)
         return self._ownership.session_for(session_id, principal, action)
-
-    def _refuse_if_closing(self, session_id: str) -> None:
-        if session_id in self._closing:
-            raise SessionBusy(
-                f"session {session_id} is being closed or deleted; retry in a moment",
-                metadata={"sessionId": session_id},
-            )
 
     def _attachable(self, session_id: str, principal: Principal) -> Session:
         session = self.session_for(session_id, principal, "attach")
@@ -262,7 +257,7 @@ class SessionManager:
 
     def _known(self, request: OpenRequest) -> bool:
         check_session_id(request.session_id)
-        self._refuse_if_closing(request.session_id)
+        self._ownership.refuse_if_ending(request.session_id)
         if request.session_id in self._creating:
             raise SessionBusy(
                 f"session {request.session_id} is being opened by another stream; retry "
@@ -486,7 +481,7 @@ class SessionManager:
             "open it again (open{session_id}) to go on",
             metadata={"sessionId": session_id},
         )
-        with self._ending(session_id):
+        with self._ownership.ending(session_id):
             exit_code = await self._end(session, principal, "session.closed", ended)
             base = self.config.profile(session.profile.name)
             if exit_code is not None and base is not None:
@@ -503,20 +498,11 @@ class SessionManager:
             f"session {session_id} was deleted by DeleteSession; open a new session to go on",
             metadata={"sessionId": session_id},
         )
-        with self._ending(session_id):
+        with self._ownership.ending(session_id):
             await self._store.forget(session_id)  # first: if the store fails, nothing changed
             self._totals.forget(session_id)
             await self._end(session, principal, "session.deleted", ended)
             remove(session)
-
-    @contextlib.contextmanager
-    def _ending(self, session_id: str) -> Iterator[None]:
-        """While a session ends, opens and requests naming it are told to retry."""
-        self._closing.add(session_id)
-        try:
-            yield
-        finally:
-            self._closing.discard(session_id)
 
     async def _end(
         self, session: Session, principal: Principal, event: str, error: SessionClosed

@@ -311,6 +311,10 @@ class Session:
     async def ensure_process(self, progress: OnProgress | None = None) -> bool:
         """A live process, resuming the conversation in a new one if needed; True if new."""
         async with self._spawning:
+            if self.closed:  # a late caller (a control, say) must not revive it
+                raise SessionNotFound(
+                    f"session {self.id} was closed", metadata={"sessionId": self.id}
+                )
             if self.process is not None and self.process.alive:
                 return False
             if self._retiring is not None:  # two processes must never share a transcript
