@@ -122,9 +122,25 @@ class Launcher:
     async def _start(
         self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
+        """Start a process the launcher owns from the moment it exists.
+
+        Starting runs in the launcher's own task: a caller cancelled meanwhile (a client
+        gone, a pool stopping) must not leave a child nobody owns; its process is retired.
+        """
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
+        starting = self._tasks.create_task(self._start_owned(profile, slot, session_id, resume))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(_retire_if_started)
+            raise
+
+    async def _start_owned(
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+    ) -> ClaudeProcess:
+        assert self._tasks is not None
         cage = self._containment.cage()
         argv = cage.wrap(launch.argv(self._config, profile, session_id, resume, fork_of))
         tmpdir = self._tmpdirs.make(session_id)
@@ -197,3 +213,8 @@ class Launcher:
         except BaseException:
             process.retire()  # cancelled: no leaked child
             raise
+
+
+def _retire_if_started(starting: asyncio.Task[ClaudeProcess]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().retire()

@@ -158,7 +158,7 @@ async def test_a_stopped_child_ends_in_a_watchdog_result(
     server, env = local_model
     server.set_slow_delay(0.2)
     live = await start_service(
-        claude_cmd=(str(REAL_CLAUDE),), child_env=env, turn_inactivity_timeout=1.0
+        claude_cmd=(str(REAL_CLAUDE),), child_env=env, turn_inactivity_timeout=3.0
     )
     talk = Conversation(live.stub)
     opened = await talk.open()
@@ -178,5 +178,5 @@ async def test_a_stopped_child_ends_in_a_watchdog_result(
     await eventually(dead, "the stopped child was killed")
     assert (await talk.ask("What number?")).text == "5"  # resumed
     FIGURES.add(
-        f"a SIGSTOPped child: watchdog_timeout {took:.1f}s after it stopped (inactivity timeout 1s)"
+        f"a SIGSTOPped child: watchdog_timeout {took:.1f}s after it stopped (inactivity timeout 3s)"
     )
