@@ -130,7 +130,9 @@ class Launcher:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
-        starting = self._tasks.create_task(self._start_owned(profile, slot, session_id, resume))
+        starting = self._tasks.create_task(
+            self._start_owned(profile, slot, session_id, resume, fork_of)
+        )
         try:
             return await asyncio.shield(starting)
         except asyncio.CancelledError:
@@ -138,7 +140,7 @@ class Launcher:
             raise
 
     async def _start_owned(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
         assert self._tasks is not None
         cage = self._containment.cage()
