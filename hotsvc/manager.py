@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hotsvc.attachment import Attachment
@@ -489,7 +489,10 @@ class SessionManager:
         return exit_code or 0
 
     async def delete_session(
-        self, session_id: str, principal: Principal, remove: Callable[[Session], None]
+        self,
+        session_id: str,
+        principal: Principal,
+        remove: Callable[[Session], Awaitable[None]],
     ) -> None:
         """End the session and remove its record, then `remove` its files, before
         anything may use the id again; NOT_FOUND from then on."""
@@ -502,7 +505,7 @@ class SessionManager:
             await self._store.forget(session_id)  # first: if the store fails, nothing changed
             self._totals.forget(session_id)
             await self._end(session, principal, "session.deleted", ended)
-            remove(session)
+            await remove(session)
 
     async def _end(
         self, session: Session, principal: Principal, event: str, error: SessionClosed

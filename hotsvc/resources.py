@@ -9,6 +9,7 @@ the session is not one the caller may see, so refusals read the same as everywhe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -108,7 +109,8 @@ class Catalog:
         session, record = await self._find(session_id, principal, "read")
         size = paging.page_size(page_size)
         start = paging.decode_offset(page_token, session_id)
-        messages = read_messages(await self._transcript(session, record, session_id))
+        lines = await self._transcript(session, record, session_id)
+        messages = await asyncio.to_thread(read_messages, lines)  # MBs of JSON, at times
         page = messages[start : start + size]
         more = start + size < len(messages)
         return Page(page, paging.encode_offset(start + size, session_id) if more else "")
@@ -124,7 +126,7 @@ class Catalog:
                 continue
             path = self._transcript_path(session, record, sid)
             with contextlib.suppress(FileNotFoundError):
-                return path.read_bytes().splitlines()
+                return (await asyncio.to_thread(path.read_bytes)).splitlines()
             if stored := await self._store.transcript(sid):
                 return stored.splitlines()
         return []
@@ -140,10 +142,10 @@ class Catalog:
     async def delete(self, session_id: str, principal: Principal) -> None:
         """End the session's process and remove its record, transcript and workspace."""
 
-        def remove(session: Session) -> None:
+        async def remove(session: Session) -> None:
             for path in launch.session_files(self._config, session.profile, session.id):
                 try:
-                    launch.remove(path)
+                    await asyncio.to_thread(launch.remove, path)
                 except OSError as exc:  # the record is gone: nothing refers to it any more
                     log.warning("session %s deleted, but not %s: %s", session.id, path, exc)
 

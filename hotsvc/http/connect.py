@@ -10,7 +10,8 @@ that stops reading stops the session's events just as on gRPC. Closing the gener
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from connectrpc.request import RequestContext
@@ -28,7 +29,7 @@ Reply = TypeVar("Reply", bound=Message)
 Run = Callable[[Write, Alive], Coroutine[Any, Any, None]]
 
 
-async def stream(run: Run, what: str) -> AsyncIterator[pb.PromptResponse]:
+async def stream(run: Run, what: str) -> AsyncGenerator[pb.PromptResponse, None]:
     """The responses `run` writes, as an async iterator; errors raised as they are."""
     queue: asyncio.Queue[pb.PromptResponse] = asyncio.Queue(maxsize=1)
     reading = True
@@ -73,8 +74,11 @@ class ConnectHotSession:
         self, run: Callable[[Principal], Run], what: str
     ) -> AsyncIterator[pb.PromptResponse]:
         try:
-            async for response in stream(run(caller()), what):
-                yield response
+            # Closed with this generator (connectrpc closes it when the client goes), so
+            # the session is detached then, not whenever the garbage is collected.
+            async with contextlib.aclosing(stream(run(caller()), what)) as responses:
+                async for response in responses:
+                    yield response
         except Exception as exc:
             raise connect_error(caller_error(exc, what)) from None
 

@@ -15,8 +15,9 @@ Errors before the first event answer a 4xx/5xx status with the google.rpc.Status
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -36,6 +37,7 @@ from hotsvc.http.errors import caller_error, http_status, json_body
 
 # google.rpc.Code numbers of the HTTP errors Starlette raises itself.
 INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED = 3, 5, 12
+Events = AsyncGenerator[pb.PromptResponse, None]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -122,28 +124,27 @@ class PlainRoutes:
                 )
         return bytes(body)
 
-    async def _one_object(
-        self, first: pb.PromptResponse, events: AsyncIterator[pb.PromptResponse], what: str
-    ) -> Response:
+    async def _one_object(self, first: pb.PromptResponse, events: Events, what: str) -> Response:
         last = first
         try:
-            async for response in events:
-                last = response
+            async with contextlib.aclosing(events):
+                async for response in events:
+                    last = response
         except Exception as exc:
             return error_response(caller_error(exc, what))
         result = to_json(last.result)
         return JSONResponse({"sessionId": last.session_id, "turnId": last.turn_id, **result})
 
-    async def _sse(
-        self, first: pb.PromptResponse, events: AsyncIterator[pb.PromptResponse], what: str
-    ) -> AsyncIterator[str]:
-        yield _event(first)
-        try:
-            async for response in events:
-                yield _event(response)
-        except Exception as exc:
-            error = caller_error(exc, what)
-            yield f"event: error\ndata: {json.dumps(json_body(error))}\n\n"
+    async def _sse(self, first: pb.PromptResponse, events: Events, what: str) -> AsyncIterator[str]:
+        # Closed with the response too when the client goes: that detaches the session.
+        async with contextlib.aclosing(events):
+            yield _event(first)
+            try:
+                async for response in events:
+                    yield _event(response)
+            except Exception as exc:
+                error = caller_error(exc, what)
+                yield f"event: error\ndata: {json.dumps(json_body(error))}\n\n"
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         """Unknown paths and methods, answered like every other error: a google.rpc.Status."""
