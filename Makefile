@@ -27,8 +27,12 @@ HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
 
+# The suite also runs an older Claude Code (users run whatever claude is on their PATH).
+OLD_CLAUDE := tests/claude-versions/2.1.197
+
 setup-dev: setup dev-apt $(VENV)/.dev node_modules/.package-lock.json \
-           clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt
+           clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt \
+           $(OLD_CLAUDE)/node_modules/.package-lock.json
 
 # The service and its runtime dependencies only (pyproject's `dependencies`), editable.
 $(VENV)/.runtime: pyproject.toml
@@ -59,6 +63,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 clients/typescript/node_modules/.package-lock.json: clients/typescript/package-lock.json
 	npm ci --prefix clients/typescript --no-audit --no-fund
+	touch $@
+
+$(OLD_CLAUDE)/node_modules/.package-lock.json: $(OLD_CLAUDE)/package-lock.json
+	npm ci --prefix $(OLD_CLAUDE) --no-audit --no-fund
 	touch $@
 
 # The only apt-get in this file; needs root (CI runs as root). A no-op when all are there.

@@ -12,9 +12,10 @@ Cage, by one of two mechanisms chosen at start (and logged):
   child subreaper (PR_SET_CHILD_SUBREAPER), so such a tool is re-parented to it rather
   than init and its exit status is collected, not left as a zombie.
 
-Either way every child's environment carries a marker naming the service instance; a
-service that starts finds and kills what an earlier instance on the same data directory
-left behind (its cgroups, and any process with that instance's marker).
+Either way every child's environment carries a marker naming the service instance and
+the child's cage; whatever a dead child left is found by its cage's marker, and a service
+that starts finds and kills what an earlier instance on the same data directory left
+behind (its cgroups, and any process with that instance's marker).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Containment:
         me = psutil.Process()
         self.scope = hashlib.sha256(scope.encode()).hexdigest()[:12]
         self.instance = f"{me.pid}-{int(me.create_time() * 1000)}"
-        self.marker = f"{self.scope}/{self.instance}"
+        self.marker = f"{self.scope}/{self.instance}"  # + "/CAGE" on each child
         self._orphans: set[int] = set()  # killed, not yet reaped
         self._root = _cgroup_root() if mechanism != "tree" else None
         self._base: Path | None = None
@@ -102,22 +103,24 @@ class Containment:
         return "cgroup" if self._base is not None else "tree"
 
     def cage(self) -> Cage:
+        name = f"child-{uuid4().hex[:12]}"
+        marker = f"{self.marker}/{name}"
         if self._base is None:
-            return Cage(self.marker, None)
-        cgroup = self._base / f"child-{uuid4().hex[:12]}"
+            return Cage(marker, None)
+        cgroup = self._base / name
         cgroup.mkdir()
-        return Cage(self.marker, cgroup)
+        return Cage(marker, cgroup)
 
-    def reap(self, keep: set[int]) -> None:
-        """Kill what dead children left behind: processes with our marker that are not
-        `keep` (the live CLIs), and everything under them; collect the exit status of
-        those that are our own children (re-parented to a subreaper)."""
-        me = os.getpid()
+    def reap(self, cage: Cage) -> None:
+        """Kill what a dead child left behind (processes with its cage's marker, and all
+        under them) and collect the exit status of those re-parented to this process.
+        Matching the cage, not the instance, spares children still being started."""
+        marker = cage.env[MARKER]
         for process in psutil.process_iter():
-            if process.pid in keep or process.pid in self._orphans or process.pid == me:
+            if process.pid in self._orphans:
                 continue
             try:
-                mine = process.environ().get(MARKER) == self.marker
+                mine = process.environ().get(MARKER) == marker
             except psutil.Error:
                 continue
             if mine:
@@ -153,7 +156,7 @@ class Containment:
                 marker = process.environ().get(MARKER, "")
             except psutil.Error:
                 continue
-            if marker.startswith(prefix) and not _alive(marker.removeprefix(prefix)):
+            if marker.startswith(prefix) and not _alive(marker.removeprefix(prefix).split("/")[0]):
                 _kill(process)
                 ended += 1
         return ended

@@ -133,6 +133,12 @@ class HeldElsewhere(ServiceError):
     retry_after = 1.0  # the balancer routes to the holder, or its lease expires
 
 
+class TranscriptLost(ServiceError):
+    """The session's conversation cannot be restored: its transcript is gone everywhere."""
+
+    reason = "TRANSCRIPT_LOST"
+
+
 class Internal(ServiceError):
     """A bug: the message names an incident id to find in the service's log, nothing more."""
 

@@ -74,7 +74,6 @@ class Launcher:
                 await self._stopped.wait()
                 for process in self._processes:
                     process.kill()
-            self._containment.reap(keep=set())
         finally:
             self._tmpdirs.close()
 
@@ -182,7 +181,7 @@ class Launcher:
             # Tools the CLI started live in process groups of their own: none outlives it.
             cage.kill()
             self._processes.discard(process)
-            self._containment.reap(keep={p.pid for p in self._processes})
+            self._containment.reap(cage)
             cage.remove()
             slot.release()
             await self._tmpdirs.remove(tmpdir)

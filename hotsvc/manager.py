@@ -20,6 +20,7 @@ from hotsvc.attachment import Attachment
 from hotsvc.audit import AuditLog
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
+from hotsvc.durability import Durability
 from hotsvc.errors import (
     Draining,
     InvalidRequest,
@@ -46,7 +47,7 @@ from hotsvc.snapshot import (
     Start,
     view_of,
 )
-from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore
+from hotsvc.store import LeaseKeeper, SessionRecord, SessionStore, StoredState
 from hotsvc.store.turns import TurnTotals
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class SessionManager:
         self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
+        self._durability = Durability(config, store)
         self._audit = audit or AuditLog(None)
         self._quotas = Quotas(
             config.max_sessions_per_principal, config.turns_per_minute_per_principal, self._audit
@@ -153,9 +155,12 @@ class SessionManager:
             effective(profile, was.options),
             self.config,
             self,
+            durability=self._durability,
             owner=was.owner,
+            cwd=was.cwd,
             created_at=was.created_at,
             turns=was.turns,
+            lost=was.state is StoredState.LOST if isinstance(was, SessionRecord) else was.lost,
             options=was.options,
             forked_from=was.forked_from,
             model=was.model,
@@ -247,6 +252,8 @@ class SessionManager:
 
     def _attachable(self, session_id: str, principal: Principal) -> Session:
         session = self.session_for(session_id, principal, "attach")
+        if session.lost:
+            raise session.lost_error()
         if session.attached:
             raise SessionBusy(
                 f"session {session_id} already has a stream attached; one "
@@ -322,6 +329,9 @@ class SessionManager:
             self._launcher.stats.warm_starts += 1
             start = Start.WARM
         else:
+            if source:  # the history to copy must be on this host
+                path = self._durability.path(source, profile, fork_of.cwd if fork_of else "")
+                await self._durability.restore(source, path)
             slot = await self._slot(progress)
             # A fork's process has read the history once it answered `initialize` (prime).
             process = await self._launcher.spawn(
@@ -335,6 +345,7 @@ class SessionManager:
             self.config,
             self,
             process,
+            durability=self._durability,
             owner=owner,
             first_turn_done=first_turn_done,
             turns=fork_of.turns if source and fork_of else 0,
@@ -347,7 +358,7 @@ class SessionManager:
                     session.id,
                     profile.name,
                     owner,
-                    profile.cwd,
+                    session.cwd,
                     session.created_at,
                     session.last_active_at,
                     turns=session.turns,
@@ -404,13 +415,30 @@ class SessionManager:
         """A new process for a session whose process is gone, with its conversation."""
         self._refuse_if_draining()
         await self.leases.acquire(session.id)  # no two replicas run one conversation
+        # --resume needs the transcript: from the store when this host lacks it. A
+        # session that never finished a turn may have none yet and starts afresh. A fork
+        # that has not run a turn yet resumes its source's, under its own id.
+        source = session.forked_from
+        path = (
+            self._durability.path(source, session.profile, session.cwd)
+            if source
+            else session.transcript_path()
+        )
+        resume = await self._durability.restore(source or session.id, path)
+        if not resume and session.turns > 0:
+            session.lost = True
+            await self._store.set_state(session.id, StoredState.LOST)
+            log.warning(
+                "session %s is lost: no transcript on this host or in the store", session.id
+            )
+            raise session.lost_error()
         slot = await self._slot(progress)
         process = await self._launcher.spawn(
             session.profile,
             slot,
             session_id=session.id,
-            resume=session.turns > 0,
-            fork_of=session.forked_from,
+            resume=resume,
+            fork_of=source if resume else "",
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
@@ -513,6 +541,7 @@ class SessionManager:
         """End the session's process, its queued turns and its stream; None if it ended
         concurrently meanwhile."""
         await self.leases.release(session.id)
+        self._durability.forget(session.id)
         if self._sessions.pop(session.id, None) is None:
             return None
         self._audit.record(event, principal=principal.name, session=session.id, owner=session.owner)
@@ -560,7 +589,7 @@ class SessionManager:
         listed (the counts and pool figures stay service-wide)."""
         stats = self._launcher.stats
         views = [view_of(s) for s in self._sessions.values()]
-        live = sum(1 for v in views if v.state is not SessionState.STOPPED)
+        live = sum(1 for v in views if v.state not in (SessionState.STOPPED, SessionState.LOST))
         return Snapshot(
             pools=tuple(
                 PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids()))

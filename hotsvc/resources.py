@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -143,7 +142,8 @@ class Catalog:
         """End the session's process and remove its record, transcript and workspace."""
 
         async def remove(session: Session) -> None:
-            for path in launch.session_files(self._config, session.profile, session.id):
+            files = launch.session_files(self._config, session.profile, session.id, session.cwd)
+            for path in files:
                 try:
                     await asyncio.to_thread(launch.remove, path)
                 except OSError as exc:  # the record is gone: nothing refers to it any more
@@ -185,7 +185,7 @@ class Catalog:
             last_used_at=session.last_active_at,
             turns=session.turns,
             model=session.model or (record.model if record else "") or session.profile.model,
-            cwd=os.path.realpath(session.profile.cwd or os.getcwd()),
+            cwd=session.cwd,
             usage=record.usage if record else Usage(),
             cost_usd=record.cost_usd if record else 0.0,
             pid=view.pid if principal.admin else 0,
@@ -197,7 +197,9 @@ class Catalog:
         self, session: Session | None, record: SessionRecord | None, session_id: str
     ) -> Path:
         if session is not None:
-            return launch.transcript_of(self._config, session.profile, session_id)
+            if session_id == session.id:
+                return session.transcript_path()
+            return launch.transcript_of(self._config, session.profile, session_id, session.cwd)
         assert record is not None
         profile = self._config.profile(record.profile) or self._config.profile("")
         assert profile is not None

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import psutil
@@ -21,8 +25,17 @@ import psutil
 from hotsvc.claude import protocol
 from hotsvc.claude.content import user_content
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
-from hotsvc.claude.protocol import ControlRequest, Event, Result, SystemEvent
-from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound
+from hotsvc.claude.protocol import (
+    AssistantMessage,
+    ControlRequest,
+    Event,
+    Result,
+    SystemEvent,
+    ToolResult,
+    TranscriptMirror,
+    UserMessage,
+)
+from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.options import SessionOptions
 from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
@@ -30,6 +43,7 @@ from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 
 if TYPE_CHECKING:
     from hotsvc.attachment import Attachment
+    from hotsvc.durability import Durability
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +76,12 @@ class Session:
         source: ProcessSource,
         process: ClaudeProcess | None = None,
         *,
+        durability: Durability,
         owner: str = "",
+        cwd: str = "",
         created_at: float | None = None,
         turns: int = 0,
+        lost: bool = False,
         first_turn_done: asyncio.Event | None = None,
         options: SessionOptions | None = None,
         forked_from: str = "",
@@ -76,6 +93,9 @@ class Session:
         self.forked_from = forked_from  # a fork's source, until its first turn
         self.model = model  # as Claude Code last reported it (system/init)
         self.owner = owner
+        # Where its processes run: every resume too (CLI 2.1.197 resumes only there).
+        self.cwd = cwd or profile.cwd or os.getcwd()
+        self.lost = lost  # its transcript is gone everywhere: it cannot resume
         self.created_at = created_at or time.time()
         self.last_active_at = time.time()
         self.turns = turns  # turns that reached a process, across processes
@@ -96,6 +116,9 @@ class Session:
         self._retiring: ClaudeProcess | None = None  # released, maybe still exiting
         self._tasks: asyncio.TaskGroup | None = None
         self._watchdog = Watchdog(config, self._send_interrupt)
+        self._durability = durability
+        self._transcript: Path | None = None  # as the CLI names it (--session-mirror)
+        self._marker = ""  # uuid of the running turn's last transcript entry so far
         if process is not None:
             self._adopt(process)
 
@@ -133,6 +156,8 @@ class Session:
 
     def submit(self, turn: Turn) -> None:
         """Accept a turn; it runs after every turn submitted before it."""
+        if self.lost:
+            raise self.lost_error()
         if self.closed:
             raise SessionNotFound(
                 f"session {self.id} was closed; open a new session", metadata={"sessionId": self.id}
@@ -175,10 +200,14 @@ class Session:
             self.turns += 1
             self.process_turns += 1
         self.last_turn_id, self.last_result = turn.id, result
-        turn.finish(result)
-        self.first_turn_done.set()
         self.last_active_at = time.time()
-        await self._source.turn_ended(self)
+        try:
+            await self._source.turn_ended(self)  # recorded before the caller hears of it
+        except Exception:
+            log.exception("session %s: turn %s not recorded", self.id, turn.id)
+        finally:
+            turn.finish(result)
+            self.first_turn_done.set()
         if reason := self._recycle_reason():
             log.info("session %s: recycling its process (%s)", self.id, reason)
             await self.stop()
@@ -194,6 +223,8 @@ class Session:
         for attempt in (1, 2):
             try:
                 resumed = await self.ensure_process()
+            except TranscriptLost as exc:
+                return hotsvc_result("transcript_lost", exc.message)
             except ServiceError as exc:
                 return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
             process = self.process
@@ -209,17 +240,23 @@ class Session:
                     SystemEvent("resumed", status=f"conversation resumed in pid {process.pid}"),
                 )
             written_at = time.monotonic()
+            self._marker = str(uuid.uuid4())  # our user entry's: the turn's first marker
+            offset = _size(self.transcript_path())
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
-                await process.send(protocol.user_message(user_content(turn.text, turn.content)))
+                content = user_content(turn.text, turn.content)
+                await process.send(protocol.user_message(content, self._marker))
             if turn.interrupt_requested:  # asked while we were writing
                 self._send_interrupt(process)
             ending = await self._watchdog.watch(
                 process, self._ended, functools.partial(_emit, turn)
             )
             if isinstance(ending, Result):
-                return ending
+                durable = await self._durability.settle(
+                    self.id, self.transcript_path(), self._marker, offset
+                )
+                return dataclasses.replace(ending, durable=durable)
             if attempt == 2 or self.closed or process.last_output >= written_at:
-                return self._describe_exit(process, ending)
+                return await self._describe_exit(process, ending)
             log.info(
                 "session %s: pid %d was gone before the turn reached it; resuming",
                 self.id,
@@ -244,17 +281,46 @@ class Session:
             if not ended.done():
                 ended.set_result(event)
             return None
+        if isinstance(event, TranscriptMirror):
+            self._transcript = Path(event.path)
+            return None
+        if event.uuid and isinstance(event, AssistantMessage | ToolResult | UserMessage):
+            self._marker = event.uuid
         self._watchdog.observe(event)
         return turn.emit(event)
 
-    def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
+    def transcript_path(self) -> Path:
+        if self._transcript is None:
+            self._transcript = self._durability.path(self.id, self.profile, self.cwd)
+        return self._transcript
+
+    def lost_error(self) -> TranscriptLost:
+        return TranscriptLost(
+            f"session {self.id} cannot go on: its transcript is gone (not on this host, not "
+            f"in the session store), so its {self.turns} turns cannot be resumed; delete it "
+            "and open a new session",
+            metadata={"sessionId": self.id, "turns": self.turns},
+        )
+
+    async def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
         if self.closed:
             return hotsvc_result("session_closed", f"session {self.id} was closed mid-turn")
         tail = exited.stderr_tail or "(no stderr)"
+        if "is already in use" in tail:  # --session-id of a session that has a transcript
+            return hotsvc_result(
+                "session_id_in_use",
+                f"Claude Code refused session id {self.id}, which already has a transcript: {tail}",
+            )
+        if await self._durability.restorable(self.id, self.transcript_path()):
+            after = "the next turn resumes the conversation"
+        elif self.turns == 0:
+            after = "nothing was saved yet; the next turn starts the conversation"
+        else:
+            after = "its transcript is gone, so the conversation cannot be resumed"
         return hotsvc_result(
             "process_exited",
             f"Claude Code (pid {process.pid}) exited with code {exited.returncode} "
-            f"during the turn; the next turn resumes the conversation. stderr tail:\n{tail}",
+            f"during the turn; {after}. stderr tail:\n{tail}",
         )
 
     def _send_interrupt(self, process: ClaudeProcess) -> None:
@@ -377,4 +443,11 @@ def resident_mb(pid: int) -> int:
     try:
         return psutil.Process(pid).memory_info().rss // (1024 * 1024)
     except psutil.Error:
+        return 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
         return 0

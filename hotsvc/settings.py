@@ -322,6 +322,13 @@ class ServiceConfig:
         group="session lifecycle",
         choices=("interrupt", "finish"),
     )
+    transcript_sync_timeout: float = setting(
+        2.0,
+        "a turn's result waits at most this long for its transcript (and the session "
+        "store) to hold the turn; past it the result says durable=false",
+        group="session lifecycle",
+        minimum=0,
+    )
     transcript_retention_days: int = setting(
         0,
         "days Claude Code keeps a session's transcript after its last use before deleting "

@@ -23,7 +23,7 @@ class SessionState(enum.Enum):
     BUSY = "busy"  # running a turn
     ATTACHED = "attached"  # a stream is attached, no turn running
     STOPPED = "stopped"  # no process; the next open or turn resumes it
-    LOST = "lost"  # its transcript is gone everywhere: it cannot resume (the store says)
+    LOST = "lost"  # its transcript is gone everywhere: it cannot resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,9 @@ class Snapshot:
 
 def view_of(session: Session) -> SessionView:
     process = session.process
-    if not session.live or process is None:
+    if session.lost:
+        state, pid = SessionState.LOST, 0
+    elif not session.live or process is None:
         state, pid = SessionState.STOPPED, 0
     else:
         pid = process.pid

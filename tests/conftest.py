@@ -32,6 +32,16 @@ from tests.postgres import Cluster
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
 REAL_CLAUDE = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "claude"
+# An older CLI the suite also runs (make setup-dev installs it): users run whatever is on
+# their PATH, and 2.1.197 writes its transcript 40-90 ms after a turn's result.
+OLD_CLAUDE = (
+    Path(__file__).resolve().parent
+    / "claude-versions"
+    / "2.1.197"
+    / "node_modules"
+    / (".bin/claude")
+)
+CLAUDE_VERSIONS = {"2.1.330": REAL_CLAUDE, "2.1.197": OLD_CLAUDE}
 # As `make run` does: the pinned CLI is found after any `claude` already on PATH.
 os.environ["PATH"] = f"{os.environ.get('PATH', '')}{os.pathsep}{REAL_CLAUDE.parent}"
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs

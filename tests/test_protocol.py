@@ -271,8 +271,10 @@ def test_control_lines() -> None:
 
 
 def test_unknown_types_keep_their_line_and_bad_lines_raise() -> None:
-    raw = line({"type": "transcript_mirror", "entries": []})
-    assert protocol.parse_line(raw) == Unknown("transcript_mirror", line=raw)
+    raw = line({"type": "command_lifecycle", "state": "queued"})
+    assert protocol.parse_line(raw) == Unknown("command_lifecycle", line=raw)
+    mirror = protocol.parse_line(line({"type": "transcript_mirror", "filePath": "/c/s.jsonl"}))
+    assert isinstance(mirror, protocol.TranscriptMirror) and mirror.path == "/c/s.jsonl"
     for bad in ("this is not json", "[1, 2]", '"text"'):
         with pytest.raises(ValueError):
             protocol.parse_line(bad)

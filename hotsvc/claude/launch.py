@@ -18,6 +18,8 @@ BASE_ARGS = (
     "--output-format", "stream-json",
     "--verbose",
     "--include-partial-messages",
+    # Transcript entries on stdout before the result: written by then, on every version.
+    "--session-mirror",
 )  # fmt: skip
 
 # Children die with the service even when it is SIGKILLed: the kernel's parent-death
@@ -80,12 +82,12 @@ def transcript_of(config: ServiceConfig, profile: Profile, session_id: str, cwd:
     return transcript_path(env, cwd or profile.cwd or os.getcwd(), session_id)
 
 
-def session_files(config: ServiceConfig, profile: Profile, session_id: str) -> list[Path]:
+def session_files(config: ServiceConfig, profile: Profile, session_id: str, cwd: str) -> list[Path]:
     """What the CLI keeps of one session under its config directory: the transcript, the
     folder beside it (subagents' transcripts, large tool results) and its session-env."""
-    transcript = transcript_of(config, profile, session_id)
+    transcript = transcript_of(config, profile, session_id, cwd)
     env = environment(config.env, profile)
-    cli_dir = config_dir(env, os.path.realpath(profile.cwd or os.getcwd()))
+    cli_dir = config_dir(env, os.path.realpath(cwd))
     return [transcript, transcript.with_suffix(""), cli_dir / "session-env" / session_id]
 
 

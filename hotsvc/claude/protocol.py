@@ -16,9 +16,14 @@ JsonObject = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One line from the CLI's stdout; `line` is the original text ("" for synthesized events)."""
+    """One line from the CLI's stdout; `line` is the original text ("" for synthesized events).
+
+    `uuid` is the line's own id; for assistant and user lines it is also the id of their
+    entry in the session's transcript, which is how a turn is known to be saved.
+    """
 
     line: str = field(default="", repr=False, kw_only=True)
+    uuid: str = field(default="", repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,13 @@ class UserMessage(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptMirror(Event):
+    """`--session-mirror`: transcript entries the CLI has written, ahead of the `result`."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -119,6 +131,7 @@ class Result(Event):
     total_cost_usd: float = 0.0
     api_error_status: int = 0
     errors: tuple[str, ...] = ()
+    durable: bool = False  # hotsvc's: the transcript was seen to hold the turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +222,7 @@ def _assistant(message: JsonObject, line: str) -> Event:
         parent_tool_use_id=str(message.get("parent_tool_use_id") or ""),
         error=str(message.get("error") or ""),
         line=line,
+        uuid=str(message.get("uuid") or ""),
     )
 
 
@@ -235,8 +249,9 @@ def _user(message: JsonObject, line: str) -> Event:
                     content=text_of(block.get("content")),
                     is_error=bool(block.get("is_error")),
                     line=line,
+                    uuid=str(message.get("uuid") or ""),
                 )
-    return UserMessage(text_of(content), line=line)
+    return UserMessage(text_of(content), line=line, uuid=str(message.get("uuid") or ""))
 
 
 def _result(message: JsonObject, line: str) -> Event:
@@ -280,7 +295,12 @@ def _control_response(message: JsonObject, line: str) -> Event:
     )
 
 
+def _transcript_mirror(message: JsonObject, line: str) -> Event:
+    return TranscriptMirror(str(message.get("filePath") or ""), line=line)
+
+
 _PARSERS = {
+    "transcript_mirror": _transcript_mirror,
     "system": _system,
     "stream_event": _stream_event,
     "assistant": _assistant,
@@ -298,9 +318,13 @@ def encode(message: JsonObject) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def user_message(content: str | list[JsonObject]) -> JsonObject:
-    """A user turn: its text, or a Messages API content block array (hotsvc.claude.content)."""
-    return {"type": "user", "message": {"role": "user", "content": content}}
+def user_message(content: str | list[JsonObject], uuid: str = "") -> JsonObject:
+    """A user turn: its text, or a Messages API content block array (hotsvc.claude.content);
+    with `uuid`, its transcript entry (and echo) carry that id."""
+    message: JsonObject = {"type": "user", "message": {"role": "user", "content": content}}
+    if uuid:
+        message["uuid"] = uuid
+    return message
 
 
 def control_request(request_id: str, subtype: str, **fields: Any) -> JsonObject:

@@ -217,6 +217,7 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
     message.total_cost_usd = event.total_cost_usd
     message.api_error_status = event.api_error_status
     message.errors.extend(event.errors)
+    message.durable = event.durable
     usage = message.usage
     usage.input_tokens = event.usage.input_tokens
     usage.output_tokens = event.usage.output_tokens

@@ -56,6 +56,7 @@ CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Internal: grpc.StatusCode.INTERNAL,
     errors.OpenTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.TranscriptLost: grpc.StatusCode.DATA_LOSS,
 }
 
 

@@ -87,6 +87,9 @@ class TranscriptCopy:
             self._cursors.pop(session_id, None)
         return written
 
+    async def stored_lines(self, session_id: str) -> int:
+        return await self._store.transcript_lines(session_id)
+
     def forget(self, session_id: str) -> None:
         self._cursors.pop(session_id, None)
 

@@ -20,7 +20,7 @@ class Session:
         self.opts = opts
         self.out = out
         self.turns = Turns(opts, knobs, out, session_id, number)
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
 
     async def run(self) -> int:
         """Serve until stdin closes and queued turns are done; the exit code."""
@@ -41,12 +41,12 @@ class Session:
 
     async def work(self) -> None:
         while (prompt := await self.queue.get()) is not None:
-            await self.turns.play(prompt)
+            await self.turns.play(*prompt)
 
     async def dispatch(self, msg: Json) -> None:
         kind = msg.get("type")
         if kind == "user":
-            self.queue.put_nowait(prompt_text(msg))
+            self.queue.put_nowait((prompt_text(msg), str(msg.get("uuid") or "")))
             # Let an idle worker start the turn before later lines are looked at, so an
             # interrupt written right after a prompt finds that turn running (or hung).
             await asyncio.sleep(0)

@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from typing import BinaryIO, NoReturn
 
 from .wire import Json
@@ -32,8 +33,13 @@ class Output:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        # Told of every assistant and user line first: the real CLI has written their
+        # transcript entries (same uuid) by the time it prints the turn's result.
+        self.on_entry: Callable[[Json], None] = lambda msg: None
 
     def send(self, msg: Json) -> None:
+        if msg.get("type") in ("assistant", "user") and msg.get("uuid"):
+            self.on_entry(msg)
         # Compact separators, like the real CLI's JSON.stringify.
         self.raw(json.dumps(msg, ensure_ascii=False, separators=(",", ":")))
 

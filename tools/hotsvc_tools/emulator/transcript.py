@@ -12,7 +12,7 @@ from hotsvc.localmodel.script import Intent
 from .options import Options
 from .reply import classify
 from .stdio import die, prompt_text
-from .wire import iso_now, new_uuid
+from .wire import Json, iso_now, new_uuid
 
 
 def config_dir() -> Path:
@@ -34,10 +34,17 @@ class Transcript:
         self._enabled = enabled
         self._parent: str | None = None
 
-    def append(self, role: str, text: str) -> None:
+    def append(self, role: str, text: str, uuid: str = "") -> None:
+        """A user prompt (with the uuid its stdin message carried, if any)."""
+        self._write(role, {"role": role, "content": text}, uuid or new_uuid())
+
+    def record(self, line: Json) -> None:
+        """An assistant or user line the process prints, under the same uuid."""
+        self._write(str(line["type"]), line.get("message"), str(line["uuid"]))
+
+    def _write(self, role: str, message: object, entry_id: str) -> None:
         if not self._enabled:
             return
-        entry_id = new_uuid()
         entry = {
             "type": role,
             "parentUuid": self._parent,
@@ -45,12 +52,13 @@ class Transcript:
             "cwd": self._cwd,
             "uuid": entry_id,
             "timestamp": iso_now(),
-            "message": {"role": role, "content": text},
+            "message": message,
         }
         self._parent = entry_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            # Compact, as the real CLI's JSON.stringify writes it.
+            f.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def load_history(path: Path) -> list[str] | None:

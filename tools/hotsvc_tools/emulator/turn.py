@@ -48,6 +48,7 @@ class Turns:
             project / f"{session_id}.jsonl", session_id, self.cwd, opts.persist
         )
         self.wire = Wire(opts, session_id, self.cwd, project)
+        out.on_entry = self.transcript.record
         self.results = Results(session_id, opts.model)
         self._interrupt = asyncio.Event()
         self.stream = Stream(out, self.wire, opts.include_partial, self._interrupt)
@@ -63,14 +64,14 @@ class Turns:
         if self.running:
             self._interrupt.set()
 
-    async def play(self, prompt: str) -> None:
+    async def play(self, prompt: str, prompt_uuid: str = "") -> None:
         started = time.monotonic()
         self._interrupt.clear()
         self.running = True
         self.stream.call = None
         try:
             intent = classify(prompt)
-            self.transcript.append("user", prompt)
+            self.transcript.append("user", prompt, prompt_uuid)
             if self.knobs.stderr_noise:
                 sys.stderr.write(f"emulator: noise for turn {self.results_sent + 1}\n")
                 sys.stderr.flush()
@@ -200,15 +201,13 @@ class Turns:
     def _finish(
         self, text: str, started: float, num_turns: int, denials: list[Json] | None = None
     ) -> None:
-        self.transcript.append("assistant", text)
         self.results.bill()
         result = self.results.success(text, started, num_turns, denials or [])
         self._send_result(result, ok=True)
 
     def _finish_interrupted(self, started: float) -> None:
         """As recorded: the partial assistant (aborted), the marker, then the stream closes."""
-        if partial := self.stream.send_partial():
-            self.transcript.append("assistant", partial)
+        self.stream.send_partial()
         self.out.send(self.wire.interrupted_marker())
         self.stream.abandon()
         self._send_result(self.results.interrupted(started), ok=False)

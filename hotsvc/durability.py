@@ -1,0 +1,84 @@
+"""A `result` means the turn is durable; a conversation that cannot be restored says so.
+
+After each turn, before its result goes out: the session's transcript is seen to hold the
+turn's last entry (hotsvc.claude.filewatch; bounded by --transcript-sync-timeout, past it
+the result says `durable: false`), and its new lines are copied to the session store, so
+neither a SIGKILL nor the loss of the host (with a shared store) loses it. Before a
+process resumes a conversation, the transcript comes back from the store if the file is
+missing or shorter; with no transcript anywhere, a session that had turns is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hotsvc.claude import launch
+from hotsvc.claude.filewatch import wait_until_holds
+from hotsvc.claude.transcripts import transcript_path
+from hotsvc.errors import ServiceError
+from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.store import SessionStore, TranscriptCopy
+
+log = logging.getLogger(__name__)
+
+
+class Durability:
+    def __init__(self, config: ServiceConfig, store: SessionStore) -> None:
+        self._config = config
+        self._copy = TranscriptCopy(store)
+        self._timeout = config.transcript_sync_timeout
+
+    def path(self, session_id: str, profile: Profile, cwd: str) -> Path:
+        """Where the session's CLI keeps its transcript."""
+        env = launch.environment(self._config.env, profile)
+        return transcript_path(env, cwd, session_id)
+
+    async def settle(self, session_id: str, path: Path, marker: str, offset: int) -> bool:
+        """Whether the turn whose last transcript entry is `marker` is now saved, on disk
+        (written after byte `offset`) and in the store."""
+        # A UUID is unique enough to find as it is, however the line is spaced.
+        saved = await wait_until_holds(path, marker.encode(), offset, self._timeout)
+        if not saved:
+            log.warning(
+                "session %s: the transcript did not show the turn within %gs; its "
+                "result goes out with durable=false",
+                session_id,
+                self._timeout,
+            )
+            return False
+        try:
+            await self._copy.push(session_id, path)
+        except (ServiceError, OSError) as exc:
+            log.warning("session %s: the turn is on disk but not in the store: %s", session_id, exc)
+            return False
+        return True
+
+    async def restore(self, session_id: str, path: Path) -> bool:
+        """Bring the transcript back from the store when the file lacks lines; True when
+        there is a conversation to resume."""
+        try:
+            if await self._copy.restore(session_id, path):
+                log.info("session %s: transcript restored from the store", session_id)
+        except ServiceError as exc:
+            log.warning("session %s: could not read the stored transcript: %s", session_id, exc)
+        return _has_content(path)
+
+    async def restorable(self, session_id: str, path: Path) -> bool:
+        """Whether a resume would find the conversation (on this host or in the store)."""
+        if _has_content(path):
+            return True
+        try:
+            return await self._copy.stored_lines(session_id) > 0
+        except ServiceError:
+            return False
+
+    def forget(self, session_id: str) -> None:
+        self._copy.forget(session_id)
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
