@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,13 +131,16 @@ class Launcher:
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
         starting = self._tasks.create_task(
-            self._start_owned(profile, slot, session_id, resume, fork_of)
+            _outcome(self._start_owned(profile, slot, session_id, resume, fork_of))
         )
         try:
-            return await asyncio.shield(starting)
+            started = await asyncio.shield(starting)
         except asyncio.CancelledError:
             starting.add_done_callback(_retire_if_started)
             raise
+        if isinstance(started, Exception):
+            raise started
+        return started
 
     async def _start_owned(
         self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
@@ -216,6 +220,15 @@ class Launcher:
             raise
 
 
-def _retire_if_started(starting: asyncio.Task[ClaudeProcess]) -> None:
-    if not starting.cancelled() and starting.exception() is None:
-        starting.result().retire()
+async def _outcome(start: Awaitable[ClaudeProcess]) -> ClaudeProcess | Exception:
+    """A start's process or its error: raised in the launcher's TaskGroup, a failed spawn
+    (a bad --claude-cmd, a missing cwd) would end the group and every process with it."""
+    try:
+        return await start
+    except Exception as exc:
+        return exc
+
+
+def _retire_if_started(starting: asyncio.Task[ClaudeProcess | Exception]) -> None:
+    if not starting.cancelled() and isinstance(process := starting.result(), ClaudeProcess):
+        process.retire()
