@@ -17,6 +17,7 @@ from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import MODEL_NAME, NO_NUMBER_TEXT
 from hotsvc.settings import DEFAULT_PROFILE, Profile
 from tests.conftest import (
+    CLAUDE_VERSIONS,
     DEADLINE,
     REAL_CLAUDE,
     Conversation,
@@ -253,11 +254,12 @@ async def test_messages_read_back_the_conversation(
     assert one_by_one == list(whole.messages)
 
 
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
 async def test_fork_recalls_and_diverges_without_touching_the_original(
-    start_service: StartService, local_model: LocalModel, tmp_path: Path
+    start_service: StartService, local_model: LocalModel, version: str
 ) -> None:
     _, env = local_model
-    live = await start_real(start_service, env)
+    live = await start_service(claude_cmd=(str(CLAUDE_VERSIONS[version]),), child_env=env)
     original = await remember(live, 42)
     path = transcript_path(env, str(Path.cwd()), original)
     before = path.read_bytes()

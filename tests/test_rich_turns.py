@@ -4,6 +4,7 @@ the local model, which records the Messages requests it receives."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
 from hotsvc.settings import DEFAULT_CONTROLS, DEFAULT_PROFILE, Profile
 from tests.conftest import (
+    CLAUDE_VERSIONS,
     DEADLINE,
     REAL_CLAUDE,
     Conversation,
@@ -34,10 +36,14 @@ PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\
 
 
 async def start_real(
-    start_service: StartService, env: dict[str, str], pool_size: int = 0, **profile: Any
+    start_service: StartService,
+    env: dict[str, str],
+    pool_size: int = 0,
+    claude: Path = REAL_CLAUDE,
+    **profile: Any,
 ) -> Live:
     profiles = {DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size, **profile)}
-    return await start_service(claude_cmd=(str(REAL_CLAUDE),), child_env=env, profiles=profiles)
+    return await start_service(claude_cmd=(str(claude),), child_env=env, profiles=profiles)
 
 
 def control(request_id: str, subtype: str, **params: Any) -> pb.PromptRequest:
@@ -162,12 +168,19 @@ async def test_set_model_changes_the_model_the_api_sees_and_survives_a_resume(
     assert await again.finish() == grpc.StatusCode.OK
 
 
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
 async def test_controls_answer_and_refusals_keep_the_stream(
-    start_service: StartService, local_model: LocalModel
+    start_service: StartService, local_model: LocalModel, version: str
 ) -> None:
     _, env = local_model
     controls = (*DEFAULT_CONTROLS, "no_such_control")
-    live = await start_real(start_service, env, controls=controls, permission_mode="default")
+    live = await start_real(
+        start_service,
+        env,
+        claude=CLAUDE_VERSIONS[version],
+        controls=controls,
+        permission_mode="default",
+    )
     talk = Conversation(live.stub)
     await talk.open()
 
@@ -182,7 +195,8 @@ async def test_controls_answer_and_refusals_keep_the_stream(
     assert refused.metadata["field"] == "control.subtype"
     assert f"its controls: {', '.join(controls)}" in refused.message
 
-    # Allowed, but the CLI does not know it: its error, with the code.
+    # Allowed, but the CLI does not know it: its error, with the code (2.1.330 sends it,
+    # 2.1.197 only the text).
     unknown = (await answer(talk, "n1", "no_such_control")).control_result
     assert unknown.error == "Unsupported control request subtype: no_such_control"
     assert unknown.error_code == "unsupported_request"
