@@ -13,10 +13,11 @@ ARGS   ?=
 # one place to add one). The Go client: toolchain, generators, grpc-go sources; the 1-5
 # protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
 # systemd: `systemd-analyze verify` of deploy/systemd/hotsvc.service. postgresql: a
-# throwaway cluster per test run (tests/postgres.py) for the session store's tests.
+# throwaway cluster per test run (tests/postgres.py) for the session store's tests. curl:
+# the HTTP face's tests and README recipes.
 DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
                 golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-                systemd postgresql
+                systemd postgresql curl
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from hotsvc.claude.content import UserBlock
 from hotsvc.claude.protocol import Event, Result
 from hotsvc.errors import ServiceError
 from hotsvc.principal import Principal
@@ -107,14 +108,19 @@ class Attachment:
         alive: Callable[[], bool],
         principal: Principal,
         quotas: Quotas,
+        interactive: bool = True,
     ) -> None:
         self.session = session
         self.alive = alive  # is the attaching RPC still there?
         self.principal = principal  # who attached: its turns count against its quota
+        # False for Ask: the caller cannot answer a permission prompt on its stream, so
+        # prompts follow the profile's no-answer policy as if no stream were attached.
+        self.interactive = interactive
         self._quotas = quotas
         self._config = config
         self._outbox = Outbox(OUTBOX_EVENTS)
         self._turns: list[Turn] = []  # sent on this stream and not yet finished
+        self._controls = 0  # controls relayed and not yet answered
         self._last_sent: Turn | None = None
         self._input_ended = False
         self._told_go_away = False
@@ -126,10 +132,10 @@ class Attachment:
 
     # -- what the caller sends -----------------------------------------------------
 
-    def submit(self, text: str, turn_id: str) -> Turn:
+    def submit(self, text: str, turn_id: str, content: tuple[UserBlock, ...] = ()) -> Turn:
         """Queue a turn; QuotaExceeded past the principal's turn rate, CapacityExhausted
         past the session's pending limit (neither ends the stream)."""
-        turn = Turn(text, turn_id, self)
+        turn = Turn(text, turn_id, self, content)
         self._quotas.take_turn(self.principal)
         try:
             self.session.submit(turn)
@@ -148,6 +154,16 @@ class Attachment:
         """Interrupt the most recently sent turn."""
         if self._last_sent is not None:
             self.session.interrupt(self._last_sent)
+
+    def control_started(self) -> None:
+        """A control is being relayed: the stream waits for its answer before it ends."""
+        self._controls += 1
+
+    def control_finished(self, outcome: Event) -> None:
+        """The control's answer, queued like a result (it never waits for room)."""
+        self._controls -= 1
+        self._outbox.put_nowait("", outcome)
+        self._end_if_done()
 
     def end_input(self, error: ServiceError | None = None) -> None:
         """No more requests: the stream ends once the turns already sent have results,
@@ -198,7 +214,7 @@ class Attachment:
         self._outbox.put_nowait("", _END)
 
     def _end_if_done(self) -> None:
-        if self._input_ended and not self._turns:
+        if self._input_ended and not self._turns and not self._controls:
             self._outbox.put_nowait("", _END)
 
     # -- detaching -----------------------------------------------------------------

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +92,10 @@ class Launcher:
         session_id: str = "",
         resume: bool = False,
         prime: bool = False,
+        fork_of: str = "",
     ) -> ClaudeProcess:
-        """A new process holding `slot`, for `session_id` (a fresh id if empty).
+        """A new process holding `slot`, for `session_id` (a fresh id if empty); with
+        `fork_of`, a copy of that session's conversation under the new id.
 
         Primed spawns (the warm pools') are bounded in number and answer `initialize`
         before they count as ready. A caller's cold spawn skips both: it is waited on,
@@ -102,7 +105,9 @@ class Launcher:
         self.stats.in_flight += 1
         try:
             async with self._pool_spawns if prime else contextlib.nullcontext():
-                process = await self._start(profile, slot, session_id or str(uuid.uuid4()), resume)
+                process = await self._start(
+                    profile, slot, session_id or str(uuid.uuid4()), resume, fork_of
+                )
                 if prime:
                     await self._prime(process)
         except BaseException:
@@ -115,7 +120,7 @@ class Launcher:
         return process
 
     async def _start(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
         """Start a process the launcher owns from the moment it exists.
 
@@ -125,19 +130,24 @@ class Launcher:
         if self._tasks is None or self._stopped.is_set():
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
-        starting = self._tasks.create_task(self._start_owned(profile, slot, session_id, resume))
+        starting = self._tasks.create_task(
+            _outcome(self._start_owned(profile, slot, session_id, resume, fork_of))
+        )
         try:
-            return await asyncio.shield(starting)
+            started = await asyncio.shield(starting)
         except asyncio.CancelledError:
             starting.add_done_callback(_retire_if_started)
             raise
+        if isinstance(started, Exception):
+            raise started
+        return started
 
     async def _start_owned(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
         assert self._tasks is not None
         cage = self._containment.cage()
-        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume))
+        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume, fork_of))
         tmpdir = self._tmpdirs.make(session_id)
         try:
             process = await ClaudeProcess.spawn(
@@ -210,6 +220,15 @@ class Launcher:
             raise
 
 
-def _retire_if_started(starting: asyncio.Task[ClaudeProcess]) -> None:
-    if not starting.cancelled() and starting.exception() is None:
-        starting.result().retire()
+async def _outcome(start: Awaitable[ClaudeProcess]) -> ClaudeProcess | Exception:
+    """A start's process or its error: raised in the launcher's TaskGroup, a failed spawn
+    (a bad --claude-cmd, a missing cwd) would end the group and every process with it."""
+    try:
+        return await start
+    except Exception as exc:
+        return exc
+
+
+def _retire_if_started(starting: asyncio.Task[ClaudeProcess | Exception]) -> None:
+    if not starting.cancelled() and isinstance(process := starting.result(), ClaudeProcess):
+        process.retire()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 from hotsvc.attachment import Attachment
 from hotsvc.audit import AuditLog
@@ -30,6 +31,7 @@ from hotsvc.errors import (
     clip,
 )
 from hotsvc.launcher import Launcher
+from hotsvc.options import SessionOptions, check, effective
 from hotsvc.ownership import Ownership
 from hotsvc.pool import WarmPool
 from hotsvc.principal import Principal
@@ -57,6 +59,8 @@ class OpenRequest:
     profile: str = ""
     # With session_id: create the session under that id when it does not exist.
     create_if_missing: bool = False
+    # The caller's Claude Code options for a new session (the profile's caller_may_set).
+    options: SessionOptions = field(default_factory=SessionOptions)
 
 
 def check_session_id(session_id: str) -> None:
@@ -139,22 +143,32 @@ class SessionManager:
                     record.profile,
                 )
                 continue
-            self._add(
-                Session(
-                    record.id,
-                    profile,
-                    self.config,
-                    self,
-                    durability=self._durability,
-                    owner=record.owner,
-                    cwd=record.cwd,
-                    created_at=record.created_at,
-                    turns=record.turns,
-                    lost=record.state is StoredState.LOST,
-                )
-            )
+            self._add(self._stopped_session(profile, record))
         if self._sessions:
             log.info("restored %d sessions; each resumes on its next open", len(self._sessions))
+
+    def _stopped_session(self, profile: Profile, was: SessionRecord | Session) -> Session:
+        """A session with no process, resumed on its next open or turn: restored from
+        its record at start, or in place of a closed one."""
+        session = Session(
+            was.id,
+            effective(profile, was.options),
+            self.config,
+            self,
+            durability=self._durability,
+            owner=was.owner,
+            cwd=was.cwd,
+            created_at=was.created_at,
+            turns=was.turns,
+            lost=was.state is StoredState.LOST if isinstance(was, SessionRecord) else was.lost,
+            options=was.options,
+            forked_from=was.forked_from,
+            model=was.model,
+        )
+        session.last_active_at = (
+            was.last_used_at if isinstance(was, SessionRecord) else was.last_active_at
+        )
+        return session
 
     def _add(self, session: Session) -> None:
         assert self._tasks is not None
@@ -176,18 +190,24 @@ class SessionManager:
         principal: Principal,
         alive: Callable[[], bool],
         progress: OnProgress | None = None,
+        interactive: bool = True,
     ) -> AsyncIterator[tuple[Attachment, Opened]]:
         """Open a new session or re-attach to one the principal may use, for the duration
-        of a stream. The attachment carries the principal for its turns' quota."""
+        of a stream. The attachment carries the principal for its turns' quota; a stream
+        that cannot answer permission prompts (Ask) is not `interactive`."""
         self._refuse_if_draining()
+
+        def attachment_of(session: Session) -> Attachment:
+            return Attachment(session, self.config, alive, principal, self._quotas, interactive)
+
         if request.session_id and request.create_if_missing and not self._known(request):
             session, start = await self._open(
-                request.profile, principal, progress, request.session_id
+                request.profile, principal, progress, request.session_id, request.options
             )
-            attachment = session.attachment = self._attachment(session, principal, alive)
+            attachment = session.attachment = attachment_of(session)
         elif request.session_id:
             session = self._attachable(request.session_id, principal)
-            attachment = session.attachment = self._attachment(session, principal, alive)
+            attachment = session.attachment = attachment_of(session)
             try:  # claimed before any await: one stream per session
                 start = Start.RESUMED if await session.ensure_process(progress) else Start.ATTACHED
             except BaseException:
@@ -195,8 +215,10 @@ class SessionManager:
                 raise
             self._audit.record("session.attached", principal=principal.name, session=session.id)
         else:
-            session, start = await self._open(request.profile, principal, progress)
-            attachment = session.attachment = self._attachment(session, principal, alive)
+            session, start = await self._open(
+                request.profile, principal, progress, options=request.options
+            )
+            attachment = session.attachment = attachment_of(session)
         process = session.process
         opened = Opened(
             session.id,
@@ -222,11 +244,6 @@ class SessionManager:
                 metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"},
             )
 
-    def _attachment(
-        self, session: Session, principal: Principal, alive: Callable[[], bool]
-    ) -> Attachment:
-        return Attachment(session, self.config, alive, principal, self._quotas)
-
     def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
         """The session `principal` names, if it may use it (it opened it, or is an admin);
         PERMISSION_DENIED otherwise, revealing nothing (see hotsvc.ownership)."""
@@ -247,6 +264,7 @@ class SessionManager:
 
     def _known(self, request: OpenRequest) -> bool:
         check_session_id(request.session_id)
+        self._ownership.refuse_if_ending(request.session_id)
         if request.session_id in self._creating:
             raise SessionBusy(
                 f"session {request.session_id} is being opened by another stream; retry "
@@ -261,8 +279,11 @@ class SessionManager:
         principal: Principal,
         progress: OnProgress | None,
         session_id: str = "",
+        options: SessionOptions | None = None,
+        fork_of: Session | None = None,
     ) -> tuple[Session, Start]:
-        """A new session: under `session_id` (chosen by the caller) or a fresh id."""
+        """A new session: under `session_id` (chosen by the caller) or a fresh id; with
+        the caller's options, or a fork's copy of its source's."""
         profile = self.config.profile(profile_name)
         if profile is None:
             known = ", ".join(sorted(self.config.profiles))
@@ -270,10 +291,15 @@ class SessionManager:
                 f"unknown profile {clip(profile_name)!r}; known profiles: {known}",
                 metadata={"profile": clip(profile_name), "knownProfiles": known},
             )
+        options = options or SessionOptions()
+        if fork_of is None:
+            check(options, profile)  # a fork keeps what its source was allowed
         with self._ownership.opening(principal):
             self._creating.add(session_id)
             try:
-                session, start = await self._start(profile, principal.name, progress, session_id)
+                session, start = await self._start(
+                    profile, options, principal.name, progress, session_id, fork_of
+                )
             finally:
                 self._creating.discard(session_id)
         self._audit.record(
@@ -282,17 +308,35 @@ class SessionManager:
         return session, start
 
     async def _start(
-        self, profile: Profile, owner: str, progress: OnProgress | None, session_id: str
+        self,
+        base: Profile,
+        options: SessionOptions,
+        owner: str,
+        progress: OnProgress | None,
+        session_id: str,
+        fork_of: Session | None,
     ) -> tuple[Session, Start]:
         first_turn_done = asyncio.Event()
-        # A warm process already has its own session id: a caller's id needs a new one.
-        process = None if session_id else self._pools[profile.name].take(first_turn_done)
+        profile = effective(base, options)
+        # A fork copies a conversation: of its source, or of what an unrun fork copies.
+        source = (fork_of.forked_from or fork_of.id) if fork_of and fork_of.turns else ""
+        # A warm process already has its own session id: a caller's id needs a new one;
+        # and only a process started with the same arguments will do (pools are keyed by
+        # the profile's signature, options included).
+        pool = None if session_id or source else self._warm_pool(profile)
+        process = pool.take(first_turn_done) if pool else None
         if process is not None:
             self._launcher.stats.warm_starts += 1
             start = Start.WARM
         else:
+            if source:  # the history to copy must be on this host
+                path = self._durability.path(source, profile, fork_of.cwd if fork_of else "")
+                await self._durability.restore(source, path)
             slot = await self._slot(progress)
-            process = await self._launcher.spawn(profile, slot, session_id=session_id)
+            # A fork's process has read the history once it answered `initialize` (prime).
+            process = await self._launcher.spawn(
+                profile, slot, session_id=session_id, fork_of=source, prime=bool(source)
+            )
             self._launcher.stats.cold_starts += 1
             start = Start.COLD
         session = Session(
@@ -304,6 +348,9 @@ class SessionManager:
             durability=self._durability,
             owner=owner,
             first_turn_done=first_turn_done,
+            turns=fork_of.turns if source and fork_of else 0,
+            options=options,
+            forked_from=source,
         )
         try:
             await self._store.save(
@@ -314,7 +361,10 @@ class SessionManager:
                     session.cwd,
                     session.created_at,
                     session.last_active_at,
+                    turns=session.turns,
                     model=profile.model,
+                    options=options,
+                    forked_from=source,
                 )
             )
             await self.leases.acquire(session.id)
@@ -331,6 +381,22 @@ class SessionManager:
             profile.name,
         )
         return session, start
+
+    def _warm_pool(self, profile: Profile) -> WarmPool | None:
+        signature = profile.signature()
+        return next((p for p in self._pools.values() if p.profile.signature() == signature), None)
+
+    async def fork(self, source: Session, principal: Principal) -> Session:
+        """A new session of `principal`'s holding a copy of `source`'s conversation (the
+        CLI's --fork-session: the source's transcript is read, never written)."""
+        self._refuse_if_draining()
+        session, _ = await self._open(
+            source.profile.name, principal, None, options=source.options, fork_of=source
+        )
+        self._audit.record(
+            "session.forked", principal=principal.name, session=session.id, source=source.id
+        )
+        return session
 
     async def _slot(self, progress: OnProgress | None) -> Slot:
         async def on_place(place: int, waiting: int) -> None:
@@ -350,8 +416,15 @@ class SessionManager:
         self._refuse_if_draining()
         await self.leases.acquire(session.id)  # no two replicas run one conversation
         # --resume needs the transcript: from the store when this host lacks it. A
-        # session that never finished a turn may have none yet and starts afresh.
-        resume = await self._durability.restore(session.id, session.transcript_path())
+        # session that never finished a turn may have none yet and starts afresh. A fork
+        # that has not run a turn yet resumes its source's, under its own id.
+        source = session.forked_from
+        path = (
+            self._durability.path(source, session.profile, session.cwd)
+            if source
+            else session.transcript_path()
+        )
+        resume = await self._durability.restore(source or session.id, path)
         if not resume and session.turns > 0:
             session.lost = True
             await self._store.set_state(session.id, StoredState.LOST)
@@ -361,7 +434,11 @@ class SessionManager:
             raise session.lost_error()
         slot = await self._slot(progress)
         process = await self._launcher.spawn(
-            session.profile, slot, session_id=session.id, resume=resume
+            session.profile,
+            slot,
+            session_id=session.id,
+            resume=resume,
+            fork_of=source if resume else "",
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
@@ -372,7 +449,10 @@ class SessionManager:
             session.id, pid, session.last_result, session.last_active_at, session.turns
         )
         try:
-            await self._store.touch(session.id, turn)
+            await self._store.touch(session.id, dataclasses.replace(turn, model=session.model))
+            if session.forked_from and session.process_turns:  # the fork has its transcript
+                session.forked_from = ""
+                await self._store.set_options(session.id, session.options, "")
         except StoreUnavailable as exc:  # the next turn's touch records the count again
             log.warning("session %s: turn not recorded in the store: %s", session.id, exc)
         if not session.attached:
@@ -421,26 +501,55 @@ class SessionManager:
     # -- closing -------------------------------------------------------------------
 
     async def close_session(self, session_id: str, principal: Principal) -> int:
+        """End the session's process and streams; the conversation stays (stopped), and
+        the next open or turn resumes it."""
         session = self.session_for(session_id, principal, "close")
-        await self._store.forget(session_id)  # first: if the store fails, nothing changed
-        await self.leases.release(session_id)
-        self._totals.forget(session_id)
-        self._durability.forget(session_id)
-        if self._sessions.pop(session_id, None) is None:  # closed concurrently meanwhile
-            return 0
-        self._audit.record(
-            "session.closed", principal=principal.name, session=session_id, owner=session.owner
+        ended = SessionClosed(
+            f"session {session_id} was closed by CloseSession; its conversation is kept: "
+            "open it again (open{session_id}) to go on",
+            metadata={"sessionId": session_id},
         )
+        with self._ownership.ending(session_id):
+            exit_code = await self._end(session, principal, "session.closed", ended)
+            base = self.config.profile(session.profile.name)
+            if exit_code is not None and base is not None:
+                self._add(self._stopped_session(base, session))
+        return exit_code or 0
+
+    async def delete_session(
+        self,
+        session_id: str,
+        principal: Principal,
+        remove: Callable[[Session], Awaitable[None]],
+    ) -> None:
+        """End the session and remove its record, then `remove` its files, before
+        anything may use the id again; NOT_FOUND from then on."""
+        session = self.session_for(session_id, principal, "delete")
+        ended = SessionClosed(
+            f"session {session_id} was deleted by DeleteSession; open a new session to go on",
+            metadata={"sessionId": session_id},
+        )
+        with self._ownership.ending(session_id):
+            await self._store.forget(session_id)  # first: if the store fails, nothing changed
+            self._totals.forget(session_id)
+            await self._end(session, principal, "session.deleted", ended)
+            await remove(session)
+
+    async def _end(
+        self, session: Session, principal: Principal, event: str, error: SessionClosed
+    ) -> int | None:
+        """End the session's process, its queued turns and its stream; None if it ended
+        concurrently meanwhile."""
+        await self.leases.release(session.id)
+        self._durability.forget(session.id)
+        if self._sessions.pop(session.id, None) is None:
+            return None
+        self._audit.record(event, principal=principal.name, session=session.id, owner=session.owner)
         exit_code = await session.close()
         await session.idle()  # queued turns end with `session_closed` results
-        self._session_tasks.pop(session_id).cancel()
+        self._session_tasks.pop(session.id).cancel()
         if session.attachment is not None:
-            session.attachment.end(
-                SessionClosed(
-                    f"session {session_id} was closed by CloseSession; open a new session to go on",
-                    metadata={"sessionId": session_id},
-                )
-            )
+            session.attachment.end(error)
         self._capacity.changed()
         return exit_code
 
@@ -504,3 +613,6 @@ class SessionManager:
 
     def session(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 
 from hotsvc.audit import AuditLog
-from hotsvc.errors import PermissionDenied, SessionNotFound
+from hotsvc.errors import PermissionDenied, SessionBusy, SessionNotFound
 from hotsvc.principal import Principal
 from hotsvc.quota import Quotas
 from hotsvc.session import Session
@@ -24,10 +24,29 @@ class Ownership:
         self._quotas = quotas
         self._audit = audit
         self._opening: dict[str, int] = {}  # opens under way per principal
+        self._ending: set[str] = set()  # sessions being closed or deleted
+
+    @contextlib.contextmanager
+    def ending(self, session_id: str) -> Iterator[None]:
+        """While a session ends (its process, its record), requests naming it are told
+        to retry, not that it does not exist."""
+        self._ending.add(session_id)
+        try:
+            yield
+        finally:
+            self._ending.discard(session_id)
+
+    def refuse_if_ending(self, session_id: str) -> None:
+        if session_id in self._ending:
+            raise SessionBusy(
+                f"session {session_id} is being closed or deleted; retry in a moment",
+                metadata={"sessionId": session_id},
+            )
 
     def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
         """The session, if `principal` may use it: PERMISSION_DENIED for a non-admin
         whether it is someone else's or unknown; NOT_FOUND (unknown) only for an admin."""
+        self.refuse_if_ending(session_id)
         session = self._sessions.get(session_id)
         if session is not None and principal.may_use(session.owner):
             return session

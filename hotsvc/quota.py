@@ -65,7 +65,7 @@ class Quotas:
             )
             raise QuotaExceeded(
                 f"principal {principal.name} holds {held} sessions, its limit "
-                f"(--max-sessions-per-principal {limit}); close one (CloseSession) or "
+                f"(--max-sessions-per-principal {limit}); delete one (DeleteSession) or "
                 "re-attach to one instead of opening another",
                 subject=principal.subject,
                 retry_after=SESSIONS_RETRY_AFTER,

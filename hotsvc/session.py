@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import psutil
 
 from hotsvc.claude import protocol
+from hotsvc.claude.content import user_content
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
 from hotsvc.claude.protocol import (
     AssistantMessage,
@@ -35,6 +36,7 @@ from hotsvc.claude.protocol import (
     UserMessage,
 )
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
+from hotsvc.options import SessionOptions
 from hotsvc.settings import Profile, ServiceConfig
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
 from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
@@ -81,9 +83,15 @@ class Session:
         turns: int = 0,
         lost: bool = False,
         first_turn_done: asyncio.Event | None = None,
+        options: SessionOptions | None = None,
+        forked_from: str = "",
+        model: str = "",
     ) -> None:
         self.id = session_id
-        self.profile = profile
+        self.profile = profile  # the effective one: the caller's options applied
+        self.options = options or SessionOptions()
+        self.forked_from = forked_from  # a fork's source, until its first turn
+        self.model = model  # as Claude Code last reported it (system/init)
         self.owner = owner
         # Where its processes run: every resume too (CLI 2.1.197 resumes only there).
         self.cwd = cwd or profile.cwd or os.getcwd()
@@ -235,7 +243,8 @@ class Session:
             self._marker = str(uuid.uuid4())  # our user entry's: the turn's first marker
             offset = _size(self.transcript_path())
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
-                await process.send(protocol.user_message(turn.text, self._marker))
+                content = user_content(turn.text, turn.content)
+                await process.send(protocol.user_message(content, self._marker))
             if turn.interrupt_requested:  # asked while we were writing
                 self._send_interrupt(process)
             ending = await self._watchdog.watch(
@@ -261,6 +270,8 @@ class Session:
             assert self._tasks is not None
             self._tasks.create_task(self._answer(process, event))
             return None
+        if isinstance(event, SystemEvent) and event.model:
+            self.model = event.model
         ended, turn = self._ended, self._running
         if ended is None or turn is None or process is not self._turn_process:
             if isinstance(event, Result):
@@ -366,6 +377,10 @@ class Session:
     async def ensure_process(self, progress: OnProgress | None = None) -> bool:
         """A live process, resuming the conversation in a new one if needed; True if new."""
         async with self._spawning:
+            if self.closed:  # a late caller (a control, say) must not revive it
+                raise SessionNotFound(
+                    f"session {self.id} was closed", metadata={"sessionId": self.id}
+                )
             if self.process is not None and self.process.alive:
                 return False
             if self._retiring is not None:  # two processes must never share a transcript

@@ -21,6 +21,35 @@ from typing import Any
 DEFAULT_PROFILE = "default"
 ENV_PREFIX = "HOTSVC_"
 STORE_SCHEMES = ("sqlite:", "postgresql://", "postgres://")
+# Claude Code's permission modes, least permissive first ("manual" is 2.1.330's name for
+# "default"); a caller may choose one up to the profile's `max_permission_mode`.
+PERMISSION_MODES = (
+    "plan",
+    "dontAsk",
+    "default",
+    "manual",
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+)
+# OpenSession.options fields, by the names a profile's `caller_may_set` lists.
+CALLER_OPTIONS = (
+    "model",
+    "append_system_prompt",
+    "allowed_tools",
+    "disallowed_tools",
+    "max_turns",
+    "permission_mode",
+)
+# Control subtypes a profile lets callers relay to Claude Code unless it says otherwise.
+DEFAULT_CONTROLS = (
+    "set_model",
+    "set_permission_mode",
+    "get_context_usage",
+    "get_settings",
+    "mcp_status",
+    "set_max_thinking_tokens",
+)
 
 
 class ConfigError(Exception):
@@ -85,6 +114,12 @@ class Profile:
         (), "tools never allowed, comma-separated", group="default profile"
     )
     cwd: str = setting("", "working directory of the sessions", group="default profile")
+    max_turns: int = setting(
+        0,
+        "agentic turns per user turn (`--max-turns`); 0 = Claude Code's default",
+        group="default profile",
+        minimum=0,
+    )
     extra_args: tuple[str, ...] = setting(
         (),
         "extra argument for claude (repeatable)",
@@ -92,7 +127,40 @@ class Profile:
         repeat=True,
         flag="--claude-arg",
     )
+    caller_may_set: tuple[str, ...] = setting(
+        (),
+        "`OpenSession.options` a caller may set, comma-separated: model, "
+        "append_system_prompt, allowed_tools, disallowed_tools, max_turns, permission_mode; "
+        "none by default (PERMISSION_DENIED)",
+        group="default profile",
+    )
+    controls: tuple[str, ...] = setting(
+        DEFAULT_CONTROLS,
+        "control subtypes a caller may relay to Claude Code mid-session "
+        "(`PromptRequest.control`), comma-separated",
+        group="default profile",
+    )
+    max_permission_mode: str = setting(
+        "",
+        "the most permissive permission mode a caller may choose (options or "
+        "`set_permission_mode`), in the order plan, dontAsk, default, acceptEdits, auto, "
+        "bypassPermissions; empty = the profile's own `permission_mode` (else `default`)",
+        group="default profile",
+    )
     env: Mapping[str, str] = field(default_factory=dict)  # TOML only: extra env
+
+    def __post_init__(self) -> None:
+        where = f"profile {self.name!r}"
+        if unknown := sorted(set(self.caller_may_set) - set(CALLER_OPTIONS)):
+            raise ConfigError(
+                f"{where}: caller_may_set names unknown options {unknown}; known: "
+                + ", ".join(CALLER_OPTIONS)
+            )
+        for key in ("permission_mode", "max_permission_mode"):
+            if (mode := getattr(self, key)) and mode not in PERMISSION_MODES:
+                raise ConfigError(
+                    f"{where}: {key} {mode!r} is not one of " + ", ".join(PERMISSION_MODES)
+                )
 
     def cli_args(self) -> list[str]:
         """The flags this profile adds to Claude Code's base arguments."""
@@ -109,7 +177,14 @@ class Profile:
             args += ["--allowedTools", ",".join(self.allowed_tools)]
         if self.disallowed_tools:
             args += ["--disallowedTools", ",".join(self.disallowed_tools)]
+        if self.max_turns:
+            args += ["--max-turns", str(self.max_turns)]
         return args + list(self.extra_args)
+
+    def signature(self) -> tuple[object, ...]:
+        """What makes two profiles' processes interchangeable: a warm process started for
+        one can serve a session of the other (pools are looked up by it)."""
+        return (tuple(self.cli_args()), self.cwd, tuple(sorted(self.env.items())))
 
 
 @dataclass(frozen=True)
@@ -169,6 +244,27 @@ class ServiceConfig:
     )
     max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
+    max_image_bytes: int = setting(
+        5 * 1024 * 1024,
+        "largest image block a turn may carry (the Messages API refuses images over 5 MB)",
+        minimum=1,
+    )
+    max_document_bytes: int = setting(
+        16 * 1024 * 1024, "largest document block (PDF or text) a turn may carry", minimum=1
+    )
+    max_turn_bytes: int = setting(
+        24 * 1024 * 1024,
+        "largest turn, its text and content blocks together (the Messages API takes "
+        "requests up to 32 MB, base64 included); the gRPC and HTTP receive limits follow it",
+        minimum=1024,
+    )
+    http_listen: str = setting(
+        "",
+        "HOST:PORT to also serve the API over HTTP/1.1 and HTTP/2 (the Connect protocol, "
+        "JSON or protobuf; `POST /sessions/{id}/hot-prompt` and `GET /hot/status`), with "
+        "the same TLS and authentication; port 0 picks a free one (printed as `hotsvc "
+        "http listening on HOST:PORT`); empty = off",
+    )
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
     containment: str = setting(
@@ -291,7 +387,7 @@ class ServiceConfig:
     )
     max_sessions_per_principal: int = setting(
         0,
-        "sessions one principal may hold, live or stopped, until it closes some (0 = no limit)",
+        "sessions one principal may hold, live or stopped, until it deletes some (0 = no limit)",
         group="security",
         minimum=0,
     )

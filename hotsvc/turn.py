@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
+from hotsvc.claude.content import UserBlock
 from hotsvc.claude.protocol import Event, Result
 
 
@@ -38,9 +39,12 @@ def hotsvc_result(subtype: str, text: str) -> Result:
 
 
 class Turn:
-    def __init__(self, text: str, turn_id: str, sink: TurnSink) -> None:
+    def __init__(
+        self, text: str, turn_id: str, sink: TurnSink, content: tuple[UserBlock, ...] = ()
+    ) -> None:
         self.id = turn_id or f"turn-{uuid.uuid4().hex[:12]}"
         self.text = text
+        self.content = content  # blocks sent after the text (images, documents)
         self.state = TurnState.QUEUED
         self.interrupt_requested = False
         self.sink = sink

@@ -91,7 +91,7 @@ async def test_empty_turn_text(start_service: StartService, text: str) -> None:
         "INVALID_REQUEST",
         "turn.text",
     )
-    assert got.message == "turn.text is empty: send the prompt text"
+    assert got.message == "turn.text is empty: send the prompt text (or content blocks)"
     assert (await live.status()).sessions[0].turns == 0  # never reached the process
 
 
@@ -154,13 +154,13 @@ async def test_reattach_to_a_session_that_never_existed(start_service: StartServ
     assert got.field is None and got.retry_delay is None
 
 
-async def test_reattach_to_a_closed_session(start_service: StartService) -> None:
+async def test_reattach_to_a_deleted_session(start_service: StartService) -> None:
     live = await start_service()
     talk = Conversation(live.stub)
     opened = await talk.open()
     assert (await talk.ask("Remember 2")).text == "OK"
     assert await talk.finish() == grpc.StatusCode.OK
-    await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+    await live.stub.DeleteSession(pb.DeleteSessionRequest(session_id=opened.session_id))
 
     got = await refused_open(Conversation(live.stub), session_id=opened.session_id)
     assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")

@@ -265,6 +265,8 @@ async def test_python_helper_two_turns_interrupt_reattach_close(server: Server) 
         async with await client.open_session(session_id=session_id) as again:
             assert (again.start, again.pid) == (pb.SESSION_START_ATTACHED, pid)
             assert await again.ask("What number?") == "42"
-        # Leaving the block closed the session (CloseSession).
+        # Leaving the block closed the session (CloseSession): its process ended, the
+        # conversation is kept.
         status = await client.pool_status()
-        assert session_id not in {s.session_id for s in status.sessions}
+        (row,) = [s for s in status.sessions if s.session_id == session_id]
+        assert (row.state, row.pid) == (pb.SESSION_STATE_STOPPED, 0)

@@ -7,9 +7,15 @@ from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.attachment import GoAway, Heartbeat
 from hotsvc.claude import protocol
+from hotsvc.claude.content import DocumentBlock, ImageBlock, ToolResultBlock, user_content
+from hotsvc.claude.messages import Message, Role
+from hotsvc.controls import ControlOutcome
 from hotsvc.errors import InvalidRequest
-from hotsvc.grpc import converters
+from hotsvc.grpc import converters, resources
+from hotsvc.grpc.content import TurnLimits, TurnRequest, struct, turn_request
 from hotsvc.manager import OpenRequest
+from hotsvc.options import SessionOptions
+from hotsvc.resources import SessionResource
 from hotsvc.snapshot import (
     Opened,
     PoolView,
@@ -188,3 +194,200 @@ def test_no_response_is_larger_than_a_default_client_accepts() -> None:
     # Small events are untouched.
     (small,) = converters.responses(RESULT, "s", "t", include_raw_json=True)
     assert small.raw_json == RESULT.line and not small.raw_json_truncated
+
+
+# -- the caller API's conversions --------------------------------------------------------
+
+LIMITS = TurnLimits(chars=20, image_bytes=4, document_bytes=8, turn_bytes=200)
+
+
+def test_open_and_ask_carry_the_callers_options() -> None:
+    options = pb.SessionOptions(model="m", allowed_tools=["Read"], max_turns=3)
+    first = pb.PromptRequest(open=pb.OpenSession(session_id="s", options=options))
+    opening = converters.open_request(first)
+    assert opening.options == SessionOptions(model="m", allowed_tools=("Read",), max_turns=3)
+    ask = pb.AskRequest(session_id="s", create_if_missing=True, options=options)
+    assert converters.ask_open(ask) == OpenRequest("s", "", True, opening.options)
+    with pytest.raises(InvalidRequest) as refused:
+        converters.ask_open(pb.AskRequest(create_if_missing=True))
+    assert refused.value.field == "session_id"
+    with pytest.raises(InvalidRequest) as empty:
+        converters.open_request(
+            pb.PromptRequest(open=pb.OpenSession(options=pb.SessionOptions(allowed_tools=[" "])))
+        )
+    assert empty.value.field == "open.options.allowed_tools"
+
+
+def image(data: bytes, media_type: str = "image/png") -> pb.ContentBlock:
+    return pb.ContentBlock(image=pb.ImageBlock(media_type=media_type, data=data))
+
+
+def test_a_turns_content_becomes_blocks_within_the_limits() -> None:
+    turn = pb.UserTurn(
+        text="look",
+        turn_id="t1",
+        content=[
+            pb.ContentBlock(text=pb.TextBlock(text="and")),
+            image(b"\x89PNG"),
+            pb.ContentBlock(
+                document=pb.DocumentBlock(media_type="text/plain", data=b"notes", title="N")
+            ),
+        ],
+    )
+    parsed = turn_request(turn, LIMITS)
+    assert parsed == TurnRequest(
+        "look",
+        "t1",
+        (
+            protocol.TextBlock("and"),
+            ImageBlock("image/png", b"\x89PNG"),
+            DocumentBlock("text/plain", b"notes", "N"),
+        ),
+    )
+    assert user_content(parsed.text, parsed.content) == [
+        {"type": "text", "text": "look"},
+        {"type": "text", "text": "and"},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw=="},
+        },
+        {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+            "title": "N",
+        },
+    ]
+    assert turn_request(pb.UserTurn(content=[image(b"ab")]), LIMITS).text == ""
+
+
+@pytest.mark.parametrize(
+    ("turn", "field", "says"),
+    [
+        (pb.UserTurn(text=" "), "turn.text", "turn.text is empty"),
+        (pb.UserTurn(text="x" * 21), "turn.text", "21 characters, over the limit of 20"),
+        (
+            pb.UserTurn(text="x" * 15, content=[pb.ContentBlock(text=pb.TextBlock(text="y" * 6))]),
+            "turn.text",
+            "21 characters",
+        ),
+        (pb.UserTurn(text="x", content=[image(b"12345")]), "turn.content[0]", "--max-image-bytes"),
+        (
+            pb.UserTurn(text="x", content=[image(b"1", "image/bmp")]),
+            "turn.content[0].image.media_type",
+            "use one of image/png",
+        ),
+        (pb.UserTurn(text="x", content=[image(b"")]), "turn.content[0].image.data", "is empty"),
+        (
+            pb.UserTurn(
+                text="x",
+                content=[
+                    pb.ContentBlock(
+                        document=pb.DocumentBlock(media_type="application/pdf", data=b"123456789")
+                    )
+                ],
+            ),
+            "turn.content[0]",
+            "--max-document-bytes",
+        ),
+        (
+            pb.UserTurn(
+                text="x",
+                content=[
+                    pb.ContentBlock(
+                        document=pb.DocumentBlock(media_type="text/plain", data=b"\xff")
+                    )
+                ],
+            ),
+            "turn.content[0].document.data",
+            "not UTF-8",
+        ),
+        (pb.UserTurn(text="x", content=[pb.ContentBlock()]), "turn.content[0]", "is empty"),
+        (
+            pb.UserTurn(
+                text="x", content=[pb.ContentBlock(tool_use=pb.ToolUseBlock(id="1", name="Bash"))]
+            ),
+            "turn.content[0]",
+            "a turn takes text, image and document blocks",
+        ),
+        (
+            pb.UserTurn(text="x", content=[image(b"1234")] * 12),
+            "turn",
+            "bytes, over the limit of 200; send fewer or smaller blocks",
+        ),
+    ],
+)
+def test_a_turn_past_a_limit_names_it(turn: pb.UserTurn, field: str, says: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        turn_request(turn, LIMITS)
+    assert refused.value.field == field
+    assert says in refused.value.message
+
+
+def test_control_results_are_events() -> None:
+    ok = ControlOutcome("r1", "set_model", {"model": "sonnet"})
+    response = converters.event_response(ok, "s", "", include_raw_json=False)
+    assert response is not None
+    assert response.control_result == pb.ControlResult(
+        request_id="r1", subtype="set_model", response=struct({"model": "sonnet"})
+    )
+    failed = ControlOutcome("r2", "x", error="Unsupported", error_code="unsupported_request")
+    response = converters.event_response(failed, "s", "", include_raw_json=False)
+    assert response is not None
+    assert (response.control_result.error, response.control_result.error_code) == (
+        "Unsupported",
+        "unsupported_request",
+    )
+
+
+def test_a_session_resource_and_its_messages() -> None:
+    resource = SessionResource(
+        id="s1",
+        owner="alice",
+        profile="default",
+        state=SessionState.LOST,
+        created_at=1.5,
+        last_used_at=2.0,
+        turns=3,
+        model="claude",
+        cwd="/w",
+        usage=protocol.Usage(1, 2, 3, 4),
+        cost_usd=0.25,
+        options=SessionOptions(model="claude"),
+        replica_id="host",
+    )
+    session = resources.session(resource)
+    assert (session.state, session.turns, session.pid, session.replica_id) == (
+        pb.SESSION_STATE_LOST,
+        3,
+        0,
+        "host",
+    )
+    assert session.create_time.ToNanoseconds() == 1_500_000_000
+    assert session.usage == pb.Usage(
+        input_tokens=1, output_tokens=2, cache_creation_input_tokens=3, cache_read_input_tokens=4
+    )
+    assert session.options == pb.SessionOptions(model="claude")
+
+    message = Message(
+        "u1",
+        Role.ASSISTANT,
+        (
+            protocol.ThinkingBlock("hm"),
+            protocol.ToolUseBlock("t1", "Bash", {"command": "ls"}),
+            ToolResultBlock("t1", "a b", is_error=True),
+        ),
+        created_at=3.0,
+        model="claude",
+    )
+    converted = resources.session_message(message)
+    assert (converted.uuid, converted.role, converted.model) == (
+        "u1",
+        pb.MESSAGE_ROLE_ASSISTANT,
+        "claude",
+    )
+    kinds = [block.WhichOneof("block") for block in converted.content]
+    assert kinds == ["thinking", "tool_use", "tool_result"]
+    assert converted.content[1].tool_use.input == struct({"command": "ls"})
+    assert converted.content[2].tool_result == pb.ToolResultBlock(
+        tool_use_id="t1", content="a b", is_error=True
+    )

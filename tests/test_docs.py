@@ -1,7 +1,9 @@
-"""Every recipe in README.md and docs/grpcurl.md runs: grpcurl for real, Python examples too.
+"""Every recipe in README.md and docs/grpcurl.md runs: grpcurl and curl for real, Python
+examples too.
 
-A recipe is a ```sh block using grpcurl, or a ```python block that talks to the service;
-the `<!-- expect: ... -->` comments right after it name text its output must contain.
+A recipe is a ```sh block using grpcurl or curl on the HTTP face (`localhost:8080`), or a
+```python block that talks to the service; the `<!-- expect: ... -->` comments right after
+it name text its output must contain.
 Blocks run in document order against one live plaintext service, except the TLS ones:
 a recipe naming `ca.pem` runs against a TLS service taking bearer tokens (`$TOKEN` holds
 alice's), one naming `client.pem` against an mTLS service; both run in a directory
@@ -27,6 +29,7 @@ RECIPE = re.compile(
     re.DOTALL,
 )
 EXPECT = re.compile(r"<!-- expect: (.*?) -->")
+HTTP_ADDRESS = "localhost:8080"  # the docs' --http-listen
 
 
 def recipes(doc: Path) -> list[tuple[str, list[str]]]:
@@ -38,7 +41,7 @@ def recipes(doc: Path) -> list[tuple[str, list[str]]]:
             if "localhost:50051" not in script:
                 continue
             script = f"python - <<'PYTHON'\n{script}PYTHON\n"
-        elif "grpcurl" not in script:
+        elif "grpcurl" not in script and HTTP_ADDRESS not in script:
             continue
         found.append((script, EXPECT.findall(match["expects"])))
     return found
@@ -59,7 +62,8 @@ def service_for(script: str) -> str:
 async def test_recipes_work_as_written(
     start_service: StartService, doc: Path, tmp_path: Path
 ) -> None:
-    live = await start_service(pool_size=1)
+    live = await start_service(pool_size=1, http_listen="127.0.0.1:0")
+    assert live.service.http is not None
     talk = Conversation(live.stub)
     session_id = (await talk.open()).session_id
     assert (await talk.ask("Remember 42")).text == "OK"
@@ -81,6 +85,7 @@ async def test_recipes_work_as_written(
             tls = {"tls_cert": server.cert_path, "tls_key": server.key_path}
             addresses[kind] = (await start_service(pool_size=1, **tls, **secure[kind])).address
         runnable = script.replace("localhost:50051", addresses[kind])
+        runnable = runnable.replace(HTTP_ADDRESS, live.service.http.address)
         proc = await asyncio.create_subprocess_exec(
             "bash",
             "-euo",

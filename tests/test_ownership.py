@@ -125,6 +125,11 @@ async def test_another_principals_session_is_denied_and_unlisted(
     await live.stub.CloseSession(
         pb.CloseSessionRequest(session_id=session_id), metadata=people.root, timeout=DEADLINE
     )
+    (row,) = (await status(live, people.alice)).sessions
+    assert (row.session_id, row.state) == (session_id, pb.SESSION_STATE_STOPPED)
+    await live.stub.DeleteSession(
+        pb.DeleteSessionRequest(session_id=session_id), metadata=people.root, timeout=DEADLINE
+    )
     assert (await status(live, people.alice)).sessions == []
     gone = await refused_open(live, people.root, session_id=session_id)
     assert (gone.code, gone.reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
@@ -178,7 +183,7 @@ async def test_session_quota_is_per_principal(
     assert over.quota_subjects == ["principal:alice"]
     assert over.retry_delay is not None and over.retry_delay > 0
     assert over.metadata == {"principal": "alice", "quota": "sessions", "limit": "1"}
-    assert "close one (CloseSession)" in over.message
+    assert "delete one (DeleteSession)" in over.message
 
     bob = Conversation(live.stub, metadata=people.bob)
     await bob.open()  # bob's own quota
@@ -186,6 +191,11 @@ async def test_session_quota_is_per_principal(
 
     await live.stub.CloseSession(
         pb.CloseSessionRequest(session_id=first.session_id), metadata=people.alice
+    )
+    # A closed session keeps its conversation, and its place in the quota.
+    assert (await refused_open(live, people.alice)).reason == "QUOTA_EXCEEDED"
+    await live.stub.DeleteSession(
+        pb.DeleteSessionRequest(session_id=first.session_id), metadata=people.alice
     )
     await Conversation(live.stub, metadata=people.alice).open()
 

@@ -4,8 +4,9 @@ contract says, loses no result, and leaks no process.
 Each Hypothesis example is a handful of Prompt streams (run one after another, or all at
 once), each a random plan: open a new session, re-attach to one (live, closed, unknown or
 malformed), or skip `open`; then turns (ordinary, `crash`, `garbage`, `slow`, random text,
-empty or oversized), interrupts, a stray `open`, an empty request, a CloseSession from
-another caller; then half-close or cancel. Checked for every stream:
+empty or oversized), interrupts, a stray `open`, an empty request, a DeleteSession from
+another caller (the "close" step: the session is gone for good); then half-close or
+cancel. Checked for every stream:
 
 - every accepted turn gets exactly one `result`, on this stream, in the order sent
   (unless the caller cancelled: then at most one); a refused turn gets none;
@@ -362,8 +363,8 @@ class World:
         if first:
             self.closed.append(session_id)
         try:
-            await self.stub.CloseSession(
-                pb.CloseSessionRequest(session_id=session_id), timeout=DEADLINE
+            await self.stub.DeleteSession(
+                pb.DeleteSessionRequest(session_id=session_id), timeout=DEADLINE
             )
         except grpc.aio.AioRpcError as error:
             assert error.code() == Code.NOT_FOUND, error
@@ -413,7 +414,7 @@ def check_stream(outcome: Outcome, closed: list[str]) -> None:
             f"{outcome.code} without its documented reason\n{where}"
         )
     if outcome.opened:  # a refused request ends the stream; else the caller's half-close,
-        # or CloseSession of its session by another step
+        # or DeleteSession of its session by another step
         expected = {Code.INVALID_ARGUMENT if outcome.refused else Code.OK}
         if outcome.session_id in closed:
             expected.add(Code.ABORTED)
@@ -451,7 +452,7 @@ def test_random_request_sequences(tmp_path: Path) -> None:
                 suppress_health_check=[HealthCheck.too_slow],
             )
             @given(plans=st.lists(stream_plans, min_size=1, max_size=4), concurrent=st.booleans())
-            # A CloseSession while the session's next process is starting (after a crash).
+            # A DeleteSession while the session's next process is starting (after a crash).
             @example(
                 plans=[
                     Plan(

@@ -282,17 +282,22 @@ async def test_max_sessions_is_resource_exhausted(start_service: StartService) -
     assert "within 0.5s: all 2 are held" in str(refused.value.details())
 
 
-async def test_close_session_ends_its_process(start_service: StartService) -> None:
+async def test_close_session_ends_its_process_and_keeps_the_session(
+    start_service: StartService,
+) -> None:
     live = await start_service()
     opened = await Conversation(live.stub).open()
     closed = await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
     assert closed.session_id == opened.session_id
     assert not pid_alive(opened.pid)
     assert opened.pid not in child_pids()
-    assert (await live.status()).active_sessions == 0
-    with pytest.raises(grpc.aio.AioRpcError) as again:
-        await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
-    assert again.value.code() == grpc.StatusCode.NOT_FOUND
+    status = await live.status()
+    assert (status.active_sessions, status.stopped_sessions) == (0, 1)
+    assert [(s.session_id, s.state) for s in status.sessions] == [
+        (opened.session_id, pb.SESSION_STATE_STOPPED)
+    ]
+    again = await live.stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+    assert (again.session_id, again.exit_code) == (opened.session_id, 0)  # nothing left to end
 
 
 async def test_control_requests_hotsvc_does_not_handle_are_refused_by_name(

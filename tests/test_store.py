@@ -13,6 +13,7 @@ import pytest
 
 from hotsvc.claude.protocol import Result, Usage
 from hotsvc.errors import SessionNotFound
+from hotsvc.options import SessionOptions
 from hotsvc.store import (
     SessionRecord,
     StoredState,
@@ -21,6 +22,7 @@ from hotsvc.store import (
     TurnRecord,
     open_store,
     process_start_time,
+    schema,
 )
 from hotsvc.store.turns import TurnTotals
 from tests.conftest import OpenStore, pid_alive
@@ -43,6 +45,9 @@ def stand_in() -> Iterator[StandIn]:
         proc.wait()
 
 
+OPTIONS = SessionOptions(model="sonnet", allowed_tools=("Read", "Bash(git *)"), max_turns=3)
+
+
 def record(session_id: str, **fields: object) -> SessionRecord:
     values: dict[str, object] = {
         "profile": "default",
@@ -58,6 +63,7 @@ async def test_sessions_survive_a_reopen(stores: OpenStore) -> None:
     await store.save(record("s-1", owner="alice", cwd="/srv", last_used_at=2.0, model="opus"))
     await store.touch("s-1", TurnRecord(3.0, 1, usage=Usage(10, 20, 1, 2), cost_usd=0.25))
     await store.touch("s-1", TurnRecord(4.0, 2, model="sonnet", usage=Usage(5, 5, 0, 0)))
+    await store.set_options("s-1", OPTIONS, "s-0")
     await store.save(record("s-2", last_used_at=1.5))
     await store.save(record("s-3", last_used_at=0.5))
     await store.set_state("s-3", StoredState.LOST)
@@ -76,6 +82,8 @@ async def test_sessions_survive_a_reopen(stores: OpenStore) -> None:
             model="sonnet",
             usage=Usage(15, 25, 1, 2),
             cost_usd=0.25,
+            options=OPTIONS,
+            forked_from="s-0",
         ),
     ]
     assert await again.get("s-2") is None
@@ -235,7 +243,7 @@ async def test_todays_registry_file_is_migrated(tmp_path: Path, stand_in: StandI
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(schema.SQLITE),)
 
 
 async def test_replicas_starting_together_migrate_once(stores: OpenStore) -> None:

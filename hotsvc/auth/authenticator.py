@@ -68,10 +68,18 @@ class Authenticator:
         except (TokenFileError, JwtConfigError) as exc:
             raise ConfigError(str(exc)) from None
         authenticator = cls(tokens, jwt, client_certificates=config.tls_client_ca is not None)
-        if not authenticator.configured and not is_loopback(config.listen):
+        exposed = [
+            f"{flag} {address}"
+            for flag, address in (
+                ("--listen", config.listen),
+                ("--http-listen", config.http_listen),
+            )
+            if address and not is_loopback(address)
+        ]
+        if not authenticator.configured and exposed:
             if not config.insecure_no_auth:
                 raise ConfigError(
-                    f"--listen {config.listen} is not loopback and no authentication is "
+                    f"{' and '.join(exposed)} is not loopback and no authentication is "
                     f"configured: anyone who can reach it could read and drive every session. "
                     f"Configure {AUTH_FLAGS} (with --tls-cert/--tls-key), or pass "
                     "--insecure-no-auth if something in front of hotsvc authenticates"
@@ -79,7 +87,7 @@ class Authenticator:
             log.warning(
                 "--insecure-no-auth: serving %s with no authentication; every caller is "
                 "principal %r and may read, drive and close every session",
-                config.listen,
+                " and ".join(exposed),
                 LOCAL.name,
             )
         return authenticator

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from hotsvc.claude.transcripts import config_dir, transcript_path
 from hotsvc.settings import Profile, ServiceConfig
 
 # The stream-json session every process runs; partial messages give token deltas.
@@ -33,13 +34,20 @@ PARENT_DEATH_SIGNAL: tuple[str, ...] = (_SETPRIV, "--pdeathsig", "KILL", "--") i
 NEVER_DAYS = 99999
 
 
-def argv(config: ServiceConfig, profile: Profile, session_id: str, resume: bool) -> list[str]:
+def argv(
+    config: ServiceConfig, profile: Profile, session_id: str, resume: bool, fork_of: str = ""
+) -> list[str]:
     """The full command line of a session's process.
 
     `--resume` restores the transcript under the same id; a session with no turn yet has
-    no transcript, and starts afresh under its id.
+    no transcript, and starts afresh under its id. A fork resumes its source's transcript
+    under its own id (`--fork-session --session-id`, both CLI versions): the CLI reads the
+    history at start-up and writes the fork's own transcript on its first turn.
     """
-    session = ["--resume" if resume else "--session-id", session_id]
+    if fork_of:
+        session = ["--resume", fork_of, "--fork-session", "--session-id", session_id]
+    else:
+        session = ["--resume" if resume else "--session-id", session_id]
     return [
         *PARENT_DEATH_SIGNAL,
         *config.claude_cmd,
@@ -66,3 +74,26 @@ def environment(
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
     return env
+
+
+def transcript_of(config: ServiceConfig, profile: Profile, session_id: str, cwd: str = "") -> Path:
+    """Where a child of this profile keeps session `session_id`'s transcript."""
+    env = environment(config.env, profile)
+    return transcript_path(env, cwd or profile.cwd or os.getcwd(), session_id)
+
+
+def session_files(config: ServiceConfig, profile: Profile, session_id: str, cwd: str) -> list[Path]:
+    """What the CLI keeps of one session under its config directory: the transcript, the
+    folder beside it (subagents' transcripts, large tool results) and its session-env."""
+    transcript = transcript_of(config, profile, session_id, cwd)
+    env = environment(config.env, profile)
+    cli_dir = config_dir(env, os.path.realpath(cwd))
+    return [transcript, transcript.with_suffix(""), cli_dir / "session-env" / session_id]
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree; one already gone is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -43,7 +43,12 @@ class ProcessGone(Exception):
 
 
 class ControlError(Exception):
-    """The CLI answered a control request with an error."""
+    """The CLI answered a control request with an error: its text and code, if any."""
+
+    def __init__(self, message: str, error: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.error = error
+        self.code = code
 
 
 # Gets every event but control responses; may return an awaitable to slow the reader down.
@@ -228,7 +233,11 @@ class ClaudeProcess:
         finally:
             self._pending.pop(request_id, None)
         if not response.ok:
-            raise ControlError(f"{subtype} failed: {response.error or 'no reason given'}")
+            raise ControlError(
+                f"{subtype} failed: {response.error or 'no reason given'}",
+                response.error,
+                response.error_code,
+            )
         return response.response
 
     # -- ending -------------------------------------------------------------------

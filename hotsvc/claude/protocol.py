@@ -32,6 +32,7 @@ class SystemEvent(Event):
 
     subtype: str
     status: str = ""
+    model: str = ""  # init: the model the turn runs with
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ class ControlResponse(Event):
     ok: bool
     response: JsonObject
     error: str = ""
+    error_code: str = ""  # e.g. "unsupported_request" (2.1.330; 2.1.197 gives none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,12 @@ def _system(message: JsonObject, line: str) -> Event:
             error=str(message.get("error") or ""),
             line=line,
         )
-    return SystemEvent(subtype, status=str(message.get("status") or ""), line=line)
+    return SystemEvent(
+        subtype,
+        status=str(message.get("status") or ""),
+        model=str(message.get("model") or "") if subtype == "init" else "",
+        line=line,
+    )
 
 
 def _stream_event(message: JsonObject, line: str) -> Event:
@@ -219,7 +226,7 @@ def _assistant(message: JsonObject, line: str) -> Event:
     )
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     """Join the text of a string-or-blocks content field."""
     if isinstance(content, str):
         return content
@@ -239,12 +246,12 @@ def _user(message: JsonObject, line: str) -> Event:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 return ToolResult(
                     tool_use_id=str(block.get("tool_use_id", "")),
-                    content=_text_of(block.get("content")),
+                    content=text_of(block.get("content")),
                     is_error=bool(block.get("is_error")),
                     line=line,
                     uuid=str(message.get("uuid") or ""),
                 )
-    return UserMessage(_text_of(content), line=line, uuid=str(message.get("uuid") or ""))
+    return UserMessage(text_of(content), line=line, uuid=str(message.get("uuid") or ""))
 
 
 def _result(message: JsonObject, line: str) -> Event:
@@ -283,6 +290,7 @@ def _control_response(message: JsonObject, line: str) -> Event:
         ok=response.get("subtype") == "success",
         response=dict(response.get("response") or {}),
         error=str(response.get("error") or ""),
+        error_code=str(response.get("error_code") or ""),
         line=line,
     )
 
@@ -310,9 +318,10 @@ def encode(message: JsonObject) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def user_message(text: str, uuid: str = "") -> JsonObject:
-    """A user turn; with `uuid`, its transcript entry (and echo) carry that id."""
-    message: JsonObject = {"type": "user", "message": {"role": "user", "content": text}}
+def user_message(content: str | list[JsonObject], uuid: str = "") -> JsonObject:
+    """A user turn: its text, or a Messages API content block array (hotsvc.claude.content);
+    with `uuid`, its transcript entry (and echo) carry that id."""
+    message: JsonObject = {"type": "user", "message": {"role": "user", "content": content}}
     if uuid:
         message["uuid"] = uuid
     return message

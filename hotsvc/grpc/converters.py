@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import struct_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.attachment import GoAway, Heartbeat, Rejected
 from hotsvc.claude import protocol
+from hotsvc.controls import ControlOutcome
 from hotsvc.errors import InvalidRequest, ServiceError
+from hotsvc.grpc.content import check_length, fill_block, struct
+from hotsvc.grpc.resources import STATE, options
 from hotsvc.grpc.status import code_of
 from hotsvc.manager import OpenRequest
-from hotsvc.snapshot import Opened, SessionState, SessionView, Snapshot, SpawnView, Start
+from hotsvc.snapshot import Opened, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
 
 START = {
@@ -23,17 +24,7 @@ START = {
     Start.ATTACHED: pb.SESSION_START_ATTACHED,
     Start.RESUMED: pb.SESSION_START_RESUMED,
 }
-STATE = {
-    SessionState.IDLE: pb.SESSION_STATE_IDLE,
-    SessionState.BUSY: pb.SESSION_STATE_BUSY,
-    SessionState.ATTACHED: pb.SESSION_STATE_ATTACHED,
-    SessionState.STOPPED: pb.SESSION_STATE_STOPPED,
-    SessionState.LOST: pb.SESSION_STATE_LOST,
-}
 
-
-# The longest caller-chosen identifiers: each is repeated on many events or stored.
-MAX_ID_CHARS = 128
 # No response is larger than gRPC clients accept by default (4 MiB): a long text delta
 # becomes several events, raw_json past a limit is left out (raw_json_truncated), and the
 # text of any event still too large is cut, saying so. Lines this short need no checks.
@@ -42,12 +33,6 @@ MAX_RAW_JSON_BYTES = 1024 * 1024
 MAX_DELTA_CHARS = 64 * 1024
 SMALL_TEXT_CHARS = 256 * 1024  # at most 1 MiB of UTF-8: no event from it can be too large
 TRUNCATED = "\n[... {} characters cut by hotsvc: an event must fit in 4 MiB]"
-
-
-@dataclass(frozen=True)
-class TurnRequest:
-    text: str
-    turn_id: str
 
 
 def open_request(first: pb.PromptRequest | None) -> OpenRequest:
@@ -63,31 +48,24 @@ def open_request(first: pb.PromptRequest | None) -> OpenRequest:
         session_id=first.open.session_id,
         profile=first.open.profile,
         create_if_missing=first.open.create_if_missing,
+        options=options(first.open.options, "open.options"),
     )
 
 
-def turn_request(turn: pb.UserTurn, max_chars: int) -> TurnRequest:
-    check_length("turn.turn_id", turn.turn_id)
-    if not turn.text.strip():
-        raise InvalidRequest("turn.text is empty: send the prompt text", field="turn.text")
-    if len(turn.text) > max_chars:
+def ask_open(request: pb.AskRequest) -> OpenRequest:
+    """What an Ask opens: a new session, or `session_id` (created when missing if asked)."""
+    check_length("profile", request.profile)
+    if request.create_if_missing and not request.session_id:
         raise InvalidRequest(
-            f"turn.text has {len(turn.text)} characters, over the limit of {max_chars}; "
-            "split the prompt or raise --max-turn-chars",
-            field="turn.text",
-            metadata={"length": len(turn.text), "limit": max_chars},
+            "create_if_missing needs a session_id: the id to create the session under",
+            field="session_id",
         )
-    return TurnRequest(turn.text, turn.turn_id)
-
-
-def check_length(field: str, value: str, limit: int = MAX_ID_CHARS) -> None:
-    if len(value) > limit:
-        raise InvalidRequest(
-            f"{field} has {len(value)} characters, over the limit of {limit}: use a shorter "
-            "identifier",
-            field=field,
-            metadata={"length": len(value), "limit": limit},
-        )
+    return OpenRequest(
+        session_id=request.session_id,
+        profile=request.profile,
+        create_if_missing=request.create_if_missing,
+        options=options(request.options, "options"),
+    )
 
 
 def opened(view: Opened, include_last_result: bool) -> pb.PromptResponse:
@@ -190,6 +168,8 @@ def event_response(
             response.go_away.time_left.FromNanoseconds(int(time_left * 1e9))
         case Rejected(error=error):
             response.error.CopyFrom(stream_error(error))
+        case ControlOutcome():
+            _fill_control(response.control_result, event)
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
@@ -216,22 +196,15 @@ def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessa
     message.parent_tool_use_id = event.parent_tool_use_id
     message.error = event.error
     for block in event.content:
-        out = message.content.add()
-        match block:
-            case protocol.TextBlock(text=text):
-                out.text.text = text
-            case protocol.ThinkingBlock(thinking=thinking):
-                out.thinking.thinking = thinking
-            case protocol.ToolUseBlock(id=tool_id, name=name, input=tool_input):
-                out.tool_use.id = tool_id
-                out.tool_use.name = name
-                out.tool_use.input.CopyFrom(struct(tool_input))
+        fill_block(message.content.add(), block)
 
 
-def struct(value: protocol.JsonObject) -> struct_pb2.Struct:
-    result = struct_pb2.Struct()
-    result.update(value)
-    return result
+def _fill_control(message: pb.ControlResult, outcome: ControlOutcome) -> None:
+    message.request_id = outcome.request_id
+    message.subtype = outcome.subtype
+    message.response.CopyFrom(struct(outcome.response))
+    message.error = outcome.error
+    message.error_code = outcome.error_code
 
 
 def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:

@@ -1,4 +1,5 @@
-"""The service assembled: store, launcher, sessions and the gRPC server, in that order.
+"""The service assembled: store, launcher, sessions, the gRPC server and (with
+--http-listen) the HTTP face, in that order.
 
 Start-up runs top to bottom in `_run`; shutdown runs the steps in `_shutdown` in order,
 each one even when an earlier one failed, and reports every failure together.
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,15 +23,20 @@ from hotsvc.auth.authenticator import Authenticator
 from hotsvc.auth.tokens import TokenFileError
 from hotsvc.capacity import Capacity
 from hotsvc.containment import Containment, become_subreaper
+from hotsvc.grpc.api import HotSessionAPI
 from hotsvc.grpc.auth import AuthInterceptor, server_credentials
 from hotsvc.grpc.requests import add_servicer
 from hotsvc.grpc.servicer import HotSessionServicer
+from hotsvc.http.auth import check_config as check_http
 from hotsvc.launcher import Launcher
 from hotsvc.layout import check_layout
 from hotsvc.manager import SessionManager
-from hotsvc.settings import ServiceConfig
+from hotsvc.settings import ConfigError, ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
 from hotsvc.tmpdirs import ChildTmpDirs
+
+if TYPE_CHECKING:
+    from hotsvc.http.server import HttpFace
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +57,16 @@ class Service:
         self.config = config
         check_layout(config)
         self.authenticator = Authenticator.from_config(config)
+        check_http(config, self.authenticator)
         credentials = server_credentials(config)
         self.audit = AuditLog(config.audit_log)
         self.interceptor = AuthInterceptor(self.authenticator, self.audit)
-        self.server = grpc.aio.server(interceptors=[self.interceptor])
+        # Past --max-turn-bytes, so the turn's own check answers first, naming the limit.
+        receive = config.max_turn_bytes + 1024 * 1024
+        self.server = grpc.aio.server(
+            interceptors=[self.interceptor],
+            options=[("grpc.max_receive_message_length", receive)],
+        )
         if credentials is None:
             self.port = self.server.add_insecure_port(config.listen)
         else:
@@ -74,18 +87,30 @@ class Service:
             config, self.store, self.launcher, Capacity(config.max_sessions), self.audit
         )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # untyped re-export
+        self.api = HotSessionAPI(self.manager, self.store)
         add_servicer(
-            HotSessionServicer(self.manager),
-            pb.DESCRIPTOR.services_by_name["HotSession"],
-            self.server,
+            HotSessionServicer(self.api), pb.DESCRIPTOR.services_by_name["HotSession"], self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+        self.http = self._http_face(config)
         self._started = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    def _http_face(self, config: ServiceConfig) -> HttpFace | None:
+        if not config.http_listen:
+            return None
+        try:
+            from hotsvc.http.server import HttpFace
+        except ImportError as exc:
+            raise ConfigError(
+                f"--http-listen needs the http extra: pip install 'hotsvc[http]' ({exc})"
+            ) from exc
+        return HttpFace(config, self.api, self.authenticator, self.audit)
 
     @property
     def address(self) -> str:
@@ -128,12 +153,16 @@ class Service:
                 await manager_started.wait()
                 await self._set_health(NOT_SERVING)
                 await self.server.start()
+                if self.http is not None:
+                    self._http_task = tasks.create_task(self.http.run(), name="http")
                 ready = tasks.create_task(self._serve_when_ready(), name="readiness")
                 self._started.set()
                 await self._stopping.wait()
                 ready.cancel()
                 await self._shutdown()
         finally:
+            if self.http is not None:
+                self.http.close()
             self.containment.close()
             await self.store.close()
             self.audit.close()
@@ -159,6 +188,12 @@ class Service:
         await self._set_health(SERVING)
         log.info("hotsvc serving on %s (warm pools filled)", self.address)
 
+    async def _stop_http(self) -> None:
+        """Stop accepting, let requests in flight end (hypercorn's grace), then return."""
+        if self.http is not None and self._http_task is not None:
+            self.http.stop()
+            await asyncio.shield(self._http_task)
+
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
@@ -169,6 +204,7 @@ class Service:
             ("stop accepting", self.health.enter_graceful_shutdown),
             ("drain running turns", lambda: self.manager.drain(grace)),
             ("stop the gRPC server", lambda: self.server.stop(grace=1.0)),
+            ("stop the HTTP server", self._stop_http),
             ("end sessions and pools", self.manager.stop),
             ("end leftover processes", _call(self.launcher.stop)),
             ("release leases", self.manager.leases.release_all),
@@ -201,7 +237,9 @@ async def serve(config: ServiceConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_tokens)
     async with service:
-        # One parseable line for scripts and tests that bind port 0.
+        # One parseable line for scripts and tests that bind port 0 (and one for HTTP).
         print(f"hotsvc listening on {service.address}", flush=True)
+        if service.http is not None:
+            print(f"hotsvc http listening on {service.http.address}", flush=True)
         await stop.wait()
         log.info("signal received: draining")

@@ -1,164 +1,85 @@
-"""hotsession.v1.HotSession: each RPC parses its request, calls the domain, converts back.
-
-Prompt is a coroutine handler that writes with `context.write`, not an async generator:
-its request reader and heartbeat run in a TaskGroup that the handler's own task owns, so
-when the RPC ends, for whatever reason, they end with it and the session is detached at
-once rather than whenever a suspended generator is finalized.
+"""hotsession.v1.HotSession over gRPC: an adapter from grpc.aio to hotsvc.grpc.api.
 
 Every RPC runs as the principal AuthInterceptor established (`current_principal()`), which
-goes to the domain as a value: ownership and quotas are decided there.
+goes to the domain as a value: ownership and quotas are decided there. `maps_errors` turns
+what the domain raises into statuses.
+
+Prompt and Ask are coroutine handlers that write with `context.write`, not async
+generators: their helper tasks run in a TaskGroup the handler's own task owns, so when
+the RPC ends they end with it (see hotsvc.grpc.streams).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc import errors
-from hotsvc.attachment import Attachment
-from hotsvc.grpc import converters
+from hotsvc.grpc.api import HotSessionAPI
 from hotsvc.grpc.auth import current_principal
-from hotsvc.grpc.requests import Malformed
 from hotsvc.grpc.status import maps_errors
-from hotsvc.manager import SessionManager
 
-PromptContext = grpc.aio.ServicerContext[pb.PromptRequest, pb.PromptResponse]
-
-
-def _parsed(request: pb.PromptRequest | Malformed) -> pb.PromptRequest:
-    if isinstance(request, Malformed):
-        raise request.error
-    return request
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class HotSessionServicer(pb_grpc.HotSessionServicer):
-    def __init__(self, manager: SessionManager) -> None:
-        self._manager = manager
-        self._max_turn_chars = manager.config.max_turn_chars
-        self._open_timeout = manager.config.open_timeout
+    def __init__(self, api: HotSessionAPI) -> None:
+        self._api = api
 
-    # A coroutine writing with context.write; the generated stub assumes a generator.
+    # Coroutines writing with context.write; the generated stub assumes generators.
     @maps_errors
     async def Prompt(  # type: ignore[override]
-        self,
-        requests: AsyncIterator[pb.PromptRequest],
-        context: PromptContext,
+        self, requests: AsyncIterator[pb.PromptRequest], context: Context
     ) -> None:
-        first = await self._first(requests)
-        opening = converters.open_request(first)
-        assert first is not None
-        options = first.open
+        await self._api.streams.prompt(
+            requests, current_principal(), context.write, lambda: not context.done()
+        )
 
-        async def progress(status: str) -> None:
-            await context.write(converters.progress(opening.session_id, "queued", status))
-
-        async with self._manager.attach(
-            opening, current_principal(), alive=lambda: not context.done(), progress=progress
-        ) as (attachment, opened):
-            await context.write(converters.opened(opened, options.include_last_result))
-            async with asyncio.TaskGroup() as tasks:
-                reader = tasks.create_task(self._read(requests, attachment))
-                heartbeat = tasks.create_task(attachment.keep_alive())
-                async for turn_id, event in attachment.events():
-                    for response in converters.responses(
-                        event, opened.session_id, turn_id, options.include_raw_json
-                    ):
-                        await context.write(response)
-                heartbeat.cancel()
-                reader.cancel()
-
-    async def _first(self, requests: AsyncIterator[pb.PromptRequest]) -> pb.PromptRequest | None:
-        """The stream's first request; a stream that stays silent is not held forever."""
-        try:
-            async with asyncio.timeout(self._open_timeout):
-                first = await anext(aiter(requests), None)
-        except TimeoutError:
-            raise errors.OpenTimeout(
-                f"no `open` arrived within {self._open_timeout:g}s of the stream's start: "
-                "send open{} (or open{session_id}) as the first request",
-                metadata={"openTimeoutSeconds": f"{self._open_timeout:g}"},
-            ) from None
-        return None if first is None else _parsed(first)
-
-    async def _read(
-        self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
-    ) -> None:
-        """Hand the caller's requests to the attachment until it half-closes; a bad
-        request ends the input, and the stream ends with its error after the turns
-        already sent."""
-        try:
-            await self._forward(requests, attachment)
-        except errors.ServiceError as exc:
-            attachment.end_input(exc)
-        else:
-            attachment.end_input()
-
-    async def _forward(
-        self, requests: AsyncIterator[pb.PromptRequest], attachment: Attachment
-    ) -> None:
-        async for item in requests:
-            request = _parsed(item)
-            match request.WhichOneof("request"):
-                case "turn":
-                    turn = converters.turn_request(request.turn, self._max_turn_chars)
-                    try:
-                        attachment.submit(turn.text, turn.turn_id)
-                    except (errors.CapacityExhausted, errors.QuotaExceeded) as exc:
-                        await attachment.reject(turn.turn_id, exc)
-                case "interrupt":
-                    attachment.interrupt()
-                case "open":
-                    raise errors.InvalidRequest(
-                        "`open` may only be the first request of a Prompt stream; this stream "
-                        f"is attached to session {attachment.session.id}: start a new stream "
-                        "to open another",
-                        field="open",
-                        metadata={"sessionId": attachment.session.id},
-                    )
-                case _:
-                    raise errors.InvalidRequest(
-                        "empty PromptRequest: set one of open, turn or interrupt", field="request"
-                    )
+    @maps_errors
+    async def Ask(self, request: pb.AskRequest, context: Context) -> None:  # type: ignore[override]
+        await self._api.streams.ask(
+            request, current_principal(), context.write, lambda: not context.done()
+        )
 
     @maps_errors
     async def PoolStatus(
-        self, request: pb.PoolStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.PoolStatusRequest, context: Context
     ) -> pb.PoolStatusResponse:
-        return converters.pool_status(self._manager.snapshot(current_principal()), time.time())
+        return await self._api.pool_status(request, current_principal())
 
     @maps_errors
     async def CloseSession(
-        self,
-        request: pb.CloseSessionRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: pb.CloseSessionRequest, context: Context
     ) -> pb.CloseSessionResponse:
-        exit_code = await self._manager.close_session(request.session_id, current_principal())
-        return pb.CloseSessionResponse(session_id=request.session_id, exit_code=exit_code)
+        return await self._api.close_session(request, current_principal())
 
-    # Resource RPCs and Ask land with the caller API work; until then they say so.
-    async def _not_yet(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented in this version")
+    @maps_errors
+    async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
+        return await self._api.get_session(request, current_principal())
 
-    async def Ask(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        await self._not_yet(context)
+    @maps_errors
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Context
+    ) -> pb.ListSessionsResponse:
+        return await self._api.list_sessions(request, current_principal())
 
-    async def GetSession(self, request: Any, context: Any) -> Any:
-        await self._not_yet(context)
+    @maps_errors
+    async def GetSessionMessages(
+        self, request: pb.GetSessionMessagesRequest, context: Context
+    ) -> pb.GetSessionMessagesResponse:
+        return await self._api.get_session_messages(request, current_principal())
 
-    async def ListSessions(self, request: Any, context: Any) -> Any:
-        await self._not_yet(context)
+    @maps_errors
+    async def ForkSession(self, request: pb.ForkSessionRequest, context: Context) -> pb.Session:
+        return await self._api.fork_session(request, current_principal())
 
-    async def GetSessionMessages(self, request: Any, context: Any) -> Any:
-        await self._not_yet(context)
-
-    async def ForkSession(self, request: Any, context: Any) -> Any:
-        await self._not_yet(context)
-
-    async def DeleteSession(self, request: Any, context: Any) -> Any:
-        await self._not_yet(context)
+    @maps_errors
+    async def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._api.delete_session(request, current_principal())
+        return empty_pb2.Empty()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from hotsvc.claude.protocol import Usage
+from hotsvc.options import SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class SessionRecord:
     model: str = ""
     usage: Usage = field(default_factory=Usage)  # totals over every turn
     cost_usd: float = 0.0
+    options: SessionOptions = field(default_factory=SessionOptions)  # the caller's, at open
+    forked_from: str = ""  # a fork's source, until the fork has a transcript of its own
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def set_state(self, session_id: str, state: StoredState) -> None: ...
+
+    @abc.abstractmethod
+    async def set_options(self, session_id: str, options: SessionOptions, forked_from: str) -> None:
+        """Record what a resumed process must start with: the session's options (changed
+        by controls like set_model) and, for a fork, the session it still copies."""
 
     @abc.abstractmethod
     async def get(self, session_id: str) -> SessionRecord | None: ...
@@ -229,12 +237,15 @@ def row_of(record: SessionRecord) -> tuple[object, ...]:
         usage.cache_creation_input_tokens,
         usage.cache_read_input_tokens,
         record.cost_usd,
+        record.options.to_json(),
+        record.forked_from,
     )
 
 
 def record_of(row: Sequence[object]) -> SessionRecord:
     """A row of `schema.SESSION_COLUMNS` as a record."""
-    (sid, profile, owner, cwd, created, used, turns, state, model, *tokens, cost) = row
+    (sid, profile, owner, cwd, created, used, turns, state, model, *tokens, cost) = row[:14]
+    options, forked_from = row[14:]
     return SessionRecord(
         str(sid),
         str(profile),
@@ -247,4 +258,6 @@ def record_of(row: Sequence[object]) -> SessionRecord:
         str(model),
         Usage(*(int(t) for t in tokens)),  # type: ignore[call-overload]
         float(cost),  # type: ignore[arg-type]
+        SessionOptions.from_json(str(options)),
+        str(forked_from),
     )

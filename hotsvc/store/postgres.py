@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from hotsvc.errors import SessionNotFound, StoreUnavailable
+from hotsvc.options import SessionOptions
 from hotsvc.store import schema, transcripts
 from hotsvc.store.base import (
     LeaseInfo,
@@ -157,6 +158,12 @@ class PostgresStore(SessionStore):
     async def set_state(self, session_id: str, state: StoredState) -> None:
         await self._execute(
             "UPDATE sessions SET state = %s WHERE id = %s", (state.value, session_id)
+        )
+
+    async def set_options(self, session_id: str, options: SessionOptions, forked_from: str) -> None:
+        await self._execute(
+            "UPDATE sessions SET options = %s, forked_from = %s WHERE id = %s",
+            (options.to_json(), forked_from, session_id),
         )
 
     async def get(self, session_id: str) -> SessionRecord | None:

@@ -63,6 +63,12 @@ SQLITE = (
     );
     CREATE INDEX leases_by_replica ON leases (replica_id);
     """,
+    # 4: the options a caller opened a session with, and the session a fork copies until
+    # its first turn has written its own transcript.
+    """
+    ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN forked_from TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 POSTGRES = (
@@ -107,10 +113,16 @@ POSTGRES = (
     );
     CREATE INDEX leases_by_replica ON leases (replica_id);
     """,
+    # 2: SQLite's version 4.
+    """
+    ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN forked_from TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # Both dialects read and write the same columns, in this order.
 SESSION_COLUMNS = (
     "id, profile, owner, cwd, created_at, last_used_at, turns, state, model, input_tokens, "
-    "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd"
+    "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, options, "
+    "forked_from"
 )

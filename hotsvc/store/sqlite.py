@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from hotsvc.errors import SessionNotFound, StoreUnavailable
+from hotsvc.options import SessionOptions
 from hotsvc.store import schema, transcripts
 from hotsvc.store.base import (
     LeaseInfo,
@@ -173,6 +174,13 @@ class SqliteStore(SessionStore):
     @_in_thread
     def set_state(self, session_id: str, state: StoredState) -> None:
         self.db.execute("UPDATE sessions SET state = ? WHERE id = ?", (state.value, session_id))
+
+    @_in_thread
+    def set_options(self, session_id: str, options: SessionOptions, forked_from: str) -> None:
+        self.db.execute(
+            "UPDATE sessions SET options = ?, forked_from = ? WHERE id = ?",
+            (options.to_json(), forked_from, session_id),
+        )
 
     @_in_thread
     def get(self, session_id: str) -> SessionRecord | None:

@@ -245,7 +245,7 @@ async def bench_first(
         assert opened.start == pb.SESSION_START_WARM, opened
         await hotsvc_turn(call, PROMPT)
         call.cancel()
-        await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+        await stub.DeleteSession(pb.DeleteSessionRequest(session_id=opened.session_id))
 
     async def cold_first() -> None:
         if cold_one_shot:

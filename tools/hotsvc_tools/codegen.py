@@ -2,7 +2,8 @@
 
 One run writes every language's stubs, each laid out as in the repo:
 
-- Python: clients/python/src/hotsession/v1/*_pb2*.py{,i} (protoc + grpc + mypy-protobuf)
+- Python: clients/python/src/hotsession/v1/*_pb2*.py{,i} (protoc + grpc + mypy-protobuf),
+  and *_connect.py (protoc-gen-connectrpc, on google.protobuf's classes: the HTTP face)
 - TypeScript: clients/typescript/src/gen/**/*_pb.{js,d.ts} (protoc-gen-es v2, JS + declarations)
 - Go: clients/go/hotsession/v1/*.pb.go (Debian's protoc-gen-go and protoc-gen-go-grpc)
 
@@ -32,7 +33,10 @@ TS_PACKAGE = REPO / "clients/typescript"
 GO_MODULE = "hotsvc/clients/go"
 # How a missing code generator gets installed (clients/SETUP.md); tests/test_clients.py uses these.
 SETUP_HINT = {
-    "python": "run `make setup-dev` (pip install -e '.[dev]': grpcio-tools, mypy-protobuf)",
+    "python": (
+        "run `make setup-dev` (pip install -e '.[dev]': grpcio-tools, mypy-protobuf, "
+        "protoc-gen-connectrpc)"
+    ),
     "typescript": (
         "run the `make setup-dev` step `npm ci --prefix clients/typescript` (needs Node >= 20)"
     ),
@@ -64,19 +68,25 @@ def _tool(path: Path | str | None, lang: str, name: str) -> Path:
 
 
 def generate_python(out_dir: Path) -> None:
-    """Write hotsession/v1/*_pb2*.py{,i} under out_dir, as protoc with the mypy plugins does."""
+    """Write hotsession/v1/*_pb2*.py{,i} under out_dir, as protoc with the mypy plugins does,
+    and the Connect service (*_connect.py, which imports `.hotsession_pb2` relatively)."""
     bin_dir = Path(sys.executable).parent
     mypy = _tool(bin_dir / "protoc-gen-mypy", "python", "protoc-gen-mypy")
     mypy_grpc = _tool(bin_dir / "protoc-gen-mypy_grpc", "python", "protoc-gen-mypy_grpc")
+    connect = _tool(bin_dir / "protoc-gen-connectrpc", "python", "protoc-gen-connectrpc")
     out_dir.mkdir(parents=True, exist_ok=True)
     _protoc(
         [
             f"--plugin=protoc-gen-mypy={mypy}",
             f"--plugin=protoc-gen-mypy_grpc={mypy_grpc}",
+            f"--plugin=protoc-gen-connectrpc={connect}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
             f"--mypy_out=quiet:{out_dir}",
             f"--mypy_grpc_out=quiet:{out_dir}",
+            f"--connectrpc_out={out_dir}",
+            # google.protobuf's classes (our *_pb2), not Buf's protobuf-py; asyncio only.
+            "--connectrpc_opt=protobuf=google,io=async",
         ]
     )
 
@@ -148,6 +158,7 @@ LANGUAGES: dict[str, Language] = {
                 "hotsession/**/*_pb2.pyi",
                 "hotsession/**/*_pb2_grpc.py",
                 "hotsession/**/*_pb2_grpc.pyi",
+                "hotsession/**/*_connect.py",
             ),
             generate_python,
         ),

@@ -245,8 +245,10 @@ class Clients:
         if not session_id or session_id in self.closed:
             return
         self.closed.add(session_id)
-        try:
-            await self.stub.CloseSession(pb.CloseSessionRequest(session_id=session_id), timeout=60)
+        try:  # gone for good: CloseSession would keep the conversation
+            await self.stub.DeleteSession(
+                pb.DeleteSessionRequest(session_id=session_id), timeout=60
+            )
             self.figures.closes += 1
         except grpc.aio.AioRpcError as error:
-            self.fail(f"CloseSession {session_id}: {error.code().name} {error.details()}")
+            self.fail(f"DeleteSession {session_id}: {error.code().name} {error.details()}")

@@ -8,11 +8,17 @@
                 print(event.WhichOneof("event"))
             print(await turn.text())                       # "42"
 
-One `Session` owns one bidirectional `Prompt` stream: turns and interrupts are written
-to it, and a single reader task routes every event to the turn it belongs to (by
-turn id, which the helper always sets). Leaving `async with session` closes the
-session (CloseSession) unless it was detached first, which keeps it hot for a later
-`open_session(session_id=...)`.
+One `Session` owns one bidirectional `Prompt` stream: turns, interrupts and controls are
+written to it, and a single reader task routes every event to the turn it belongs to (by
+turn id, which the helper always sets) or to the control waiting for it (by request id).
+Leaving `async with session` closes the session (CloseSession: the process ends, the
+conversation is kept and a later `open_session(session_id=...)` resumes it) unless it
+was detached first, which keeps it hot; `session.delete()` removes it for good.
+
+Sessions as resources: `client.get_session(id)`, `client.list_sessions(filter=...)` (every
+page), `client.get_session_messages(id)`, `client.fork(id)`, `client.delete(id)`.
+Rich turns: `session.ask(content=[image(png_bytes), "What is this?"])`. Controls:
+`session.set_model(...)`, `session.set_permission_mode(...)`, `session.context_usage()`.
 """
 
 from __future__ import annotations
@@ -23,20 +29,25 @@ import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 from grpc import aio
 
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 __all__ = [
+    "ControlFailedError",
     "HotSessionClient",
     "HotSessionError",
     "Session",
     "SessionClosedError",
     "Turn",
     "TurnFailedError",
+    "document",
+    "image",
 ]
 
 
@@ -55,6 +66,35 @@ class TurnFailedError(HotSessionError):
         detail = f": {result.text}" if result.text else ""
         super().__init__(f"turn failed ({result.subtype or 'error'}){detail}")
         self.result = result
+
+
+class ControlFailedError(HotSessionError):
+    """A control was refused by hotsvc (`error` event) or by Claude Code (`control_result`
+    with an error; `code` is e.g. "unsupported_request" for a subtype the CLI lacks)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Content for `Session.send`/`ask`: ContentBlocks, or plain strings for text blocks.
+Content = Sequence["pb.ContentBlock | str"]
+
+
+def image(data: bytes, media_type: str = "image/png") -> pb.ContentBlock:
+    """An image block (png, jpeg, gif or webp)."""
+    return pb.ContentBlock(image=pb.ImageBlock(media_type=media_type, data=data))
+
+
+def document(data: bytes, media_type: str = "application/pdf", title: str = "") -> pb.ContentBlock:
+    """A document block: a PDF, or UTF-8 text with media_type "text/plain"."""
+    return pb.ContentBlock(document=pb.DocumentBlock(media_type=media_type, data=data, title=title))
+
+
+def _blocks(content: Content) -> list[pb.ContentBlock]:
+    return [
+        pb.ContentBlock(text=pb.TextBlock(text=b)) if isinstance(b, str) else b for b in content
+    ]
 
 
 class Turn:
@@ -137,6 +177,7 @@ class Session:
         self._write_lock = asyncio.Lock()
         self._pending: deque[Turn] = deque()
         self._by_id: dict[str, Turn] = {}
+        self._controls: dict[str, asyncio.Future[pb.ControlResult]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self._half_closed = False
@@ -159,10 +200,11 @@ class Session:
     def pid(self) -> int:
         return self.opened.pid
 
-    async def send(self, text: str, turn_id: str = "") -> Turn:
-        """Write a user turn to the stream; turns run in order, one at a time."""
-        if not text:
-            raise ValueError("a turn's text must not be empty")
+    async def send(self, text: str = "", turn_id: str = "", *, content: Content = ()) -> Turn:
+        """Write a user turn to the stream; turns run in order, one at a time. `content`
+        adds blocks after the text: `image(...)`, `document(...)`, or strings."""
+        if not text and not content:
+            raise ValueError("a turn needs text or content")
         turn = Turn(turn_id or f"{self._prefix}-{next(self._ids)}", text)
         if turn.turn_id in self._by_id:
             raise ValueError(f"turn id {turn.turn_id!r} is already pending")
@@ -170,15 +212,62 @@ class Session:
         self._pending.append(turn)
         self._by_id[turn.turn_id] = turn
         try:
-            await self._write(pb.PromptRequest(turn=pb.UserTurn(text=text, turn_id=turn.turn_id)))
+            await self._write(
+                pb.PromptRequest(
+                    turn=pb.UserTurn(text=text, turn_id=turn.turn_id, content=_blocks(content))
+                )
+            )
         except BaseException:
             self._forget(turn)
             raise
         return turn
 
-    async def ask(self, text: str) -> str:
+    async def ask(self, text: str = "", *, content: Content = ()) -> str:
         """Send a turn and return its final text (TurnFailedError if it failed)."""
-        return await (await self.send(text)).text()
+        return await (await self.send(text, content=content)).text()
+
+    async def control(self, subtype: str, **params: Any) -> dict[str, Any]:
+        """Relay a control to Claude Code (the profile's `controls` say which) and return
+        its response; ControlFailedError if hotsvc or Claude Code refused it. Controls run
+        at once, not after the turns already sent."""
+        request_id = f"{self._prefix}-control-{next(self._ids)}"
+        answer: asyncio.Future[pb.ControlResult] = asyncio.get_running_loop().create_future()
+        self._controls[request_id] = answer
+        fields = struct_pb2.Struct()
+        fields.update(params)
+        try:
+            await self._write(
+                pb.PromptRequest(
+                    control=pb.ControlRequest(request_id=request_id, subtype=subtype, params=fields)
+                )
+            )
+            result = await answer
+        finally:
+            self._controls.pop(request_id, None)
+        if result.error:
+            raise ControlFailedError(f"{subtype}: {result.error}", result.error_code)
+        return json_format.MessageToDict(result.response)
+
+    async def set_model(self, model: str = "") -> dict[str, Any]:
+        """Switch the model from the next model request on ("" restores the default)."""
+        return await self.control("set_model", **({"model": model} if model else {}))
+
+    async def set_permission_mode(self, mode: str) -> dict[str, Any]:
+        """Switch Claude Code's permission mode (up to the profile's max_permission_mode)."""
+        return await self.control("set_permission_mode", mode=mode)
+
+    async def context_usage(self) -> dict[str, Any]:
+        """How the context window is used (Claude Code's get_context_usage)."""
+        return await self.control("get_context_usage")
+
+    async def delete(self) -> None:
+        """Delete the session (DeleteSession: its conversation too), then drop the stream."""
+        self._closed = True
+        try:
+            await self._client.delete(self.session_id)
+        finally:
+            self._call.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
 
     async def interrupt(self) -> None:
         """Stop the most recently sent turn if it has not finished; the session stays."""
@@ -238,11 +327,30 @@ class Session:
             self._pending.remove(turn)
 
     def _route(self, event: pb.PromptResponse) -> Turn | None:
-        if not event.turn_id:  # heartbeat, go_away: the session's, not a turn's
+        if not event.turn_id:  # heartbeat, go_away, controls: the session's, not a turn's
             if event.HasField("go_away"):
                 self.go_away = event.go_away
+            elif event.HasField("control_result"):
+                self._answer(event.control_result.request_id, result=event.control_result)
+            elif event.HasField("error") and "requestId" in event.error.metadata:
+                error = ControlFailedError(event.error.message, event.error.reason)
+                self._answer(event.error.metadata["requestId"], error=error)
             return None
         return self._by_id.get(event.turn_id)
+
+    def _answer(
+        self,
+        request_id: str,
+        result: pb.ControlResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        answer = self._controls.get(request_id)
+        if answer is None or answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(result or pb.ControlResult())
 
     async def _read(self) -> None:
         error: HotSessionError = SessionClosedError(
@@ -270,6 +378,9 @@ class Session:
             for turn in list(self._pending):
                 turn._fail(error)
                 self._forget(turn)
+            for answer in self._controls.values():
+                if not answer.done():
+                    answer.set_exception(error)
 
 
 # The largest response hotsvc sends (it splits or cuts events to stay under it).
@@ -317,8 +428,12 @@ class HotSessionClient:
         profile: str = "",
         *,
         include_raw_json: bool = False,
+        create_if_missing: bool = False,
+        options: pb.SessionOptions | None = None,
     ) -> Session:
-        """Open a new session (empty id) or re-attach to a live one, and wait for `opened`.
+        """Open a new session (empty id) or re-attach to one (resuming it if stopped), and
+        wait for `opened`. `create_if_missing` creates `session_id` when it does not exist;
+        `options` (model, allowed_tools, ...) need the profile's `caller_may_set`.
 
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
@@ -328,7 +443,11 @@ class HotSessionClient:
             await call.write(
                 pb.PromptRequest(
                     open=pb.OpenSession(
-                        session_id=session_id, profile=profile, include_raw_json=include_raw_json
+                        session_id=session_id,
+                        profile=profile,
+                        include_raw_json=include_raw_json,
+                        create_if_missing=create_if_missing,
+                        options=options,
                     )
                 )
             )
@@ -348,9 +467,57 @@ class HotSessionClient:
         return await self.stub.PoolStatus(pb.PoolStatusRequest(), metadata=self._metadata)
 
     async def close_session(self, session_id: str) -> pb.CloseSessionResponse:
-        """End a session and its process, whether or not a stream is attached to it."""
+        """End a session's process, whether or not a stream is attached to it; the
+        conversation is kept (a later open resumes it)."""
         return await self.stub.CloseSession(
             pb.CloseSessionRequest(session_id=session_id), metadata=self._metadata
+        )
+
+    async def get_session(self, session_id: str) -> pb.Session:
+        """One session: state, owner, turns, model, usage and cost totals, ..."""
+        return await self.stub.GetSession(
+            pb.GetSessionRequest(session_id=session_id), metadata=self._metadata
+        )
+
+    async def list_sessions(
+        self, filter: str = "", page_size: int = 0
+    ) -> AsyncIterator[pb.Session]:
+        """Every session you may see, newest first, page after page; `filter` as in
+        `state = STOPPED AND profile = "review"`."""
+        token = ""
+        while True:
+            page = await self.stub.ListSessions(
+                pb.ListSessionsRequest(page_size=page_size, page_token=token, filter=filter),
+                metadata=self._metadata,
+            )
+            for session in page.sessions:
+                yield session
+            if not (token := page.next_page_token):
+                return
+
+    async def get_session_messages(self, session_id: str) -> list[pb.SessionMessage]:
+        """The whole conversation, oldest first (every page)."""
+        messages: list[pb.SessionMessage] = []
+        token = ""
+        while True:
+            page = await self.stub.GetSessionMessages(
+                pb.GetSessionMessagesRequest(session_id=session_id, page_token=token),
+                metadata=self._metadata,
+            )
+            messages.extend(page.messages)
+            if not (token := page.next_page_token):
+                return messages
+
+    async def fork(self, session_id: str) -> pb.Session:
+        """A new session (yours) holding a copy of the conversation; open it to go on."""
+        return await self.stub.ForkSession(
+            pb.ForkSessionRequest(session_id=session_id), metadata=self._metadata
+        )
+
+    async def delete(self, session_id: str) -> None:
+        """Remove a session, its process, conversation and workspace."""
+        await self.stub.DeleteSession(
+            pb.DeleteSessionRequest(session_id=session_id), metadata=self._metadata
         )
 
     async def close(self) -> None:
