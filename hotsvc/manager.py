@@ -30,6 +30,7 @@ from hotsvc.errors import (
     StoreUnavailable,
     clip,
 )
+from hotsvc.fleet import Tenancy
 from hotsvc.launcher import Launcher
 from hotsvc.options import SessionOptions, check, effective
 from hotsvc.ownership import Ownership
@@ -93,6 +94,7 @@ class SessionManager:
         # A session's lease is held from its first process until it closes or the
         # service stops; a lost lease kills its process at once (`_lease_lost`).
         self.leases = LeaseKeeper(store, self._lease_lost)
+        self._tenancy = Tenancy(store, self.leases)
         self._totals = TurnTotals()
         self._launcher = launcher
         self._capacity = capacity
@@ -134,6 +136,8 @@ class SessionManager:
                 task.cancel()
 
     async def _restore_sessions(self) -> None:
+        if self._store.shared:  # a fleet's: each replica loads what it is asked for
+            return
         for record in await self._store.sessions():
             profile = self.config.profile(record.profile)
             if profile is None:
@@ -200,6 +204,8 @@ class SessionManager:
         def attachment_of(session: Session) -> Attachment:
             return Attachment(session, self.config, alive, principal, self._quotas, interactive)
 
+        if request.session_id:
+            await self._load(request.session_id)
         if request.session_id and request.create_if_missing and not self._known(request):
             session, start = await self._open(
                 request.profile, principal, progress, request.session_id, request.options
@@ -209,6 +215,7 @@ class SessionManager:
             session = self._attachable(request.session_id, principal)
             attachment = session.attachment = attachment_of(session)
             try:  # claimed before any await: one stream per session
+                await self._tenancy.claim(session)
                 start = Start.RESUMED if await session.ensure_process(progress) else Start.ATTACHED
             except BaseException:
                 session.attachment = None
@@ -235,6 +242,7 @@ class SessionManager:
             if session.attachment is attachment:
                 session.attachment = None
             self._capacity.changed()  # an idle session may be evictable now
+            await self._tenancy.release_if_idle(session)
 
     def _refuse_if_draining(self) -> None:
         if self.draining:
@@ -243,6 +251,21 @@ class SessionManager:
                 "instance or after it restarts",
                 metadata={"drainSecondsLeft": f"{self.drain_time_left():.1f}"},
             )
+
+    async def _load(self, session_id: str) -> None:
+        """A session this replica has not seen yet, from the store (a fleet's)."""
+        if session_id in self._sessions:
+            return
+        check_session_id(session_id)
+        record = await self._store.get(session_id)
+        profile = self.config.profile(record.profile) if record is not None else None
+        if record is not None and profile is not None and session_id not in self._sessions:
+            self._add(self._stopped_session(profile, record))
+
+    async def find(self, session_id: str, principal: Principal, action: str) -> Session:
+        """session_for, for a session that may so far be known only to the store."""
+        await self._load(session_id)
+        return self.session_for(session_id, principal, action)
 
     def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
         """The session `principal` names, if it may use it (it opened it, or is an admin);
@@ -457,6 +480,13 @@ class SessionManager:
             log.warning("session %s: turn not recorded in the store: %s", session.id, exc)
         if not session.attached:
             self._capacity.changed()  # idle and unattached: evictable for a waiting open
+            if not session.pending:  # (the turn itself still counts as running here)
+                self._release_later(session)
+
+    def _release_later(self, session: Session) -> None:
+        """After the running turn has fully ended: its lease goes once nothing uses it."""
+        assert self._tasks is not None
+        self._tasks.create_task(self._tenancy.release_if_idle(session))
 
     def _lease_lost(self, session_id: str) -> None:
         """Another replica may run this session now: end its process here at once."""
@@ -503,7 +533,7 @@ class SessionManager:
     async def close_session(self, session_id: str, principal: Principal) -> int:
         """End the session's process and streams; the conversation stays (stopped), and
         the next open or turn resumes it."""
-        session = self.session_for(session_id, principal, "close")
+        session = await self.find(session_id, principal, "close")
         ended = SessionClosed(
             f"session {session_id} was closed by CloseSession; its conversation is kept: "
             "open it again (open{session_id}) to go on",
@@ -524,7 +554,7 @@ class SessionManager:
     ) -> None:
         """End the session and remove its record, then `remove` its files, before
         anything may use the id again; NOT_FOUND from then on."""
-        session = self.session_for(session_id, principal, "delete")
+        session = await self.find(session_id, principal, "delete")
         ended = SessionClosed(
             f"session {session_id} was deleted by DeleteSession; open a new session to go on",
             metadata={"sessionId": session_id},
@@ -532,6 +562,7 @@ class SessionManager:
         with self._ownership.ending(session_id):
             await self._store.forget(session_id)  # first: if the store fails, nothing changed
             self._totals.forget(session_id)
+            self._tenancy.forget(session_id)
             await self._end(session, principal, "session.deleted", ended)
             await remove(session)
 

@@ -134,7 +134,7 @@ class Catalog:
 
     async def fork(self, session_id: str, principal: Principal) -> SessionResource:
         """A new session of the caller's holding a copy of the conversation so far."""
-        source = self._manager.session_for(session_id, principal, "fork")
+        source = await self._manager.find(session_id, principal, "fork")
         forked = await self._manager.fork(source, principal)
         return await self.get(forked.id, principal)
 
@@ -162,7 +162,7 @@ class Catalog:
         session = self._manager.session(session_id)
         record = await self._store.get(session_id)
         if session is not None or record is None or not principal.may_use(record.owner):
-            session = self._manager.session_for(session_id, principal, action)
+            session = await self._manager.find(session_id, principal, action)
         return session, record
 
     def _describe(

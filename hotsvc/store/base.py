@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import psutil
 
@@ -93,6 +94,9 @@ class SessionStore(abc.ABC):
     Every method is a coroutine; none holds the event loop for I/O. Methods that reach
     the database raise `hotsvc.errors.StoreUnavailable` when it cannot be reached.
     """
+
+    # Whether other replicas use it too: then each loads sessions as it is asked for them.
+    shared: ClassVar[bool] = False
 
     def __init__(self, replica_id: str, lease_seconds: float) -> None:
         self.replica_id = replica_id

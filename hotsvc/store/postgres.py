@@ -50,6 +50,8 @@ def redact(url: str) -> str:
 
 
 class PostgresStore(SessionStore):
+    shared = True
+
     def __init__(self, url: str, replica_id: str, lease_seconds: float) -> None:
         super().__init__(replica_id, lease_seconds)
         self._url = url

@@ -418,6 +418,12 @@ class HotSessionClient:
         self.stub = pb_grpc.HotSessionStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
+    def _for(self, session_id: str) -> tuple[tuple[str, str], ...] | None:
+        """The call's metadata: the token, and the session id as `hotsvc-session-id`, the
+        header a load balancer in front of a fleet routes on (deploy/nginx, haproxy)."""
+        routing = (("hotsvc-session-id", session_id),) if session_id else ()
+        return (*(self._metadata or ()), *routing) or None
+
     @property
     def channel(self) -> aio.Channel:
         return self._channel
@@ -438,7 +444,7 @@ class HotSessionClient:
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
         """
-        call = self.stub.Prompt(None, metadata=self._metadata)
+        call = self.stub.Prompt(None, metadata=self._for(session_id))
         try:
             await call.write(
                 pb.PromptRequest(
@@ -470,13 +476,13 @@ class HotSessionClient:
         """End a session's process, whether or not a stream is attached to it; the
         conversation is kept (a later open resumes it)."""
         return await self.stub.CloseSession(
-            pb.CloseSessionRequest(session_id=session_id), metadata=self._metadata
+            pb.CloseSessionRequest(session_id=session_id), metadata=self._for(session_id)
         )
 
     async def get_session(self, session_id: str) -> pb.Session:
         """One session: state, owner, turns, model, usage and cost totals, ..."""
         return await self.stub.GetSession(
-            pb.GetSessionRequest(session_id=session_id), metadata=self._metadata
+            pb.GetSessionRequest(session_id=session_id), metadata=self._for(session_id)
         )
 
     async def list_sessions(
@@ -502,7 +508,7 @@ class HotSessionClient:
         while True:
             page = await self.stub.GetSessionMessages(
                 pb.GetSessionMessagesRequest(session_id=session_id, page_token=token),
-                metadata=self._metadata,
+                metadata=self._for(session_id),
             )
             messages.extend(page.messages)
             if not (token := page.next_page_token):
@@ -511,13 +517,13 @@ class HotSessionClient:
     async def fork(self, session_id: str) -> pb.Session:
         """A new session (yours) holding a copy of the conversation; open it to go on."""
         return await self.stub.ForkSession(
-            pb.ForkSessionRequest(session_id=session_id), metadata=self._metadata
+            pb.ForkSessionRequest(session_id=session_id), metadata=self._for(session_id)
         )
 
     async def delete(self, session_id: str) -> None:
         """Remove a session, its process, conversation and workspace."""
         await self.stub.DeleteSession(
-            pb.DeleteSessionRequest(session_id=session_id), metadata=self._metadata
+            pb.DeleteSessionRequest(session_id=session_id), metadata=self._for(session_id)
         )
 
     async def close(self) -> None:
