@@ -125,6 +125,12 @@ class StoreUnavailable(ServiceError):
     retry_after = 1.0  # a database restart or a network blip passes
 
 
+class StoreCorrupt(StoreUnavailable):
+    """The SQLite store's file is damaged: hotsvc will not start on it as it is."""
+
+    reason = "STORE_CORRUPT"
+
+
 class HeldElsewhere(ServiceError):
     """Another live replica holds the session's lease; `replicaId` in the metadata names
     it, so a misrouted caller can retry through the load balancer."""

@@ -228,6 +228,11 @@ class ServiceConfig:
         "gone this long has its sessions taken over",
         above=0,
     )
+    recover_store: bool = setting(
+        False,
+        "a damaged SQLite store is moved aside (kept, with a timestamp) and an empty "
+        "one started, logging the sessions lost; without it hotsvc refuses to start on it",
+    )
     max_sessions: int = setting(
         0, "cap on live processes, warm ones included; 0 = no cap", minimum=0
     )

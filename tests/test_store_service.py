@@ -14,7 +14,15 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.store import open_store
-from tests.conftest import DEADLINE, REAL_CLAUDE, Conversation, ServerProcess, StartService
+from tests.conftest import (
+    BIN,
+    DEADLINE,
+    EMULATOR_CMD,
+    REAL_CLAUDE,
+    Conversation,
+    ServerProcess,
+    StartService,
+)
 from tests.test_bad_input import refused_open
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]
@@ -103,3 +111,57 @@ async def test_a_session_moves_between_replicas_only_when_unused(
     back = Conversation(first.stub)
     assert (await back.open(session_id=session_id)).start == pb.SESSION_START_RESUMED
     assert (await back.ask("What number?")).text == "8"
+
+
+@pytest.mark.parametrize("damage", ["header", "page"])
+async def test_a_damaged_store_stops_start_up_with_one_line_then_recovers(
+    tmp_path: Path, damage: str
+) -> None:
+    data = tmp_path / "data"
+    args = ("--data-dir", str(data), "--pool-size", "0")
+    async with ServerProcess(*args) as server:
+        talk = Conversation(server.stub())
+        opened = await talk.open()
+        assert (await talk.ask("Remember 3")).text == "OK"
+        assert await talk.finish() == grpc.StatusCode.OK
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE):
+            await server.proc.wait()
+    registry = data / "registry.sqlite3"
+    content = bytearray(registry.read_bytes())
+    if damage == "header":
+        content[:16] = b"this is no db!!!"
+    else:  # the second page, where the tables' rows live, overwritten
+        content[4096:8192] = b"\xff" * 4096
+    registry.write_bytes(bytes(content))
+
+    refused = await asyncio.create_subprocess_exec(
+        str(BIN / "hotsvc"),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--claude-cmd",
+        " ".join(EMULATOR_CMD),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(DEADLINE):
+        _, err = await refused.communicate()
+    # One line says what is wrong and what to do (after the INFO lines of the start-up).
+    (line,) = [line for line in err.decode().splitlines() if " INFO " not in line]
+    assert refused.returncode != 0, err.decode()
+    assert line.startswith(f"hotsvc: the session store {registry} is damaged (")
+    assert "--recover-store" in line
+    assert "Traceback" not in err.decode()
+
+    async with ServerProcess(*args, "--recover-store") as server:
+        kept = [p.name for p in data.iterdir() if p.name.startswith("registry.sqlite3.corrupt-")]
+        assert kept, list(data.iterdir())
+        status = await server.stub().PoolStatus(pb.PoolStatusRequest(), timeout=DEADLINE)
+        assert list(status.sessions) == []  # started empty
+        fresh = Conversation(server.stub())
+        await fresh.open()
+        assert (await fresh.ask("Remember 4")).text == "OK"
+    assert opened.session_id

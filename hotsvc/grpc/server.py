@@ -75,7 +75,10 @@ class Service:
             raise OSError(f"cannot listen on {config.listen}")
         url = store_url(config.store, config.data_dir)
         self.store = open_store(
-            url, config.replica_id or default_replica_id(url, self.port), config.lease_seconds
+            url,
+            config.replica_id or default_replica_id(url, self.port),
+            config.lease_seconds,
+            config.recover_store,
         )
         data_dir = config.data_dir
         self.containment = Containment(

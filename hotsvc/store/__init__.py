@@ -63,13 +63,18 @@ def default_replica_id(url: str, port: int) -> str:
     return host if url.startswith("sqlite:") else f"{host}:{port}"
 
 
-def open_store(url: str, replica_id: str, lease_seconds: float) -> SessionStore:
-    """The backend for a URL from `store_url`; `await store.open()` connects and migrates."""
+def open_store(
+    url: str, replica_id: str, lease_seconds: float, recover: bool = False
+) -> SessionStore:
+    """The backend for a URL from `store_url`; `await store.open()` connects and migrates.
+    `recover`: a damaged SQLite file is moved aside and a new one started."""
     if url.startswith("sqlite:"):
         from hotsvc.store.sqlite import MEMORY, SqliteStore
 
         path = url.removeprefix("sqlite:")
-        return SqliteStore(None if path == MEMORY else Path(path), replica_id, lease_seconds)
+        return SqliteStore(
+            None if path == MEMORY else Path(path), replica_id, lease_seconds, recover
+        )
     try:
         from hotsvc.store.postgres import PostgresStore
     except ImportError as exc:

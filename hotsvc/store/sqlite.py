@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from hotsvc.errors import SessionNotFound, StoreUnavailable
+from hotsvc.errors import SessionNotFound, StoreCorrupt, StoreUnavailable
 from hotsvc.options import SessionOptions
 from hotsvc.store import schema, transcripts
 from hotsvc.store.base import (
@@ -34,6 +35,8 @@ from hotsvc.store.base import (
     record_of,
     row_of,
 )
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,9 +75,12 @@ def _unless_closed(
 
 
 class SqliteStore(SessionStore):
-    def __init__(self, path: Path | None, replica_id: str, lease_seconds: float) -> None:
+    def __init__(
+        self, path: Path | None, replica_id: str, lease_seconds: float, recover: bool = False
+    ) -> None:
         super().__init__(replica_id, lease_seconds)
         self.path = path
+        self._recover = recover
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-sqlite")
         self._db: sqlite3.Connection | None = None  # used on the thread only
         self._usable = False  # open and not closing: read on the event loop only
@@ -114,6 +120,17 @@ class SqliteStore(SessionStore):
     def _open(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _check(self.path)
+            except sqlite3.DatabaseError as exc:
+                if not self._recover:
+                    raise StoreCorrupt(
+                        f"the session store {self.path} is damaged ({exc}); start with "
+                        "--recover-store to move it aside (kept, with a timestamp) and begin "
+                        "an empty one, or restore the file from a backup",
+                        metadata={"path": str(self.path)},
+                    ) from None
+                recover(self.path, exc)
         db = sqlite3.connect(str(self.path or MEMORY), isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
@@ -328,3 +345,45 @@ def _statements(script: str) -> Iterator[str]:
     for statement in script.split(";"):
         if statement.strip():
             yield statement
+
+
+def _check(path: Path) -> None:
+    """Raise sqlite3.DatabaseError when the file is not a sound database."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
+    finally:
+        db.close()
+
+
+def recover(path: Path, damage: Exception) -> None:
+    """Move a damaged store aside, naming the sessions it held as far as they are readable."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(kept.with_name(kept.name + suffix))
+    lost = _readable_session_ids(kept)
+    log.error(
+        "the session store %s was damaged (%s): moved to %s, starting empty; %s",
+        path,
+        damage,
+        kept,
+        f"sessions lost: {', '.join(lost)}" if lost else "no session could be read from it",
+    )
+
+
+def _readable_session_ids(path: Path) -> list[str]:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [row[0] for row in db.execute("SELECT id FROM sessions")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return []
