@@ -119,6 +119,10 @@ class Session:
         self._durability = durability
         self._transcript: Path | None = None  # as the CLI names it (--session-mirror)
         self._marker = ""  # uuid of the running turn's last transcript entry so far
+        self._turn_uuid = ""  # the uuid of the running turn's user message
+        self._echoed = False  # its echo has come: results from now on are the turn's
+        self.untrusted = 0  # results dropped by the framing on the current process
+        self._names_messages = False  # its results carry user_message_uuids
         if process is not None:
             self._adopt(process)
 
@@ -240,7 +244,10 @@ class Session:
                     SystemEvent("resumed", status=f"conversation resumed in pid {process.pid}"),
                 )
             written_at = time.monotonic()
-            self._marker = str(uuid.uuid4())  # our user entry's: the turn's first marker
+            # Our user message's uuid: its echo opens the turn (--replay-user-messages), its
+            # transcript entry is the turn's first durability marker.
+            self._turn_uuid = self._marker = str(uuid.uuid4())
+            self._echoed = False
             offset = _size(self.transcript_path())
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
                 content = user_content(turn.text, turn.content)
@@ -277,9 +284,14 @@ class Session:
             if isinstance(event, Result):
                 log.warning("session %s: dropped a result no turn was waiting for", self.id)
             return None  # between turns, or a released process's last words
+        if isinstance(event, Result) and not self._answers_turn(event):
+            return None
         if isinstance(event, Result | ProcessExited):
             if not ended.done():
                 ended.set_result(event)
+            return None
+        if isinstance(event, UserMessage) and event.uuid == self._turn_uuid:
+            self._echoed = True  # the echo of our own message: the turn has begun
             return None
         if isinstance(event, TranscriptMirror):
             self._transcript = Path(event.path)
@@ -288,6 +300,33 @@ class Session:
             self._marker = event.uuid
         self._watchdog.observe(event)
         return turn.emit(event)
+
+    def _answers_turn(self, result: Result) -> bool:
+        """Whether a `result` ends the running turn. A genuine one comes after the turn's
+        own echo, once every tool has returned, and (CLI 2.1.330 on) names the turn's
+        message. Any other is a late one of an earlier turn, or a line a tool forged on
+        the CLI's stdout: dropped, and the process replaced after the turn, since its
+        stream can no longer be trusted."""
+        if result.user_message_uuids:
+            self._names_messages = True  # this CLI names them: a result that does not lies
+        why = (
+            "it came before the turn's own message was echoed"
+            if not self._echoed
+            else "a tool was still running"
+            if self._watchdog.tools_running
+            else "it does not name the turn's message"
+            if self._names_messages and self._turn_uuid not in result.user_message_uuids
+            else ""
+        )
+        if why:
+            self.untrusted += 1
+            log.warning(
+                "session %s: dropped a result that is not the running turn's: %s; "
+                "the process will be replaced after the turn",
+                self.id,
+                why,
+            )
+        return not why
 
     def transcript_path(self) -> Path:
         if self._transcript is None:
@@ -372,6 +411,8 @@ class Session:
     def _adopt(self, process: ClaudeProcess) -> None:
         self.process = process
         self.process_turns = 0
+        self.untrusted = 0
+        self._names_messages = False
         process.listener = functools.partial(self._route, process)
 
     async def ensure_process(self, progress: OnProgress | None = None) -> bool:
@@ -405,6 +446,8 @@ class Session:
         process, config = self.process, self._config
         if process is None or not process.alive:
             return ""
+        if self.untrusted:
+            return "its stdout carried a result that was not its turn's"
         if config.recycle_after_turns and self.process_turns >= config.recycle_after_turns:
             return f"{self.process_turns} turns"
         age = time.monotonic() - process.started_at

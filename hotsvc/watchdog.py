@@ -40,6 +40,10 @@ class Watchdog:
         self._tools: dict[str, str] = {}  # running tool_use id -> tool name
         self._tools_changed: asyncio.Future[None] | None = None  # wakes watch() to re-plan
 
+    @property
+    def tools_running(self) -> bool:
+        return bool(self._tools)
+
     def observe(self, event: Event) -> None:
         """Keep track of the tools running in the turn (called for each of its events)."""
         running = bool(self._tools)

@@ -20,6 +20,8 @@ BASE_ARGS = (
     "--include-partial-messages",
     # Transcript entries on stdout before the result: written by then, on every version.
     "--session-mirror",
+    # Our user messages echoed back: a turn's events begin with its own message's echo.
+    "--replay-user-messages",
 )  # fmt: skip
 
 # Children die with the service even when it is SIGKILLed: the kernel's parent-death

@@ -132,6 +132,8 @@ class Result(Event):
     api_error_status: int = 0
     errors: tuple[str, ...] = ()
     durable: bool = False  # hotsvc's: the transcript was seen to hold the turn
+    # The user messages the result answers (CLI 2.1.330 on; empty from older ones).
+    user_message_uuids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,9 @@ def _result(message: JsonObject, line: str) -> Event:
         total_cost_usd=float(message.get("total_cost_usd") or 0.0),
         api_error_status=int(message.get("api_error_status") or 0),
         errors=tuple(str(e) for e in message.get("errors") or ()),
+        user_message_uuids=tuple(
+            str(u) for u in message.get("user_message_uuids") or () if isinstance(u, str)
+        ),
         line=line,
     )
 

@@ -28,6 +28,7 @@ class Options:
     allowed_tools: tuple[str, ...]
     disallowed_tools: tuple[str, ...]
     persist: bool
+    replay: bool  # --replay-user-messages: echo each user message back
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -52,6 +53,7 @@ def parse_options(argv: list[str]) -> Options:
     p.add_argument("--max-turns", type=int)
     p.add_argument("--bare", action="store_true")
     p.add_argument("--no-session-persistence", action="store_true")
+    p.add_argument("--replay-user-messages", dest="replay", action="store_true")
     ns, _unknown = p.parse_known_args(argv)
 
     # The real CLI takes "A,B" as well as "A B" for tool lists.
@@ -71,6 +73,7 @@ def parse_options(argv: list[str]) -> Options:
         allowed_tools=tools(ns.allowedTools),
         disallowed_tools=tools(ns.disallowedTools),
         persist=not ns.no_session_persistence,
+        replay=ns.replay,
     )
 
 

@@ -38,7 +38,7 @@ class Output:
         self.on_entry: Callable[[Json], None] = lambda msg: None
 
     def send(self, msg: Json) -> None:
-        if msg.get("type") in ("assistant", "user") and msg.get("uuid"):
+        if msg.get("type") in ("assistant", "user") and msg.get("uuid") and not msg.get("isReplay"):
             self.on_entry(msg)
         # Compact separators, like the real CLI's JSON.stringify.
         self.raw(json.dumps(msg, ensure_ascii=False, separators=(",", ":")))

@@ -79,6 +79,8 @@ class Turns:
             if self.opts.include_partial:
                 # The recordings show status/requesting only with partial messages.
                 self.out.send(self.wire.status())
+            if self.opts.replay:  # where CLI 2.1.330 echoes it: after init and status
+                self.out.send(self.wire.echo(prompt, prompt_uuid))
             if intent.kind == "crash":
                 self._crash()
             if intent.kind == "hang":

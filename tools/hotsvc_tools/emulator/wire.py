@@ -109,6 +109,18 @@ class Wire:
             "fast_mode_state": "off",
         }
 
+    def echo(self, prompt: str, uuid: str) -> Json:
+        """--replay-user-messages: the user message as written, with its uuid."""
+        return {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "session_id": self.session_id,
+            "parent_tool_use_id": None,
+            "uuid": uuid or new_uuid(),
+            "timestamp": iso_now(),
+            "isReplay": True,
+        }
+
     def status(self) -> Json:
         return {
             "type": "system",
