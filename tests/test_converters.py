@@ -157,7 +157,7 @@ def test_pool_status_from_a_snapshot() -> None:
         max_sessions=8,
         draining=False,
     )
-    status = converters.pool_status(snapshot, now=160.0)
+    status = converters.pool_status(snapshot, now=160.0, show_pids=True)
     assert (
         status.pool_size,
         status.target_size,
@@ -172,6 +172,10 @@ def test_pool_status_from_a_snapshot() -> None:
     assert [row.owner for row in status.sessions] == ["alice", "bob"]
     assert status.sessions[1].state == pb.SESSION_STATE_STOPPED
     assert status.spawn_stats.mean_spawn_time.ToMilliseconds() == 250
+    # A pid lets a tool signal or inspect a process: only admins see them.
+    hidden = converters.pool_status(snapshot, now=160.0, show_pids=False)
+    assert [p.idle_pids for p in hidden.pools] == [[], []]
+    assert [row.pid for row in hidden.sessions] == [0, 0]
 
 
 def test_no_response_is_larger_than_a_default_client_accepts() -> None:

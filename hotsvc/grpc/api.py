@@ -30,7 +30,8 @@ class HotSessionAPI:
     async def pool_status(
         self, request: pb.PoolStatusRequest, principal: Principal
     ) -> pb.PoolStatusResponse:
-        return converters.pool_status(self.manager.snapshot(principal), time.time())
+        snapshot = self.manager.snapshot(principal)
+        return converters.pool_status(snapshot, time.time(), show_pids=principal.admin)
 
     async def close_session(
         self, request: pb.CloseSessionRequest, principal: Principal

@@ -225,7 +225,9 @@ def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
     usage.cache_read_input_tokens = event.usage.cache_read_input_tokens
 
 
-def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
+def pool_status(snapshot: Snapshot, now: float, show_pids: bool) -> pb.PoolStatusResponse:
+    """The pools and the sessions; pids only for admins (a pid lets a tool in another
+    session signal or inspect that process)."""
     response = pb.PoolStatusResponse(
         active_sessions=snapshot.live_sessions,
         stopped_sessions=snapshot.stopped_sessions,
@@ -238,12 +240,14 @@ def pool_status(snapshot: Snapshot, now: float) -> pb.PoolStatusResponse:
             profile=pool.profile,
             pool_size=pool.size,
             target_size=pool.target,
-            idle_pids=pool.idle_pids,
+            idle_pids=pool.idle_pids if show_pids else (),
         )
         response.pool_size += pool.size
         response.target_size += pool.target
     for session in snapshot.sessions:
         _fill_session(response.sessions.add(), session, now)
+        if not show_pids:
+            response.sessions[-1].pid = 0
     return response
 
 
