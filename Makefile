@@ -17,7 +17,7 @@ ARGS   ?=
 # the HTTP face's tests and README recipes.
 DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
                 golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-                systemd postgresql curl
+                systemd postgresql bubblewrap socat curl
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)

@@ -113,6 +113,12 @@ class Profile:
     disallowed_tools: tuple[str, ...] = setting(
         (), "tools never allowed, comma-separated", group="default profile"
     )
+    sandbox: bool = setting(
+        False,
+        "run tool commands in Claude Code's own sandbox (bubblewrap; socat for its "
+        "network proxy): writes only in the session's working directory",
+        group="default profile",
+    )
     cwd: str = setting("", "working directory of the sessions", group="default profile")
     max_turns: int = setting(
         0,

@@ -4,6 +4,8 @@ another session's CLI. Real CLI, real Bash tools."""
 from __future__ import annotations
 
 import json
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,39 @@ async def test_a_forged_result_cannot_reach_the_next_turns(
     assert (await talk.ask("Remember 5")).text == "OK", forged
     assert (await talk.ask("What number?")).text == "5"
     assert (await talk.ask("echo still in step")).text.startswith("echo: still in step")
+
+
+async def test_the_sandbox_keeps_tools_to_the_working_directory(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path
+) -> None:
+    _, env = local_model
+    work = tmp_path / "work"
+    work.mkdir()
+    profile = Profile(
+        name=DEFAULT_PROFILE, pool_size=0, allowed_tools=("Bash",), sandbox=True, cwd=str(work)
+    )
+    live = await start_service(
+        claude_cmd=(str(CLAUDE_VERSIONS["2.1.330"]),),
+        child_env=env,
+        profiles={DEFAULT_PROFILE: profile},
+    )
+    first, second = Conversation(live.stub), Conversation(live.stub)
+    await first.open()
+    other = await second.open()
+    outside = tmp_path / f"outside-{uuid.uuid4().hex}"
+
+    events = await first.turn(f"run tool: touch {outside}")
+    (refused,) = [e.tool_result for e in events if e.HasField("tool_result")]
+    assert refused.is_error and "Read-only file system" in refused.content
+    assert not outside.exists()
+
+    events = await first.turn("run tool: touch inside-file && echo made")
+    assert [e.tool_result.content for e in events if e.HasField("tool_result")] == ["made"]
+    assert (work / "inside-file").exists()
+
+    # Another session's CLI is out of reach: not there to signal, its pipes not there.
+    events = await first.turn(f"run tool: kill -0 {other.pid} || ls /proc/{other.pid}/fd")
+    (probe,) = [e.tool_result for e in events if e.HasField("tool_result")]
+    assert probe.is_error, probe.content
+    assert (await first.ask("Remember 11")).text == "OK"
+    assert (await first.ask("What number?")).text == "11"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hotsvc.claude.transcripts import config_dir, transcript_path
-from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.settings import ConfigError, Profile, ServiceConfig
 
 # The stream-json session every process runs; partial messages give token deltas.
 BASE_ARGS = (
@@ -56,15 +56,21 @@ def argv(
         *BASE_ARGS,
         *session,
         "--settings",
-        json.dumps(cli_settings(config)),
+        json.dumps(cli_settings(config, profile)),
         *profile.cli_args(),
     ]
 
 
-def cli_settings(config: ServiceConfig) -> dict[str, object]:
+def cli_settings(config: ServiceConfig, profile: Profile) -> dict[str, object]:
     """Claude Code settings every child gets. Each must carry the cleanup period: any child
-    without it deletes every old transcript in the config dir, once a day."""
-    return {"cleanupPeriodDays": config.transcript_retention_days or NEVER_DAYS}
+    without it deletes every old transcript in the config dir, once a day. A sandboxed
+    profile must not fall back to running commands unsandboxed: failIfUnavailable."""
+    settings: dict[str, object] = {
+        "cleanupPeriodDays": config.transcript_retention_days or NEVER_DAYS
+    }
+    if profile.sandbox:
+        settings["sandbox"] = {"enabled": True, "failIfUnavailable": True}
+    return settings
 
 
 def environment(
@@ -99,3 +105,16 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_sandbox(profiles: Iterable[Profile]) -> None:
+    """A sandboxed profile needs bubblewrap and socat: refuse to start without them rather
+    than have the CLI refuse every session."""
+    sandboxed = sorted(p.name for p in profiles if p.sandbox)
+    missing = [tool for tool in ("bwrap", "socat") if not shutil.which(tool)]
+    if sandboxed and missing:
+        raise ConfigError(
+            f"profiles {', '.join(sandboxed)} run tools in Claude Code's sandbox, which needs "
+            f"{' and '.join(missing)}: install them (Debian/Ubuntu: apt-get install "
+            "bubblewrap socat) or turn the sandbox off"
+        )

@@ -22,6 +22,7 @@ from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.auth.tokens import TokenFileError
 from hotsvc.capacity import Capacity
+from hotsvc.claude import launch
 from hotsvc.containment import Containment, become_subreaper
 from hotsvc.grpc.api import HotSessionAPI
 from hotsvc.grpc.auth import AuthInterceptor, server_credentials
@@ -56,6 +57,7 @@ class Service:
         """Raises ConfigError for a configuration that cannot be served safely."""
         self.config = config
         check_layout(config)
+        launch.check_sandbox(config.profiles.values())
         self.authenticator = Authenticator.from_config(config)
         check_http(config, self.authenticator)
         credentials = server_credentials(config)
