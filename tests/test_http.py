@@ -25,7 +25,7 @@ from hotsession.v1.hotsession_connect import HotSessionClient
 from hotsvc.grpc.server import Service
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
-from hotsvc.settings import ConfigError
+from hotsvc.profiles import ConfigError
 from tests.conftest import (
     DEADLINE,
     REAL_CLAUDE,

@@ -31,7 +31,8 @@ from hotsvc.grpc.api import HotSessionAPI
 from hotsvc.http.auth import Authenticating
 from hotsvc.http.connect import ConnectHotSession
 from hotsvc.http.routes import PlainRoutes
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 
