@@ -123,6 +123,12 @@ class ServiceConfig:
         "the same TLS and authentication; port 0 picks a free one (printed as `hotsvc "
         "http listening on HOST:PORT`); empty = off",
     )
+    http_cors_origins: tuple[str, ...] = setting(
+        (),
+        "browser origins allowed to call the HTTP face (CORS, e.g. "
+        "`https://app.example.com`; comma-separated; `*` for any), so a page using "
+        "connect-web can call it; none by default (same-origin only)",
+    )
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
     containment: str = setting(
