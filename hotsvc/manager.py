@@ -276,6 +276,7 @@ class SessionManager:
                 turns=fork_of.turns if source and fork_of else 0,
                 options=options,
                 forked_from=source,
+                session_id=session_id,
             )
             await self.leases.acquire(session.id)
         except BaseException:

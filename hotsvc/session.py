@@ -83,8 +83,12 @@ class Session:
         options: SessionOptions | None = None,
         forked_from: str = "",
         model: str = "",
+        claude_id: str = "",
     ) -> None:
         self.id = session_id
+        # The id Claude Code knows the conversation by: its transcript's name, what
+        # --resume takes. A warm process taken for a caller's id keeps its own.
+        self.claude_id = claude_id or session_id
         self.profile = profile  # the effective one: the caller's options applied
         self.options = options or SessionOptions()
         self.forked_from = forked_from  # a fork's source, until its first turn
@@ -298,7 +302,7 @@ class Session:
 
     def transcript_path(self) -> Path:
         if self._transcript is None:
-            self._transcript = self._durability.path(self.id, self.profile, self.cwd)
+            self._transcript = self._durability.path(self.claude_id, self.profile, self.cwd)
         return self._transcript
 
     def lost_error(self) -> TranscriptLost:
