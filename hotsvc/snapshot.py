@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import psutil
+
 from hotsvc.claude.protocol import Result
 from hotsvc.session import Session
 
@@ -49,6 +51,7 @@ class SessionView:
     profile: str
     attached: bool
     owner: str
+    rss_bytes: int = 0  # its process's resident memory; 0 without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +109,13 @@ def view_of(session: Session) -> SessionView:
         session.profile.name,
         session.attached,
         session.owner,
+        resident_bytes(pid) if pid else 0,
     )
+
+
+def resident_bytes(pid: int) -> int:
+    """Resident memory of `pid`, 0 if it is gone."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
