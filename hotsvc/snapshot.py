@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
 
 from hotsvc.claude.protocol import Result
+from hotsvc.launcher import SpawnStats
+from hotsvc.pool import WarmPool
+from hotsvc.principal import Principal
 from hotsvc.session import Session
 
 
@@ -119,3 +123,36 @@ def resident_bytes(pid: int) -> int:
         return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:
         return 0
+
+
+def snapshot_of(
+    pools: Iterable[WarmPool],
+    sessions: Iterable[Session],
+    stats: SpawnStats,
+    max_sessions: int,
+    draining: bool,
+    viewer: Principal | None,
+) -> Snapshot:
+    """With a `viewer`, only the sessions it may use are listed (the counts and pool
+    figures stay service-wide)."""
+    views = [view_of(s) for s in sessions]
+    live = sum(1 for v in views if v.state not in (SessionState.STOPPED, SessionState.LOST))
+    return Snapshot(
+        pools=tuple(
+            PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids())) for p in pools
+        ),
+        sessions=tuple(v for v in views if viewer is None or viewer.may_use(v.owner)),
+        live_sessions=live,
+        stopped_sessions=len(views) - live,
+        spawns=SpawnView(
+            stats.spawned,
+            stats.failed,
+            stats.in_flight,
+            stats.replaced,
+            stats.warm_starts,
+            stats.cold_starts,
+            stats.mean_ready_seconds,
+        ),
+        max_sessions=max_sessions,
+        draining=draining,
+    )
