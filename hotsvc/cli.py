@@ -1,5 +1,6 @@
 """`hotsvc serve`: the flags come from hotsvc.settings, environment variables their defaults.
-`hotsvc token`: a new bearer token for `--auth-tokens`."""
+`hotsvc token`: a new bearer token for `--auth-tokens`.
+`hotsvc status`, `hotsvc close`: the pools and sessions of a running hotsvc, for people."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hotsvc import settings
+from hotsvc import console, logs, settings
 from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.profiles import ConfigError
@@ -35,6 +35,7 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
     token.add_argument(
         "--file", type=Path, required=True, help="the --auth-tokens file (created 0600)"
     )
+    console.add_commands(commands, environ)
     return parser
 
 
@@ -72,15 +73,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "token":
         make_token(args)
         return
+    if args.command in ("status", "close"):
+        with contextlib.suppress(KeyboardInterrupt):  # --watch ends with Ctrl-C
+            asyncio.run(getattr(console, args.command)(args))
+        return
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format, sys.stderr)
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from hotsvc.claude.protocol import Usage
 
 # No `_created` series: go-grpc-prometheus has none, and dashboards don't use them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26
 
 # The process-wide counters and histograms (the gRPC interceptor's too).
 REGISTRY = CollectorRegistry()

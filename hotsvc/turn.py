@@ -35,6 +35,7 @@ class TurnTimes:
     accepted: float = field(default_factory=time.monotonic)
     wall_ns: int = field(default_factory=time.time_ns)
     dequeued: float = 0.0  # the session's runner took it (a resume may follow)
+    writing: float = 0.0  # its process was ready: the write began
     written: float = 0.0  # the user message was written to the process
     first_token: float = 0.0  # the first text (a delta, else a whole message) came back
     result: float = 0.0  # its result came back (before the transcript sync)
@@ -50,7 +51,7 @@ class TurnTimes:
         return self.wall_ns + int((at - self.accepted) * 1e9)
 
 
-Step = Literal["dequeued", "written", "first_token", "result"]
+Step = Literal["dequeued", "writing", "written", "first_token", "result"]
 
 
 class TurnSink(Protocol):
@@ -74,6 +75,7 @@ class Turn:
         sink: TurnSink,
         content: tuple[UserBlock, ...] = (),
         profile: str = "",
+        session_id: str = "",
     ) -> None:
         self.id = turn_id or f"turn-{uuid.uuid4().hex[:12]}"
         self.text = text
@@ -82,6 +84,7 @@ class Turn:
         self.interrupt_requested = False
         self.sink = sink
         self.profile = profile  # for the metrics' labels
+        self.session_id = session_id  # for its logs and spans, never a metric's label
         self.times = TurnTimes()
         self.trace_parent: object = None  # with --otel, the caller's trace context
         observe.turn_accepted(self)

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from hotsvc import metrics
 from hotsvc.claude.process import ClaudeProcess, ProcessExited
 from hotsvc.claude.protocol import (
     AssistantMessage,
@@ -103,6 +104,7 @@ class Watchdog:
         if done and isinstance(ending := ended.result(), Result):
             return ending
         process.kill()
+        metrics.watchdog_killed()
         await asyncio.wait((ended,), timeout=KILL_TIMEOUT_SECONDS)
         return hotsvc_result(
             "watchdog_timeout",

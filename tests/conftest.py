@@ -105,6 +105,10 @@ def make_config(
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)
     }
     overrides.setdefault("data_dir", None)  # the store in memory unless a test asks
+    # The service's defaults depend on the host (memory) and evict after 15 minutes;
+    # tests name their limits (tests/test_operability.py runs the defaults).
+    overrides.setdefault("max_sessions", 0)
+    overrides.setdefault("idle_timeout", 0.0)
     return ServiceConfig(
         listen="127.0.0.1:0",
         claude_cmd=claude_cmd,
