@@ -337,6 +337,7 @@ class SessionManager:
         turn = self._totals.turn(
             session.id, pid, session.last_result, session.last_active_at, session.turns
         )
+        metrics.turn_usage(session.profile.name, turn.usage, turn.cost_usd)
         try:
             await self._store.touch(session.id, dataclasses.replace(turn, model=session.model))
             if session.forked_from and session.process_turns:  # the fork has its transcript

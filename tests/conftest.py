@@ -124,13 +124,15 @@ StartService = Callable[..., Awaitable[Live]]
 @pytest.fixture
 async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
     """Start hotsvc in this event loop; stopped after the test, and no child may survive.
-    `credentials=` makes the fixture's channel a TLS one."""
+    `credentials=` makes the fixture's channel a TLS one; `tracer_provider=` is the
+    OpenTelemetry one an `otel=True` service uses."""
     started: list[Live] = []
 
     async def start(**kwargs: Any) -> Live:
         env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("child_env", {})}
         credentials: grpc.ChannelCredentials | None = kwargs.pop("credentials", None)
-        service = Service(make_config(child_env=env, **kwargs))
+        tracer_provider = kwargs.pop("tracer_provider", None)  # with otel=True
+        service = Service(make_config(child_env=env, **kwargs), tracer_provider)
         await service.start()
         options = [("grpc.max_receive_message_length", -1)]
         channel = (
