@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
+from hotsvc import logs, metrics
 from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
@@ -83,10 +84,12 @@ class AuthInterceptor(Interceptor):
             )
         except Unauthenticated as refused:
             log.info("refused %s from %s: %s", method, peer, refused.message)
+            metrics.auth_failed(refused.metadata.get("credential", ""))
             self._audit.record("auth.denied", peer=peer, method=method, reason=refused.message)
             await context.abort_with_status(grpc_status(refused))
             raise  # abort_with_status raised already; this is for the type checker
         _principal.set(principal)  # the call's own task: no other call sees it
+        logs.bind(principal=principal.name)
         self._audit.record(
             "auth.ok",
             principal=principal.name,

@@ -17,6 +17,7 @@ import contextvars
 import logging
 from typing import Any
 
+from hotsvc import logs, metrics
 from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
@@ -69,7 +70,10 @@ class Authenticating:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            _caller.set(self._authenticate(scope))
+            found = self._authenticate(scope)
+            _caller.set(found)
+            if isinstance(found, Principal):
+                logs.bind(principal=found.name)
         await self._app(scope, receive, send)
 
     def _authenticate(self, scope: Scope) -> Principal | Unauthenticated:
@@ -84,6 +88,7 @@ class Authenticating:
             principal, via = self._authenticator.authenticate(metadata, {})
         except Unauthenticated as refused:
             log.info("refused %s from %s: %s", method, peer, refused.message)
+            metrics.auth_failed(refused.metadata.get("credential", ""))
             self._audit.record("auth.denied", peer=peer, method=method, reason=refused.message)
             return refused
         self._audit.record(
