@@ -301,6 +301,7 @@ class SessionManager:
             process.retire()
             raise
         self._sessions.add(session)
+        logs.bind(session_id=session.id, profile=profile.name)  # the opening stream's lines
         log.info(
             "session %s opened %s (pid %d, profile %s)",
             session.id,
