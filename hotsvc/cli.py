@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import sys
@@ -19,6 +20,8 @@ from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.profiles import ConfigError
 from hotsvc.settings import ServiceConfig
+
+log = logging.getLogger("hotsvc")
 
 
 def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -91,12 +94,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             assert data_dir is not None
             env = stack.enter_context(local_model(data_dir / "claude-local"))
             config = dataclasses.replace(config, env={**config.env, **env})
-            print(
-                f"hotsvc: no Anthropic credentials, so sessions run the real Claude Code CLI "
-                f"against a local scripted model at {env['ANTHROPIC_BASE_URL']} (not Claude); "
-                "set ANTHROPIC_API_KEY or pass --claude-cmd to use the real API",
-                file=sys.stderr,
-                flush=True,
+            # A log line, so that --log-format json keeps every stderr line JSON.
+            log.warning(
+                "no Anthropic credentials, so sessions run the real Claude Code CLI against "
+                "a local scripted model at %s (not Claude); set ANTHROPIC_API_KEY or pass "
+                "--claude-cmd to use the real API",
+                env["ANTHROPIC_BASE_URL"],
             )
         try:
             asyncio.run(serve(config))

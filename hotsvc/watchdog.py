@@ -10,6 +10,7 @@ timeout plus a few seconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -25,6 +26,8 @@ from hotsvc.claude.protocol import (
 )
 from hotsvc.settings import ServiceConfig
 from hotsvc.turn import hotsvc_result
+
+log = logging.getLogger(__name__)
 
 # How long an interrupt may take to end a turn before the process is killed.
 INTERRUPT_TIMEOUT_SECONDS = 3.0
@@ -105,6 +108,13 @@ class Watchdog:
             return ending
         process.kill()
         metrics.watchdog_killed()
+        log.warning(
+            "pid %d: %s silent for %gs did not answer an interrupt: killed; stderr tail:\n%s",
+            process.pid,
+            what,
+            limit,
+            process.stderr_tail() or "(empty)",
+        )
         await asyncio.wait((ended,), timeout=KILL_TIMEOUT_SECONDS)
         return hotsvc_result(
             "watchdog_timeout",
