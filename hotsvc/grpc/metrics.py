@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -72,15 +71,14 @@ GO_CODE_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class _Call:
-    kind: str
-    service: str
-    method: str
+    """One method's series, looked up once per call rather than once per message."""
 
-    @property
-    def labels(self) -> tuple[str, str, str]:
-        return self.kind, self.service, self.method
+    def __init__(self, kind: str, service: str, method: str) -> None:
+        self.kind = kind
+        self.labels = (kind, service, method)
+        self.received = RECEIVED.labels(*self.labels)
+        self.sent = SENT.labels(*self.labels)
 
 
 def grpc_type(handler: Handler) -> str:
@@ -103,10 +101,7 @@ class MetricsInterceptor(Interceptor):
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED itself
             return handler
         service, _, method = handler_call_details.method.strip("/").rpartition("/")
-        call = _Call(grpc_type(handler), service, method)
-        for counter in (STARTED, RECEIVED, SENT):
-            counter.labels(*call.labels)  # the series exist before their first increment
-        return _instrumented(handler, call)
+        return _instrumented(handler, _Call(grpc_type(handler), service, method))
 
 
 def _instrumented(handler: Handler, call: _Call) -> Handler:
@@ -136,18 +131,18 @@ class _CountingContext:
 
     async def write(self, message: Any) -> None:
         await self._context.write(message)
-        SENT.labels(*self._call.labels).inc()
+        self._call.sent.inc()
 
     async def read(self) -> Any:
         message = await self._context.read()
         if message is not grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from grpc-stubs
-            RECEIVED.labels(*self._call.labels).inc()
+            self._call.received.inc()
         return message
 
 
 async def _counted(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
     async for request in requests:
-        RECEIVED.labels(*call.labels).inc()
+        call.received.inc()
         yield request
 
 
@@ -160,7 +155,7 @@ def _wrap(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
         STARTED.labels(*call.labels).inc()
         if streaming_requests:
             return _counted(request, call), _CountingContext(context, call)
-        RECEIVED.labels(*call.labels).inc()
+        call.received.inc()
         return request, _CountingContext(context, call)
 
     if inspect.isasyncgenfunction(behavior):
@@ -172,7 +167,7 @@ def _wrap(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
             try:
                 async for response in behavior(request, counting):
                     yield response
-                    SENT.labels(*call.labels).inc()
+                    call.sent.inc()
             except BaseException as exc:
                 code = _code_of(exc, context)
                 raise
@@ -195,7 +190,7 @@ def _wrap(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
         else:
             code = context.code() or grpc.StatusCode.OK
             if call.kind in ("unary", "client_stream"):
-                SENT.labels(*call.labels).inc()
+                call.sent.inc()
             return response
         finally:
             _handled(call, code, started)
