@@ -292,6 +292,25 @@ def test_opentelemetry_is_not_imported_without_otel() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
+def test_otel_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    # As if opentelemetry were not installed: a None entry makes its import fail.
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None\n"
+        "from hotsvc.cli import main\n"
+        "main(['serve', '--otel', '--listen', '127.0.0.1:0', '--claude-cmd', 'true'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},  # not the user's state
+    )
+    assert done.returncode != 0 and not done.stdout, done.stdout
+    assert "--otel needs the otel extra: pip install 'hotsvc[otel]'" in done.stderr, done.stderr
+
+
 def pb_stub(channel: grpc.aio.Channel) -> Any:
     from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
