@@ -17,8 +17,8 @@ import contextvars
 import logging
 from typing import Any
 
-from hotsvc import logs, metrics
 from hotsvc.audit import AuditLog
+from hotsvc.auth.admission import admit
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
 from hotsvc.principal import Principal
@@ -70,10 +70,7 @@ class Authenticating:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            found = self._authenticate(scope)
-            _caller.set(found)
-            if isinstance(found, Principal):
-                logs.bind(principal=found.name)
+            _caller.set(self._authenticate(scope))
         await self._app(scope, receive, send)
 
     def _authenticate(self, scope: Scope) -> Principal | Unauthenticated:
@@ -85,18 +82,6 @@ class Authenticating:
         peer = f"http:{client[0]}:{client[1]}" if client else "http:?"
         method = f"{scope.get('method', '')} {scope.get('path', '')}"
         try:
-            principal, via = self._authenticator.authenticate(metadata, {})
+            return admit(self._authenticator, self._audit, metadata, {}, peer, method)
         except Unauthenticated as refused:
-            log.info("refused %s from %s: %s", method, peer, refused.message)
-            metrics.auth_failed(refused.metadata.get("credential", ""))
-            self._audit.record("auth.denied", peer=peer, method=method, reason=refused.message)
             return refused
-        self._audit.record(
-            "auth.ok",
-            principal=principal.name,
-            admin=principal.admin,
-            via=via,
-            peer=peer,
-            method=method,
-        )
-        return principal
