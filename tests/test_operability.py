@@ -315,3 +315,16 @@ def pb_stub(channel: grpc.aio.Channel) -> Any:
     from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
     return pb_grpc.HotSessionStub(channel)
+
+
+async def test_grpc_max_receive_bytes_bounds_a_request(start_service: StartService) -> None:
+    live = await start_service(grpc_max_receive_bytes=64 * 1024)
+    talk = Conversation(live.stub)
+    await talk.open()
+    assert (await talk.ask("x" * 1000)).is_error is False
+    await talk.send_turn("x" * 100_000)  # over the limit: gRPC refuses the message
+    try:
+        await talk.read()
+        raise AssertionError("a 100 kB request passed --grpc-max-receive-bytes 64 KiB")
+    except grpc.aio.AioRpcError as refused:
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
