@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from hotsvc import metrics
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.durability import Durability
@@ -87,6 +88,15 @@ class ProcessSupply:
 
     async def resume(self, session: Session, progress: OnProgress | None) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
+        try:
+            process = await self._resume(session, progress)
+        except Exception:
+            metrics.resumed("lost" if session.lost else "failed")
+            raise
+        metrics.resumed("ok")
+        return process
+
+    async def _resume(self, session: Session, progress: OnProgress | None) -> ClaudeProcess:
         await self._leases.acquire(session.id)  # no two replicas run one conversation
         # --resume needs the transcript: from the store when this host lacks it. A
         # session that never finished a turn may have none yet and starts afresh. A fork
