@@ -107,7 +107,9 @@ def test_one_version_everywhere() -> None:
     found = {
         "typescript package.json": json.loads((TS_DIR / "package.json").read_text())["version"],
         "typescript lockfile": json.loads((TS_DIR / "package-lock.json").read_text())["version"],
-        "python": re.findall(r'"(.+)"', (PY_DIR / "src/hotsession/_version.py").read_text())[0],
+        "python": re.findall(
+            r'__version__ = "(.+)"', (PY_DIR / "src/hotsession/_version.py").read_text()
+        )[0],
         "go": re.findall(r'Version = "(.+)"', (GO_DIR / "hotsession/version.go").read_text())[0],
     }
     from importlib.metadata import version as installed
@@ -215,7 +217,9 @@ def test_python_wheel_in_a_fresh_venv(server: Server) -> None:
         assert wheel.name.startswith(f"hotsession_client-{codegen.version()}-")
         venv.create(project / "venv", with_pip=True)
         python = project / "venv/bin/python"
-        installed = run([str(python), "-m", "pip", "install", "-q", str(wheel)], cwd=project)
+        # grpc-stubs: grpcio ships no types, so a typed consumer adds them (as ours does).
+        pip = [str(python), "-m", "pip", "install", "-q", str(wheel), "grpc-stubs"]
+        installed = run(pip, cwd=project)
         assert installed.returncode == 0, report(installed)
         # The package's types (py.typed, .pyi) as the consumer's mypy sees them.
         typed = run(
@@ -263,7 +267,8 @@ def test_typescript_tarball_in_a_consumer_project(server: Server) -> None:
 
 
 def go_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = godeps.go_env(**extra)
+    env = godeps.go_env()
+    env.update(extra)
     if "HOME" not in os.environ:
         env.setdefault("GOCACHE", str(tmp / "go-build"))
     return env
