@@ -266,7 +266,7 @@ def vendor(module_dir: Path) -> Path:
         packages = sorted(
             {
                 p
-                for p in listed.stdout.split()
+                for p in listed.stdout.splitlines()
                 if not p.endswith(".test")
                 and " " not in p
                 and p != self_path[1]
