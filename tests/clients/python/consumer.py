@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import grpc
 from hotsession.client import HotSessionClient, ServiceError, TurnFailedError, connect
 from hotsession.v1 import hotsession_pb2 as pb
 
 
-async def main() -> None:
-    credentials = grpc.ssl_channel_credentials(open(os.environ["HOTSVC_CA"], "rb").read())
+async def main(ca: bytes) -> None:
+    credentials = grpc.ssl_channel_credentials(ca)
     async with connect(
         os.environ["HOTSVC_ADDR"], token=os.environ["HOTSVC_TOKEN"], tls=credentials
     ) as client:
@@ -84,4 +85,4 @@ async def permission(client: HotSessionClient) -> None:
         assert "Write tool said" in text, text
 
 
-asyncio.run(main())
+asyncio.run(main(Path(os.environ["HOTSVC_CA"]).read_bytes()))
