@@ -156,7 +156,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert made.returncode == 0, report(made)
     work = home / "work"  # the sessions' directory: hotsvc's own files stay out of it
     work.mkdir()
+    config = []
+    if PERMISSIONS:  # profile "caller": permission prompts go to the caller (issue 11)
+        (home / "hotsvc.toml").write_text('[profiles.caller]\npermission_prompts = "caller"\n')
+        config = ["--config", str(home / "hotsvc.toml")]
     args = [
+        *config,
         *("--listen", "127.0.0.1:0", "--claude-cmd", str(REAL_CLAUDE), "--local-model"),
         *("always", "--pool-size", "1", "--data-dir", str(home / "data"), "--cwd", str(work)),
         *("--tls-cert", str(identity.cert_path), "--tls-key", str(identity.key_path)),
