@@ -16,8 +16,9 @@ package hotsession
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
-	"errors"
+	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -183,11 +184,11 @@ func (c *Client) PoolStatus(ctx context.Context) (*pb.PoolStatusResponse, error)
 
 // OpenOptions says which session OpenSession opens.
 type OpenOptions struct {
-	// SessionID re-attaches to that session (resuming it if stopped); empty opens a new
-	// one, from the warm pool when one is ready.
+	// SessionID re-attaches to that session (resuming it if stopped). Empty opens a new
+	// one under a fresh id chosen here and sent as routing metadata, so a load balancer
+	// routes its first request as every later one; it still takes a warm process.
 	SessionID string
-	// CreateIfMissing creates SessionID when it does not exist. A session under a
-	// caller-chosen id is always a cold start (a warm process already has its own id).
+	// CreateIfMissing creates SessionID when it does not exist.
 	CreateIfMissing bool
 	// Profile names a profile of the service's config; empty is the default.
 	Profile string
@@ -207,8 +208,12 @@ type PermissionFunc func(ctx context.Context, request *pb.PermissionRequest) Dec
 // OpenSession opens a session and returns once hotsvc confirmed it (the `opened`
 // event). ctx bounds the session's stream: cancel it (or Close the session) to end it.
 func (c *Client) OpenSession(ctx context.Context, o OpenOptions) (*Session, error) {
-	if o.CreateIfMissing && o.SessionID == "" {
-		return nil, errors.New("hotsession: CreateIfMissing needs a SessionID")
+	if o.SessionID == "" {
+		id, err := newSessionID()
+		if err != nil {
+			return nil, err
+		}
+		o.SessionID, o.CreateIfMissing = id, true
 	}
 	streamCtx, cancel := context.WithCancel(forSession(ctx, o.SessionID))
 	stream, err := c.rpc.Prompt(streamCtx)
@@ -239,4 +244,15 @@ func (c *Client) OpenSession(ctx context.Context, o OpenOptions) (*Session, erro
 		}
 		// Progress "queued" events while the open waits for room: keep waiting.
 	}
+}
+
+// newSessionID is a random (version 4) UUID, as hotsvc's session ids are.
+func newSessionID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("hotsession: no randomness for a session id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }

@@ -53,7 +53,7 @@ export interface ConnectOptions {
 export interface OpenOptions {
   /** Re-attach to this session (resuming it if stopped); empty opens a new one, warm. */
   sessionId?: string;
-  /** Create sessionId if it does not exist: always a cold start (warm processes have ids). */
+  /** Create sessionId if it does not exist (a new session without one gets a fresh id). */
   createIfMissing?: boolean;
   /** A profile of the service's config; empty is the default. */
   profile?: string;
@@ -109,17 +109,17 @@ export class HotSessionClient {
 
   /** Opens a session and resolves once hotsvc confirmed it (the `opened` event). */
   async openSession(options: OpenOptions = {}): Promise<Session> {
-    const sessionId = options.sessionId ?? "";
-    if (options.createIfMissing && !sessionId) {
-      throw new TypeError("createIfMissing needs a sessionId");
-    }
+    // A new session gets its id here, sent as routing metadata too, so a load balancer
+    // routes its first request as every later one; it still takes a warm process.
+    const sessionId = options.sessionId || crypto.randomUUID();
+    const createIfMissing = !options.sessionId || (options.createIfMissing ?? false);
     const abort = new AbortController();
     options.signal?.addEventListener("abort", () => abort.abort(options.signal?.reason), {
       once: true,
     });
     const requests = createWritableIterable<PromptRequest>();
     const events = this.rpc
-      .prompt(requests, { signal: abort.signal, ...(sessionId ? routed(sessionId) : {}) })
+      .prompt(requests, { signal: abort.signal, ...routed(sessionId) })
       [Symbol.asyncIterator]();
     // Not awaited before reading: the call takes requests only once it runs.
     void requests
@@ -130,7 +130,7 @@ export class HotSessionClient {
             value: {
               sessionId,
               profile: options.profile ?? "",
-              createIfMissing: options.createIfMissing ?? false,
+              createIfMissing,
               includeRawJson: options.includeRawJson ?? false,
               ...(options.options ? { options: options.options } : {}),
             },

@@ -32,6 +32,7 @@ import asyncio
 import inspect
 import itertools
 import secrets
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -404,12 +405,13 @@ class HotSessionClient:
         options: pb.SessionOptions | None = None,
         on_permission: PermissionCallback | None = None,
     ) -> Session:
-        """Open a new session (empty id: from the warm pool when a process is ready) or
-        re-attach to one (resuming it if stopped), and wait for `opened`.
+        """Open a new session or re-attach to one (resuming it if stopped), and wait for
+        `opened`.
 
-        `create_if_missing` creates `session_id` when it does not exist: a session under an
-        id you chose is always a cold start (a warm process already has its own id), so use
-        it when a load balancer must route the first request by id, not for speed.
+        With no `session_id`, a new session gets a fresh id chosen here and sent as
+        `hotsvc-session-id` metadata (create_if_missing), so a load balancer routes its
+        first request as it will route every later one; it still takes a warm process.
+        `create_if_missing` with your own `session_id` creates it when it does not exist.
         `options` (model, allowed_tools, ...) need the profile's `caller_may_set`.
         `on_permission(request)` answers Claude Code's permission requests (sync or async,
         returning True/False or a PermissionDecision); without it they stay among the
@@ -418,6 +420,8 @@ class HotSessionClient:
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
         """
+        if not session_id:
+            session_id, create_if_missing = str(uuid.uuid4()), True
         call = self.stub.Prompt(None, metadata=self._for(session_id))
         try:
             await call.write(
