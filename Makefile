@@ -13,16 +13,17 @@ ARGS   ?=
 # one place to add one). The Go client: toolchain, generators, grpc-go sources; the 1-5
 # protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
 # systemd: `systemd-analyze verify` of deploy/systemd/hotsvc.service. postgresql: a
-# throwaway cluster per test run (tests/postgres.py) for the session store's tests. curl:
-# the HTTP face's tests and README recipes.
+# throwaway cluster per test run (hotsvc_tools/postgres.py) for the session store's tests
+# and `make fleet`. curl: the HTTP face's tests and README recipes. nginx, haproxy: the
+# balancers of deploy/ in front of a fleet (tests/test_fleet.py, `make fleet`).
 DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
                 golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-                systemd postgresql bubblewrap socat curl
+                systemd postgresql bubblewrap socat curl nginx haproxy
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 
-.PHONY: setup setup-dev dev-apt run test proto docs lint bench soak pressure clean
+.PHONY: setup setup-dev dev-apt run fleet test proto docs lint bench soak pressure clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
@@ -80,6 +81,11 @@ clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsessio
 # The pinned CLI comes after PATH: a `claude` the user has is used first.
 run: setup
 	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto $(ARGS)
+
+# A fleet on this machine: a throwaway PostgreSQL, three replicas, nginx on 127.0.0.1:50051
+# (deploy/nginx/hotsvc.conf); Ctrl-C stops it all. make fleet ARGS='-- --pool-size 1'
+fleet: setup-dev
+	$(PY) -m hotsvc_tools.fleet $(ARGS)
 
 test: setup-dev
 	$(BIN)/pytest -q

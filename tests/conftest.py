@@ -27,7 +27,7 @@ from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
 from hotsvc.store import SessionStore, open_store
-from tests.postgres import Cluster
+from hotsvc_tools.postgres import Cluster
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)
