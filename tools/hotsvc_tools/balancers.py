@@ -28,6 +28,8 @@ NGINX_CONF = REPO / "deploy" / "nginx" / "hotsvc.conf"
 HAPROXY_CFG = REPO / "deploy" / "haproxy" / "hotsvc.cfg"
 STARTUP_DEADLINE = 30.0
 
+# A per-call line of either shipped config's log format.
+ROUTE = re.compile(r" session=(?P<session>\S+) replica=(?P<replica>.+?) status=")
 # (name, HOST:PORT) of each replica, in the order the balancer lists them.
 Upstreams = Sequence[tuple[str, str]]
 
@@ -71,9 +73,9 @@ def render_nginx(text: str, listen: str, upstreams: Upstreams, access_log: Path)
     )
 
 
-def render_haproxy(text: str, listen: str, upstreams: Upstreams) -> str:
+def render_haproxy(text: str, listen: str, upstreams: Upstreams, stats_socket: Path) -> str:
     """deploy/haproxy/hotsvc.cfg for these replicas, listening on `listen`, logging to
-    stdout (HAProxy writes no log files)."""
+    stdout (HAProxy writes no log files), with a stats socket to read server states."""
     server = r"^(?P<indent>[ \t]*)server[ \t]+\S+[ \t]+\S+[^\n]*$"
     lines = [f"server {name} {address}" for name, address in upstreams]
     text = _replace_servers(server, lines, text, "backend server")
@@ -81,8 +83,8 @@ def render_haproxy(text: str, listen: str, upstreams: Upstreams) -> str:
         r"^([ \t]*bind[ \t]+)\S+([ \t]+proto h2)", rf"\g<1>{listen}\2", text, "bind"
     )
     return _replace_one(
-        r"^([ \t]*log[ \t]+)/dev/log([ \t]+local0)[ \t]*$",
-        r"\g<1>stdout format raw\2",
+        r"^([ \t]*)log[ \t]+/dev/log([ \t]+local0)[ \t]*$",
+        rf"\1log stdout format raw\2\n\1stats socket {stats_socket} mode 600 level operator",
         text,
         "global log",
     )
@@ -124,6 +126,7 @@ class Balancer(abc.ABC):
         self.workdir = workdir
         self.listen = listen
         self.proc: asyncio.subprocess.Process | None = None
+        self.upstreams: list[tuple[str, str]] = []
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o755)  # workers may run as another user (nginx's `nobody`)
 
@@ -134,6 +137,23 @@ class Balancer(abc.ABC):
     @abc.abstractmethod
     def _write_config(self, upstreams: Upstreams) -> None: ...
 
+    @property
+    @abc.abstractmethod
+    def access_log(self) -> Path:
+        """Where the shipped config's per-call lines (`session=... replica=...`) go."""
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(session id, replica name) of every call logged so far, oldest first: the
+        replica that answered (nginx names the addresses it tried, the last one did)."""
+        names = {address: name for name, address in self.upstreams}
+        found = []
+        if self.access_log.exists():
+            for line in self.access_log.read_text().splitlines():
+                if match := ROUTE.search(line):
+                    replica = match.group("replica").split(", ")[-1]
+                    found.append((match.group("session"), names.get(replica, replica)))
+        return found
+
     @abc.abstractmethod
     def _argv(self) -> list[str]: ...
 
@@ -143,6 +163,7 @@ class Balancer(abc.ABC):
     reload_signal: signal.Signals
 
     async def start(self, upstreams: Upstreams) -> None:
+        self.upstreams = list(upstreams)
         if shutil.which(self.program) is None:
             raise RuntimeError(f"{self.program} is missing: run `make setup-dev`")
         self._write_config(upstreams)
@@ -176,19 +197,33 @@ class Balancer(abc.ABC):
         except psutil.NoSuchProcess:
             return set()
 
+    @abc.abstractmethod
+    def _stopped_accepting(self, worker: psutil.Process) -> bool:
+        """Whether an old worker has closed its listeners (it may serve on, for streams
+        under way)."""
+
     async def reconfigure(self, upstreams: Upstreams) -> None:
-        """Reload with these replicas; returns once a worker with the new config runs.
-        Streams under way stay on the old workers until they end."""
+        """Reload with these replicas; returns once new connections get the new config:
+        a new worker runs and the old ones accept no more. Streams under way stay on the
+        old workers until they end."""
         assert self.proc is not None
+        self.upstreams = list(upstreams)
         self._write_config(upstreams)
         await self._check()
         before = self.workers()
         self.proc.send_signal(self.reload_signal)
         deadline = time.monotonic() + STARTUP_DEADLINE
-        while not self.workers() - before:
+        while not self.workers() - before or not all(map(self._old_done, before)):
             if self.proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not reload; see {self.log_file}")
             await asyncio.sleep(0.02)  # the master forks in its own time: poll its children
+
+    def _old_done(self, pid: int) -> bool:
+        try:
+            worker = psutil.Process(pid)
+            return worker.status() == psutil.STATUS_ZOMBIE or self._stopped_accepting(worker)
+        except psutil.NoSuchProcess:
+            return True
 
     def pids(self) -> set[int]:
         """The master and its workers, while they live."""
@@ -236,6 +271,11 @@ class Nginx(Balancer):
             f"http {{\n{temp}\n    include {self.workdir / 'hotsvc.conf'};\n}}\n"
         )
 
+    def _stopped_accepting(self, worker: psutil.Process) -> bool:
+        # Set by the old worker as it closes its listening sockets (nginx's
+        # ngx_worker_process_cycle, on the master's QUIT).
+        return " ".join(worker.cmdline()).startswith("nginx: worker process is shutting down")
+
     def _base(self) -> list[str]:
         return [
             "nginx",
@@ -263,8 +303,39 @@ class HAProxy(Balancer):
     def config(self) -> Path:
         return self.workdir / "haproxy.cfg"
 
+    @property
+    def access_log(self) -> Path:
+        return self.log_file  # its stdout
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.workdir / "stats.sock"
+
     def _write_config(self, upstreams: Upstreams) -> None:
-        self.config.write_text(render_haproxy(HAPROXY_CFG.read_text(), self.listen, upstreams))
+        text = render_haproxy(HAPROXY_CFG.read_text(), self.listen, upstreams, self.stats_socket)
+        self.config.write_text(text)
+
+    async def servers(self) -> dict[str, tuple[str, str]]:
+        """Each replica's state and last health check, from the stats socket: e.g.
+        {"replica-1": ("UP", "L7OK"), "replica-2": ("DOWN", "L4CON")}."""
+        reader, writer = await asyncio.open_unix_connection(self.stats_socket)
+        writer.write(b"show stat\n")
+        await writer.drain()
+        text = (await reader.read()).decode()
+        writer.close()
+        await writer.wait_closed()
+        header, *rows = [line for line in text.splitlines() if line]
+        columns = header.lstrip("# ").split(",")
+        states = {}
+        for row in rows:
+            field = dict(zip(columns, row.split(","), strict=False))
+            if field["svname"] not in ("FRONTEND", "BACKEND"):
+                states[field["svname"]] = (field["status"], field["check_status"])
+        return states
+
+    def _stopped_accepting(self, worker: psutil.Process) -> bool:
+        # What the old worker logs as it closes the frontend's listener (soft stop).
+        return f"({worker.pid}) : Proxy hotsvc stopped" in self.log_file.read_text()
 
     def _argv(self) -> list[str]:
         # -W: a master that reloads on SIGUSR2; -db: in the foreground.

@@ -146,7 +146,8 @@ class Fleet:
     def upstreams(self) -> list[tuple[str, str]]:
         return [(r.name, r.address) for r in self.replicas if r.address]
 
-    async def _new_replica(self) -> Replica:
+    async def start_replica(self) -> Replica:
+        """One more replica on the store, not yet in the balancer."""
         name = f"replica-{len(self.replicas) + 1}"
         home = self.root / name
         argv = [str(HOTSVC), "serve", "--listen", "127.0.0.1:0", "--store", self.store_url]
@@ -160,7 +161,7 @@ class Fleet:
     async def start(self, replicas: int = 3) -> None:
         try:
             for _ in range(replicas):
-                await self._new_replica()
+                await self.start_replica()
             await self.balancer.start(self.upstreams())
         except BaseException:
             await self.close()
@@ -169,9 +170,13 @@ class Fleet:
     async def add_replica(self) -> Replica:
         """One more replica, put in the balancer by a reload (live streams stay where
         they are)."""
-        replica = await self._new_replica()
-        await self.balancer.reconfigure(self.upstreams())
+        replica = await self.start_replica()
+        await self.balance([r.name for r in self.replicas])
         return replica
+
+    async def balance(self, names: Sequence[str]) -> None:
+        """Reload the balancer with just these replicas (in the fleet's order)."""
+        await self.balancer.reconfigure([u for u in self.upstreams() if u[0] in names])
 
     def replica(self, name: str) -> Replica:
         (found,) = (r for r in self.replicas if r.name == name)

@@ -1,0 +1,367 @@
+"""A fleet: replicas of `hotsvc serve` (the real CLI, against the local model) sharing a
+real PostgreSQL behind the shipped deploy/nginx and deploy/haproxy configs, run by the
+same hotsvc_tools.fleet classes as `make fleet`. Sessions survive the loss of the replica
+running them, a replica added later leaves live sessions alone, and two replicas never
+run one session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import cast
+
+import grpc
+import psutil
+import pytest
+from google.rpc import status_pb2  # type: ignore[import-untyped]  # no py.typed
+from hotsession.client import HotSessionClient, HotSessionError, Session
+from hotsession.v1 import hotsession_pb2 as pb
+
+from hotsvc_tools.balancers import HAProxy, free_port
+from hotsvc_tools.fleet import Fleet
+from tests.conftest import DEADLINE, REAL_CLAUDE, Refusal, eventually, pid_alive, refusal
+
+LEASE_SECONDS = 3.0
+# Sessions start cold (no warm pool: two cores), the real CLI on the local model.
+SERVE_ARGS = (
+    "--pool-size",
+    "0",
+    "--lease-seconds",
+    str(LEASE_SECONDS),
+    "--claude-cmd",
+    str(REAL_CLAUDE),
+    "--local-model",
+    "always",
+)
+BALANCERS = ["nginx", "haproxy"]
+
+
+async def start_fleet(postgres_url: str, tmp_path: Path, balancer: str, replicas: int) -> Fleet:
+    home = tmp_path / "home"  # not the user's: the CLI's own files go here
+    home.mkdir(exist_ok=True)
+    fleet = Fleet(postgres_url, balancer=balancer, serve_args=SERVE_ARGS, env={"HOME": str(home)})
+    await fleet.start(replicas)
+    return fleet
+
+
+@pytest.fixture(params=BALANCERS)
+async def fleet(
+    request: pytest.FixtureRequest, postgres_url: str, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    """Three replicas behind the balancer this test runs with; nothing survives it."""
+    started = await start_fleet(postgres_url, tmp_path, request.param, 3)
+    try:
+        yield started
+    finally:
+        pids = started.pids()
+        await started.close()
+        assert not [pid for pid in pids if pid_alive(pid)], "the fleet left processes behind"
+
+
+async def holder(client: HotSessionClient, session_id: str) -> str:
+    """The replica running a session, as GetSession through the balancer tells it."""
+    return (await client.get_session(session_id)).replica_id
+
+
+class AsAnswered:
+    """A failed call with the code and message of its google.rpc.Status trailer."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        self._trailers = error.trailing_metadata()
+        pairs = cast(tuple[tuple[str, bytes], ...], self._trailers or ())
+        (details,) = [value for key, value in pairs if key == "grpc-status-details-bin"]
+        self._status = status_pb2.Status.FromString(details)
+
+    def code(self) -> grpc.StatusCode:
+        return next(c for c in grpc.StatusCode if c.value[0] == self._status.code)
+
+    def details(self) -> str:
+        return str(self._status.message)
+
+    def trailing_metadata(self) -> object:
+        return self._trailers
+
+
+def refused_through(fleet: Fleet, error: grpc.aio.AioRpcError) -> Refusal:
+    """A refusal as it reaches a caller through the fleet's balancer. HAProxy 2.6 (Debian
+    12's) resets a stream that hotsvc ended with an error before the caller half-closed it
+    with RST_STREAM(CANCEL), not NO_ERROR (haproxy#1219, fixed in 3.2): the caller's call
+    says CANCELLED, while the google.rpc.Status trailer, which arrived first, holds
+    hotsvc's answer. nginx passes the answer through as it is."""
+    if fleet.balancer.name == "haproxy" and error.code() == grpc.StatusCode.CANCELLED:
+        return refusal(cast(grpc.aio.AioRpcError, AsAnswered(error)))
+    return refusal(error)
+
+
+async def open_when_free(
+    fleet: Fleet, client: HotSessionClient, session_id: str, refused_by: list[str]
+) -> Session:
+    """Open through the balancer as a caller should: an UNAVAILABLE that names the
+    session's holder is retried after its RetryInfo delay (each holder noted)."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            try:
+                return await client.open_session(session_id)
+            except HotSessionError as exc:
+                error = exc.__cause__
+                assert isinstance(error, grpc.aio.AioRpcError), exc
+                refused = refused_through(fleet, error)
+                assert (refused.code, refused.reason) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SESSION_HELD_ELSEWHERE",
+                ), refused
+                assert 0 <= float(refused.metadata["leaseSecondsLeft"]) <= LEASE_SECONDS
+                refused_by.append(refused.metadata["replicaId"])
+                assert refused.retry_delay is not None
+                await asyncio.sleep(refused.retry_delay)  # what RetryInfo asks of a caller
+
+
+async def test_a_session_outlives_the_replica_running_it(fleet: Fleet) -> None:
+    async with HotSessionClient(fleet.address) as client:
+        first = await client.open_session()
+        session_id = first.session_id
+        assert await first.ask("Remember 42") == "OK"
+        lost = await holder(client, session_id)
+        assert lost in {r.name for r in fleet.replicas}
+
+        await fleet.replica(lost).kill()  # the replica and its children: a lost host
+        with pytest.raises(HotSessionError):
+            await first.ask("What number?")
+
+        # Through the balancer again: routed around the dead replica, to one that answers
+        # UNAVAILABLE naming the dead one until its lease (LEASE_SECONDS) runs out, then
+        # takes the session over from the store.
+        refused_by: list[str] = []
+        again = await open_when_free(fleet, client, session_id, refused_by)
+        assert set(refused_by) <= {lost}
+        assert again.start == pb.SESSION_START_RESUMED
+        assert await again.ask("What number?") == "42"
+        now = await holder(client, session_id)
+        assert now != lost and fleet.replica(now).alive
+        await again.close()
+
+
+async def route_of(fleet: Fleet, client: HotSessionClient, session_id: str) -> str:
+    """Which replica the balancer sends `session_id` to: a cheap call naming it (NOT_FOUND
+    from whichever replica), read back from the balancer's log."""
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await client.get_session(session_id)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async def logged() -> bool:
+        return any(s == session_id for s, _ in fleet.balancer.routes())
+
+    await eventually(logged, f"the balancer logged its call for {session_id}")
+    return next(r for s, r in reversed(fleet.balancer.routes()) if s == session_id)
+
+
+async def test_a_replica_added_later_leaves_live_sessions_alone(fleet: Fleet) -> None:
+    # Two session ids the balancer will send, once replica-4 is in, one to replica-4 and
+    # one to where it sends it today: found by asking a four-replica balancer first (the
+    # ring is a function of the replicas alone), then going back to three.
+    await fleet.add_replica()
+    moves = stays = ""
+    async with HotSessionClient(fleet.address) as probe:
+        while not (moves and stays):
+            candidate = str(uuid.uuid4())
+            if await route_of(fleet, probe, candidate) == "replica-4":
+                moves = moves or candidate
+            else:
+                stays = stays or candidate
+    await fleet.balance(["replica-1", "replica-2", "replica-3"])
+
+    numbers = {moves: "17", stays: "23"}
+    async with HotSessionClient(fleet.address) as client:
+        live = {}
+        for session_id, number in numbers.items():
+            live[session_id] = await client.open_session(session_id, create_if_missing=True)
+            assert await live[session_id].ask(f"Remember {number}") == "OK"
+        before = {session_id: await holder(client, session_id) for session_id in numbers}
+        assert "replica-4" not in before.values()
+
+        await fleet.balance(["replica-1", "replica-2", "replica-3", "replica-4"])
+        # Streams under way stay where they run.
+        for session_id, number in numbers.items():
+            assert await live[session_id].ask("What number?") == number
+            assert await holder(client, session_id) == before[session_id]
+            await live[session_id].detach()
+
+    # A new connection sees the new ring: one session moved to replica-4 and resumed there
+    # from the store; the other stayed, its process still hot.
+    async with HotSessionClient(fleet.address) as client:
+        for session_id, number in numbers.items():
+            session = await open_when_free(fleet, client, session_id, [])
+            now = await holder(client, session_id)
+            if session_id == moves:
+                assert (now, session.start) == ("replica-4", pb.SESSION_START_RESUMED)
+            else:
+                assert (now, session.start) == (before[session_id], pb.SESSION_START_ATTACHED)
+            assert await session.ask("What number?") == number
+            await session.close()
+
+
+def running(fleet: Fleet, session_id: str) -> list[int]:
+    """The fleet's Claude Code processes for this session (by their --session-id or
+    --resume argument)."""
+    found = []
+    for pid in fleet.pids():
+        try:
+            argv = psutil.Process(pid).cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if session_id in argv:
+            found.append(pid)
+    return found
+
+
+async def test_two_replicas_racing_for_a_session_exactly_one_runs_it(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # No balancer sends one session to two replicas; a caller reaching them directly can.
+    fleet = await start_fleet(postgres_url, tmp_path, "nginx", 2)
+    try:
+        clients = [HotSessionClient(r.address) for r in fleet.replicas]
+        session_id = str(uuid.uuid4())
+        for round_ in ("new", "stopped"):
+            opened = await asyncio.gather(
+                *(c.open_session(session_id, create_if_missing=True) for c in clients),
+                return_exceptions=True,
+            )
+            (winner,) = [s for s in opened if isinstance(s, Session)]
+            (lost,) = [e for e in opened if not isinstance(e, Session)]
+            assert isinstance(lost, HotSessionError), lost
+            assert isinstance(lost.__cause__, grpc.aio.AioRpcError)
+            refused = refusal(lost.__cause__)
+            assert refused.reason == "SESSION_HELD_ELSEWHERE", (round_, refused)
+            winner_name = fleet.replicas[opened.index(winner)].name
+            assert refused.metadata["replicaId"] == winner_name
+
+            async def one_process() -> bool:
+                return len(running(fleet, session_id)) == 1
+
+            await eventually(one_process, "one Claude Code process runs the session")
+            if round_ == "new":
+                assert await winner.ask("Remember 5") == "OK"
+            else:
+                assert await winner.ask("What number?") == "5"
+            await winner.close()  # stopped: the next round races to resume it
+        for client in clients:
+            await client.close()
+    finally:
+        await fleet.close()
+
+
+async def test_haproxy_checks_replicas_with_grpc_health(tmp_path: Path) -> None:
+    """The shipped check reads the gRPC answer: a replica that listens but is not
+    SERVING (its warm pool never fills) is down, not just one that refuses connections."""
+    serving = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotsvc.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool-size",
+        "0",
+        "--claude-cmd",
+        "sleep 600",
+        "--data-dir",
+        str(tmp_path / "serving"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    # A warm process that never answers `initialize`: health stays NOT_SERVING.
+    starting = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotsvc.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool-size",
+        "1",
+        "--claude-cmd",
+        "sleep 600",
+        "--data-dir",
+        str(tmp_path / "starting"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    balancer = HAProxy(tmp_path / "haproxy", f"127.0.0.1:{free_port()}")
+    try:
+        addresses = []
+        for proc in (serving, starting):
+            assert proc.stdout is not None
+            async with asyncio.timeout(DEADLINE):
+                line = (await proc.stdout.readline()).decode()
+            addresses.append(line.rsplit(" ", 1)[1].strip())
+        dead = f"127.0.0.1:{free_port()}"
+        await balancer.start(
+            [("serving", addresses[0]), ("starting", addresses[1]), ("dead", dead)]
+        )
+
+        async def settled() -> bool:  # every replica decided: no "UP 1/2", no check under way
+            states = await balancer.servers()
+            return all(s in ("UP", "DOWN") and "INI" not in c for s, c in states.values())
+
+        await eventually(settled, "HAProxy has checked every replica to a verdict")
+        states = await balancer.servers()
+        assert states["serving"] == ("UP", "L7OK"), states
+        # Connected, asked, and no SERVING came back: a layer 7 failure, not layer 4.
+        assert states["starting"][0] == "DOWN" and states["starting"][1].startswith("L7"), states
+        assert states["dead"] == ("DOWN", "L4CON"), states
+    finally:
+        await balancer.stop()
+        for proc in (serving, starting):
+            proc.kill()
+            await proc.wait()
+
+
+async def test_make_fleet_serves_through_nginx_and_leaves_nothing_on_ctrl_c() -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    tool = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotsvc_tools.fleet",
+        "--listen",
+        listen,
+        "--",
+        "--pool-size",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "HOME": os.environ.get("HOME", "/root")},
+    )
+    assert tool.stdout is not None
+    async with asyncio.timeout(DEADLINE):
+        first = (await tool.stdout.readline()).decode()
+    assert first == f"hotsvc fleet listening on {listen}\n", first
+    lines = []
+    async with asyncio.timeout(DEADLINE):
+        while not (line := (await tool.stdout.readline()).decode()).startswith("Ctrl-C"):
+            lines.append(line)
+    (store,) = [line for line in lines if "session store" in line]
+    cluster_dir = Path(store.split("host=", 1)[1].split("&", 1)[0])
+    postmaster = int((cluster_dir / "data" / "postmaster.pid").read_text().split()[0])
+    fleet_dir = Path(next(line for line in lines if "nginx (" in line).split("(")[1].split(")")[0])
+
+    async with HotSessionClient(listen) as client, await client.open_session() as session:
+        assert await session.ask("Remember 42") == "OK"
+        assert await session.ask("What number?") == "42"
+        before = {tool.pid, postmaster}
+        before |= {p.pid for p in psutil.Process(tool.pid).children(recursive=True)}
+        before |= {p.pid for p in psutil.Process(postmaster).children(recursive=True)}
+        assert len(before) > 6  # the tool, 3 replicas, nginx's two, a CLI, PostgreSQL's
+
+    tool.send_signal(signal.SIGINT)  # Ctrl-C
+    async with asyncio.timeout(DEADLINE):
+        rest, _ = await tool.communicate()
+    assert tool.returncode == 0, rest.decode()
+    assert rest.decode().endswith("fleet stopped\n")
+    assert [pid for pid in before if pid_alive(pid)] == []
+    assert not await asyncio.to_thread(cluster_dir.exists)
+    assert not await asyncio.to_thread(fleet_dir.parent.exists)
