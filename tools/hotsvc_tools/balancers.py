@@ -346,3 +346,37 @@ class HAProxy(Balancer):
 
 
 BALANCERS: dict[str, type[Balancer]] = {"nginx": Nginx, "haproxy": HAProxy}
+
+
+# The balancer of deploy/kubernetes/balancer.yaml: the shipped HAProxy config with its
+# replicas found in the DNS records of the headless Service (one server slot per pod).
+KUBERNETES_HEADER = """\
+# deploy/haproxy/hotsvc.cfg for Kubernetes, made by hotsvc_tools.balancers.
+# haproxy_for_kubernetes (tests/test_deploy.py checks that this is what it makes): the
+# replicas are the pods behind the headless Service hotsvc-replicas, found in its DNS
+# records (one server slot per pod, up to 10); logs go to stdout.
+
+"""
+KUBERNETES_RESOLVERS = """resolvers kube
+    parse-resolv-conf
+    hold valid 5s
+
+"""
+
+
+def haproxy_for_kubernetes(text: str, service: str, slots: int) -> str:
+    """deploy/haproxy/hotsvc.cfg with `server` lines replaced by a server-template over
+    `service` (HOST:PORT of a headless Service), listening on all addresses."""
+    server = r"^(?P<indent>[ \t]*)server[ \t]+\S+[ \t]+\S+[^\n]*$"
+    template = f"server-template replica- {slots} {service} resolvers kube init-addr none"
+    text = _replace_servers(server, [template], text, "backend server")
+    text = _replace_one(r"^([ \t]*bind[ \t]+)\S+([ \t]+proto h2)", r"\g<1>:50051\2", text, "bind")
+    text = _replace_one(r"^(defaults)$", KUBERNETES_RESOLVERS + r"\1", text, "defaults")
+    text = _replace_one(
+        r"^([ \t]*)log[ \t]+/dev/log([ \t]+local0)[ \t]*$",
+        r"\1log stdout format raw\2",
+        text,
+        "log",
+    )
+    # Its own header instead of the host install's.
+    return KUBERNETES_HEADER + text[text.index("\nglobal\n") + 1 :]
