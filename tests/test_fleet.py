@@ -21,10 +21,19 @@ import pytest
 from google.rpc import status_pb2  # type: ignore[import-untyped]  # no py.typed
 from hotsession.client import HotSessionClient, HotSessionError, Session
 from hotsession.v1 import hotsession_pb2 as pb
+from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc_tools.balancers import HAProxy, free_port
 from hotsvc_tools.fleet import Fleet
-from tests.conftest import DEADLINE, REAL_CLAUDE, Refusal, eventually, pid_alive, refusal
+from tests.conftest import (
+    DEADLINE,
+    REAL_CLAUDE,
+    Conversation,
+    Refusal,
+    eventually,
+    pid_alive,
+    refusal,
+)
 
 LEASE_SECONDS = 3.0
 # Sessions start cold (no warm pool: two cores), the real CLI on the local model.
@@ -41,12 +50,31 @@ SERVE_ARGS = (
 BALANCERS = ["nginx", "haproxy"]
 
 
-async def start_fleet(postgres_url: str, tmp_path: Path, balancer: str, replicas: int) -> Fleet:
+async def start_fleet(
+    postgres_url: str,
+    tmp_path: Path,
+    balancer: str,
+    replicas: int,
+    *serve_args: str,
+    silence: int | None = None,
+) -> Fleet:
     home = tmp_path / "home"  # not the user's: the CLI's own files go here
     home.mkdir(exist_ok=True)
-    fleet = Fleet(postgres_url, balancer=balancer, serve_args=SERVE_ARGS, env={"HOME": str(home)})
+    fleet = Fleet(
+        postgres_url,
+        balancer=balancer,
+        serve_args=(*SERVE_ARGS, *serve_args),
+        env={"HOME": str(home)},
+        balancer_silence=silence,
+    )
     await fleet.start(replicas)
     return fleet
+
+
+async def close_leaving_nothing(fleet: Fleet) -> None:
+    pids = fleet.pids()
+    await fleet.close()
+    assert not [pid for pid in pids if pid_alive(pid)], "the fleet left processes behind"
 
 
 @pytest.fixture(params=BALANCERS)
@@ -58,9 +86,7 @@ async def fleet(
     try:
         yield started
     finally:
-        pids = started.pids()
-        await started.close()
-        assert not [pid for pid in pids if pid_alive(pid)], "the fleet left processes behind"
+        await close_leaving_nothing(started)
 
 
 async def holder(client: HotSessionClient, session_id: str) -> str:
@@ -253,7 +279,53 @@ async def test_two_replicas_racing_for_a_session_exactly_one_runs_it(
         for client in clients:
             await client.close()
     finally:
-        await fleet.close()
+        await close_leaving_nothing(fleet)
+
+
+async def test_a_replica_stopped_on_purpose_hands_its_sessions_over_at_once(
+    fleet: Fleet,
+) -> None:
+    async with HotSessionClient(fleet.address) as client:
+        first = await client.open_session()
+        assert await first.ask("Remember 42") == "OK"
+        stopped = await holder(client, first.session_id)
+        await fleet.replica(stopped).stop()  # SIGTERM: drain, end children, release leases
+        with pytest.raises(HotSessionError):
+            await first.ask("What number?")
+
+        # The balancer passes the stopped replica over; the next one takes the session at
+        # once (its lease was released, not left to expire): no refusal on the way.
+        refused_by: list[str] = []
+        again = await open_when_free(fleet, client, first.session_id, refused_by)
+        assert refused_by == []
+        assert again.start == pb.SESSION_START_RESUMED
+        assert await again.ask("What number?") == "42"
+        assert await holder(client, first.session_id) != stopped
+        await again.close()
+
+
+@pytest.mark.parametrize("balancer", BALANCERS)
+async def test_heartbeats_keep_a_quiet_stream_through_the_balancer(
+    balancer: str, postgres_url: str, tmp_path: Path
+) -> None:
+    # The shipped silence timeouts are 300 s over a 30 s heartbeat; here 2 s over 0.5 s.
+    fleet = await start_fleet(
+        postgres_url, tmp_path, balancer, 1, "--heartbeat-interval", "0.5", silence=2
+    )
+    try:
+        async with grpc.aio.insecure_channel(fleet.address) as channel:
+            talk = Conversation(pb_grpc.HotSessionStub(channel))
+            await talk.open()
+            assert (await talk.ask("Remember 42")).text == "OK"
+            # The caller thinks for six heartbeats (3 s): silent towards the balancer
+            # longer than any of its timeouts allow, while the replica's heartbeats flow.
+            for _ in range(6):
+                event = await talk.read()
+                assert event.WhichOneof("event") == "heartbeat", event
+            assert (await talk.ask("What number?")).text == "42"
+            assert await talk.finish() == grpc.StatusCode.OK
+    finally:
+        await close_leaving_nothing(fleet)
 
 
 async def test_haproxy_checks_replicas_with_grpc_health(tmp_path: Path) -> None:

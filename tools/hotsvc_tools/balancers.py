@@ -90,6 +90,26 @@ def render_haproxy(text: str, listen: str, upstreams: Upstreams, stats_socket: P
     )
 
 
+# The timeouts that bound a stream's silence in each shipped config.
+SILENCE = {
+    "nginx": (
+        r"^([ \t]*(?:grpc_read_timeout|grpc_send_timeout|client_body_timeout)[ \t]+)\S+;",
+        ";",
+        3,
+    ),
+    "haproxy": (r"^([ \t]*timeout[ \t]+(?:client|server)[ \t]+)\S+$", "", 2),
+}
+
+
+def with_silence(text: str, balancer: str, seconds: int) -> str:
+    """The config with every silence timeout set to `seconds` (tests shorten them)."""
+    pattern, end, expected = SILENCE[balancer]
+    result, count = re.subn(pattern, rf"\g<1>{seconds}s{end}", text, flags=re.MULTILINE)
+    if count != expected:
+        raise RenderError(f"expected {expected} silence timeouts in the {balancer} config")
+    return result
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on now (for programs that cannot be given port 0)."""
     with socket.socket() as probe:
@@ -122,9 +142,10 @@ class Balancer(abc.ABC):
     name: str
     program: str
 
-    def __init__(self, workdir: Path, listen: str) -> None:
+    def __init__(self, workdir: Path, listen: str, silence: int | None = None) -> None:
         self.workdir = workdir
         self.listen = listen
+        self.silence = silence  # seconds, instead of the shipped silence timeouts
         self.proc: asyncio.subprocess.Process | None = None
         self.upstreams: list[tuple[str, str]] = []
         workdir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +157,10 @@ class Balancer(abc.ABC):
 
     @abc.abstractmethod
     def _write_config(self, upstreams: Upstreams) -> None: ...
+
+    def _shipped(self, path: Path) -> str:
+        text = path.read_text()
+        return text if self.silence is None else with_silence(text, self.name, self.silence)
 
     @property
     @abc.abstractmethod
@@ -258,7 +283,7 @@ class Nginx(Balancer):
         return self.workdir / "access.log"
 
     def _write_config(self, upstreams: Upstreams) -> None:
-        site = render_nginx(NGINX_CONF.read_text(), self.listen, upstreams, self.access_log)
+        site = render_nginx(self._shipped(NGINX_CONF), self.listen, upstreams, self.access_log)
         (self.workdir / "hotsvc.conf").write_text(site)
         temp = "\n".join(
             f"    {kind}_temp_path {self.workdir / kind};"
@@ -312,7 +337,7 @@ class HAProxy(Balancer):
         return self.workdir / "stats.sock"
 
     def _write_config(self, upstreams: Upstreams) -> None:
-        text = render_haproxy(HAPROXY_CFG.read_text(), self.listen, upstreams, self.stats_socket)
+        text = render_haproxy(self._shipped(HAPROXY_CFG), self.listen, upstreams, self.stats_socket)
         self.config.write_text(text)
 
     async def servers(self) -> dict[str, tuple[str, str]]:

@@ -129,6 +129,7 @@ class Fleet:
         serve_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         root: Path | None = None,
+        balancer_silence: int | None = None,
     ) -> None:
         self.store_url = store_url
         self.serve_args = list(serve_args)
@@ -140,7 +141,9 @@ class Fleet:
         self.sessions.mkdir(parents=True, exist_ok=True)
         host, port = listen.rsplit(":", 1)
         self.address = f"{host}:{port if port != '0' else free_port(host)}"
-        self.balancer: Balancer = BALANCERS[balancer](self.root / balancer, self.address)
+        self.balancer: Balancer = BALANCERS[balancer](
+            self.root / balancer, self.address, balancer_silence
+        )
         self.replicas: list[Replica] = []
 
     def upstreams(self) -> list[tuple[str, str]]:
