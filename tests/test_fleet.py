@@ -7,7 +7,6 @@ run one session."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import uuid
@@ -406,34 +405,38 @@ async def test_make_fleet_serves_through_nginx_and_leaves_nothing_on_ctrl_c() ->
         "--pool-size",
         "0",
         stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "HOME": os.environ.get("HOME", "/root")},
     )
-    assert tool.stdout is not None
-    async with asyncio.timeout(DEADLINE):
-        first = (await tool.stdout.readline()).decode()
-    assert first == f"hotsvc fleet listening on {listen}\n", first
-    lines = []
-    async with asyncio.timeout(DEADLINE):
-        while not (line := (await tool.stdout.readline()).decode()).startswith("Ctrl-C"):
-            lines.append(line)
-    (store,) = [line for line in lines if "session store" in line]
-    cluster_dir = Path(store.split("host=", 1)[1].split("&", 1)[0])
-    postmaster = int((cluster_dir / "data" / "postmaster.pid").read_text().split()[0])
-    fleet_dir = Path(next(line for line in lines if "nginx (" in line).split("(")[1].split(")")[0])
+    try:
+        assert tool.stdout is not None
+        async with asyncio.timeout(DEADLINE):
+            first = (await tool.stdout.readline()).decode()
+            assert first == f"hotsvc fleet listening on {listen}\n", first
+            lines = []
+            while not (line := (await tool.stdout.readline()).decode()).startswith("Ctrl-C"):
+                lines.append(line)
+        (store,) = [line for line in lines if "session store" in line]
+        cluster_dir = Path(store.split("host=", 1)[1].split("&", 1)[0])
+        postmaster = int((cluster_dir / "data" / "postmaster.pid").read_text().split()[0])
+        (nginx,) = [line for line in lines if "nginx (" in line]
+        fleet_dir = Path(nginx.split("(")[1].split(")")[0]).parent
 
-    async with HotSessionClient(listen) as client, await client.open_session() as session:
-        assert await session.ask("Remember 42") == "OK"
-        assert await session.ask("What number?") == "42"
-        before = {tool.pid, postmaster}
-        before |= {p.pid for p in psutil.Process(tool.pid).children(recursive=True)}
-        before |= {p.pid for p in psutil.Process(postmaster).children(recursive=True)}
-        assert len(before) > 6  # the tool, 3 replicas, nginx's two, a CLI, PostgreSQL's
+        async with HotSessionClient(listen) as client, await client.open_session() as session:
+            assert await session.ask("Remember 42") == "OK"
+            assert await session.ask("What number?") == "42"
+            before = {tool.pid, postmaster}
+            before |= {p.pid for p in psutil.Process(tool.pid).children(recursive=True)}
+            before |= {p.pid for p in psutil.Process(postmaster).children(recursive=True)}
+            assert len(before) > 6  # the tool, 3 replicas, nginx's two, a CLI, PostgreSQL's
 
-    tool.send_signal(signal.SIGINT)  # Ctrl-C
-    async with asyncio.timeout(DEADLINE):
-        rest, _ = await tool.communicate()
-    assert tool.returncode == 0, rest.decode()
-    assert rest.decode().endswith("fleet stopped\n")
-    assert [pid for pid in before if pid_alive(pid)] == []
-    assert not await asyncio.to_thread(cluster_dir.exists)
-    assert not await asyncio.to_thread(fleet_dir.parent.exists)
+        tool.send_signal(signal.SIGINT)  # Ctrl-C
+        async with asyncio.timeout(DEADLINE):
+            rest, _ = await tool.communicate()
+        assert tool.returncode == 0, rest.decode()
+        assert rest.decode().endswith("fleet stopped\n")
+        assert [pid for pid in before if pid_alive(pid)] == []
+        assert not await asyncio.to_thread(cluster_dir.exists)
+        assert not await asyncio.to_thread(fleet_dir.exists)
+    finally:
+        if tool.returncode is None:  # the test failed first: stop the fleet all the same
+            tool.send_signal(signal.SIGINT)
+            await tool.wait()
