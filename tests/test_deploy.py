@@ -1,11 +1,13 @@
 """The shipped fleet deployment files: the Kubernetes manifests use flags and variables
 hotsvc has, with values it accepts; the Kubernetes balancer is the shipped HAProxy config;
-HAProxy's hand-written HTTP/2 health check is a well-formed gRPC Health/Check. (The nginx
-and HAProxy configs run for real in tests/test_fleet.py.)"""
+HAProxy's hand-written HTTP/2 health check is a well-formed gRPC Health/Check and tells a
+serving replica from one that only listens. (The nginx and HAProxy configs serve a fleet
+in tests/test_fleet.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ from grpc_health.v1 import health_pb2
 
 from hotsvc import settings
 from hotsvc.cli import build_parser
-from hotsvc_tools.balancers import (
+from hotsvc_tools.balancers import HAProxy, free_port
+from hotsvc_tools.paths import REPO
+from hotsvc_tools.rendering import (
     HAPROXY_CFG,
     NGINX_CONF,
     RenderError,
@@ -24,7 +28,7 @@ from hotsvc_tools.balancers import (
     render_haproxy,
     render_nginx,
 )
-from hotsvc_tools.paths import REPO
+from tests.conftest import DEADLINE, eventually
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
 REPLICAS_HOST = "hotsvc-replicas.default.svc.cluster.local:50051"
@@ -100,6 +104,72 @@ async def test_the_kubernetes_balancer_is_the_shipped_haproxy_config(tmp_path: P
     )
     out, _ = await check.communicate()
     assert check.returncode == 0, out.decode()
+
+
+async def test_haproxy_checks_replicas_with_grpc_health(tmp_path: Path) -> None:
+    """The shipped check reads the gRPC answer: a replica that listens but is not
+    SERVING (its warm pool never fills) is down, not just one that refuses connections."""
+    serving = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotsvc.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool-size",
+        "0",
+        "--claude-cmd",
+        "sleep 600",
+        "--data-dir",
+        str(tmp_path / "serving"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    # A warm process that never answers `initialize`: health stays NOT_SERVING.
+    starting = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotsvc.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--pool-size",
+        "1",
+        "--claude-cmd",
+        "sleep 600",
+        "--data-dir",
+        str(tmp_path / "starting"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    balancer = HAProxy(tmp_path / "haproxy", f"127.0.0.1:{free_port()}")
+    try:
+        addresses = []
+        for proc in (serving, starting):
+            assert proc.stdout is not None
+            async with asyncio.timeout(DEADLINE):
+                line = (await proc.stdout.readline()).decode()
+            addresses.append(line.rsplit(" ", 1)[1].strip())
+        dead = f"127.0.0.1:{free_port()}"
+        await balancer.start(
+            [("serving", addresses[0]), ("starting", addresses[1]), ("dead", dead)]
+        )
+
+        async def settled() -> bool:  # every replica decided: no "UP 1/2", no check under way
+            states = await balancer.servers()
+            return all(s in ("UP", "DOWN") and "INI" not in c for s, c in states.values())
+
+        await eventually(settled, "HAProxy has checked every replica to a verdict")
+        states = await balancer.servers()
+        assert states["serving"] == ("UP", "L7OK"), states
+        # Connected, asked, and no SERVING came back: a layer 7 failure, not layer 4.
+        assert states["starting"][0] == "DOWN" and states["starting"][1].startswith("L7"), states
+        assert states["dead"] == ("DOWN", "L4CON"), states
+    finally:
+        await balancer.stop()
+        for proc in (serving, starting):
+            proc.kill()
+            await proc.wait()
 
 
 def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:

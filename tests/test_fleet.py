@@ -22,7 +22,7 @@ from hotsession.client import HotSessionClient, HotSessionError, Session
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc_tools.balancers import HAProxy, free_port
+from hotsvc_tools.balancers import free_port
 from hotsvc_tools.fleet import Fleet
 from tests.conftest import (
     DEADLINE,
@@ -332,72 +332,6 @@ async def test_heartbeats_keep_a_quiet_stream_through_the_balancer(
             assert await talk.finish() == grpc.StatusCode.OK
     finally:
         await close_leaving_nothing(fleet)
-
-
-async def test_haproxy_checks_replicas_with_grpc_health(tmp_path: Path) -> None:
-    """The shipped check reads the gRPC answer: a replica that listens but is not
-    SERVING (its warm pool never fills) is down, not just one that refuses connections."""
-    serving = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotsvc.cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--pool-size",
-        "0",
-        "--claude-cmd",
-        "sleep 600",
-        "--data-dir",
-        str(tmp_path / "serving"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    # A warm process that never answers `initialize`: health stays NOT_SERVING.
-    starting = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotsvc.cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--pool-size",
-        "1",
-        "--claude-cmd",
-        "sleep 600",
-        "--data-dir",
-        str(tmp_path / "starting"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    balancer = HAProxy(tmp_path / "haproxy", f"127.0.0.1:{free_port()}")
-    try:
-        addresses = []
-        for proc in (serving, starting):
-            assert proc.stdout is not None
-            async with asyncio.timeout(DEADLINE):
-                line = (await proc.stdout.readline()).decode()
-            addresses.append(line.rsplit(" ", 1)[1].strip())
-        dead = f"127.0.0.1:{free_port()}"
-        await balancer.start(
-            [("serving", addresses[0]), ("starting", addresses[1]), ("dead", dead)]
-        )
-
-        async def settled() -> bool:  # every replica decided: no "UP 1/2", no check under way
-            states = await balancer.servers()
-            return all(s in ("UP", "DOWN") and "INI" not in c for s, c in states.values())
-
-        await eventually(settled, "HAProxy has checked every replica to a verdict")
-        states = await balancer.servers()
-        assert states["serving"] == ("UP", "L7OK"), states
-        # Connected, asked, and no SERVING came back: a layer 7 failure, not layer 4.
-        assert states["starting"][0] == "DOWN" and states["starting"][1].startswith("L7"), states
-        assert states["dead"] == ("DOWN", "L4CON"), states
-    finally:
-        await balancer.stop()
-        for proc in (serving, starting):
-            proc.kill()
-            await proc.wait()
 
 
 async def test_make_fleet_serves_through_nginx_and_leaves_nothing_on_ctrl_c() -> None:
