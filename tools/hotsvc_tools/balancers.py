@@ -41,23 +41,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def _listens(pid: int, host: str, port: int) -> bool:
+    """Whether `pid` or a descendant has a TCP socket listening on host:port."""
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr[:2] == (host, port):
+                    return True
+    except psutil.NoSuchProcess:
+        pass
+    return False
+
+
 async def wait_listening(address: str, proc: asyncio.subprocess.Process, what: str) -> None:
-    """Until `address` accepts connections; fails at once if `proc` exits first."""
+    """Until `proc` itself listens on `address` (not somebody else on that port); fails at
+    once if it exits first (nginx gives up on a port in use after a few tries)."""
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + STARTUP_DEADLINE
-    while True:
+    while not _listens(proc.pid, host, int(port)):
         if proc.returncode is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
-        try:
-            _, writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} is not listening on {address}") from None
-            await asyncio.sleep(0.02)  # the bind is in another process: nothing to wait on
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} is not listening on {address}")
+        await asyncio.sleep(0.02)  # the bind is in another process: nothing to wait on
 
 
 class Balancer(abc.ABC):
@@ -127,6 +134,10 @@ class Balancer(abc.ABC):
             )
         try:
             await wait_listening(self.listen, self.proc, self.name)
+        except (RuntimeError, TimeoutError) as exc:
+            await self.stop()
+            tail = self.log_file.read_text().strip().splitlines()[-3:]
+            raise RuntimeError("\n".join([str(exc), *tail])) from None
         except BaseException:
             await self.stop()
             raise
