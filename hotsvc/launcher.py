@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotsvc import logs, metrics
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
@@ -82,6 +83,10 @@ class Launcher:
     def stop(self) -> None:
         self._stopped.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
     def processes(self) -> list[ClaudeProcess]:
         return list(self._processes)
 
@@ -113,11 +118,15 @@ class Launcher:
                     await self._prime(process)
         except BaseException:
             self.stats.failed += 1
+            if not self.stopping:  # a spawn cut short by shutdown is no failure to alert on
+                metrics.spawn_failed(profile.name)
             raise
         finally:
             self.stats.in_flight -= 1
+        ready = time.monotonic() - started
         self.stats.spawned += 1
-        self.stats.total_ready_seconds += time.monotonic() - started
+        self.stats.total_ready_seconds += ready
+        metrics.spawned(profile.name, ready)
         return process
 
     async def _start(
@@ -147,6 +156,8 @@ class Launcher:
         self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
     ) -> ClaudeProcess:
         assert self._tasks is not None
+        # The process's reader and owner tasks, started below, log with its ids.
+        logs.bind(session_id=session_id, profile=profile.name)
         cage = self._containment.cage()
         argv = cage.wrap(launch.argv(self._config, profile, session_id, resume, fork_of))
         tmpdir = self._tmpdirs.make(session_id)

@@ -71,7 +71,11 @@ def test_the_deployment_runs_hotsvc_with_settings_it_has() -> None:
 
     # Probes: the standard gRPC health service on the port hotsvc listens on.
     port = int(config.listen.rsplit(":", 1)[1])
-    assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+    metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
+    assert container["ports"] == [
+        {"name": "grpc", "containerPort": port},
+        {"name": "metrics", "containerPort": metrics_port},
+    ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": port}, probe
     # Drain: the preStop pause, then SIGTERM's grace, all within the pod's grace period.

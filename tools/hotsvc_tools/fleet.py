@@ -56,6 +56,7 @@ class Replica:
         self.log_file = log_file
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
+        self.metrics = ""  # HOST:PORT of /metrics, with --metrics-listen
 
     async def start(self) -> None:
         with self.log_file.open("ab") as log:
@@ -75,6 +76,14 @@ class Replica:
             await self.kill()
             raise RuntimeError(f"{self.name} did not start (see {self.log_file}): {line!r}")
         self.address = line.rsplit(" ", 1)[1].strip()
+        if "--metrics-listen" in self.argv:  # its line follows (after an http one, if any)
+            async with asyncio.timeout(STARTUP_DEADLINE):
+                while not (line := (await self.proc.stdout.readline()).decode()).startswith(
+                    "hotsvc metrics listening on "
+                ):
+                    if not line:
+                        raise RuntimeError(f"{self.name} printed no metrics address")
+            self.metrics = line.rsplit(" ", 1)[1].strip()
         async with grpc.aio.insecure_channel(self.address) as channel:
             await wait_serving(channel)
 
@@ -225,7 +234,8 @@ async def run(args: argparse.Namespace) -> None:
         # As `make run`: the local scripted model unless there are credentials or a
         # --claude-cmd; the pinned CLI after any `claude` on PATH.
         path = f"{os.environ.get('PATH', '')}{os.pathsep}{REPO / 'node_modules' / '.bin'}"
-        serve_args = ["--local-model", "auto", *args.serve_args]
+        serve_args = ["--local-model", "auto", "--metrics-listen", "127.0.0.1:0"]
+        serve_args += args.serve_args
         fleet = Fleet(
             store,
             balancer=args.balancer,
@@ -238,7 +248,10 @@ async def run(args: argparse.Namespace) -> None:
             print(f"hotsvc fleet listening on {fleet.address}", flush=True)
             print(f"  {args.balancer} ({fleet.balancer.workdir}) in front of:", flush=True)
             for replica in fleet.replicas:
-                print(f"  {replica.name} on {replica.address} (log {replica.log_file})")
+                print(
+                    f"  {replica.name} on {replica.address}, metrics "
+                    f"http://{replica.metrics}/metrics, log {replica.log_file}"
+                )
             print(f"  session store: --store '{store}'")
             print("Ctrl-C stops the fleet.", flush=True)
             await stop.wait()
