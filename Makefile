@@ -13,16 +13,17 @@ ARGS   ?=
 # one place to add one). The Go client's generators (its toolchain and grpc-go sources are
 # newer than Debian 12's: build/go-debian, below). systemd: `systemd-analyze verify` of
 # deploy/systemd/hotsvc.service. postgresql: a throwaway cluster per test run
-# (tests/postgres.py) for the session store's tests. curl: the HTTP face's tests and README
-# recipes. prometheus: its promtool checks and unit-tests deploy/prometheus's alert rules
-# (the package's daemon is not started).
+# (hotsvc_tools/postgres.py) for the session store's tests and `make fleet`. curl: the HTTP
+# face's tests and README recipes. prometheus: its promtool checks and unit-tests
+# deploy/prometheus's alert rules (the package's daemon is not started). nginx, haproxy:
+# the balancers of deploy/ in front of a fleet (tests/test_fleet.py, `make fleet`).
 DEV_APT_PKGS := protoc-gen-go protoc-gen-go-grpc \
-                systemd postgresql bubblewrap socat curl prometheus
+                systemd postgresql bubblewrap socat curl prometheus nginx haproxy
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 
-.PHONY: setup setup-dev dev-apt run test proto docs lint bench soak pressure clean
+.PHONY: setup setup-dev dev-apt run fleet test proto docs lint bench soak pressure clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
@@ -85,6 +86,11 @@ build/go-debian/fetched: tools/hotsvc_tools/godeps.py | $(VENV)/.dev
 run: setup
 	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto \
 	  --metrics-listen 127.0.0.1:9464 $(ARGS)
+
+# A fleet on this machine: a throwaway PostgreSQL, three replicas, nginx on 127.0.0.1:50051
+# (deploy/nginx/hotsvc.conf); Ctrl-C stops it all. make fleet ARGS='-- --pool-size 1'
+fleet: setup-dev
+	$(PY) -m hotsvc_tools.fleet $(ARGS)
 
 test: setup-dev
 	$(BIN)/pytest -q
