@@ -377,6 +377,9 @@ class SessionManager:
             metadata={"sessionId": session_id},
         )
         with self._ownership.ending(session_id):
+            # Its process may run on another replica (a balancer routed this call here):
+            # UNAVAILABLE naming the holder, never an OK that ended nothing.
+            await self.leases.acquire(session_id)
             exit_code = await self._end(session, principal, "session.closed", ended)
             base = self.config.profile(session.profile.name)
             if exit_code is not None and base is not None:
@@ -397,6 +400,7 @@ class SessionManager:
             metadata={"sessionId": session_id},
         )
         with self._ownership.ending(session_id):
+            await self.leases.acquire(session_id)  # as for close: not while another runs it
             await self._store.forget(session_id)  # first: if the store fails, nothing changed
             self._totals.forget(session_id)
             self._tenancy.forget(session_id)

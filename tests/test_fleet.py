@@ -288,6 +288,40 @@ async def test_two_replicas_racing_for_a_session_exactly_one_runs_it(
         await close_leaving_nothing(fleet)
 
 
+async def test_closing_a_session_another_replica_runs_names_that_replica(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # A CloseSession routed to the wrong replica must not answer OK having ended nothing.
+    fleet = await start_fleet(postgres_url, tmp_path, "nginx", 2)
+    try:
+        running_on, other = fleet.replicas
+        async with HotSessionClient(running_on.address) as client:
+            session = await client.open_session()
+            assert await session.ask("Remember 8") == "OK"
+            (pid,) = running(fleet, session.session_id)
+            async with grpc.aio.insecure_channel(other.address) as channel:
+                wrong = pb_grpc.HotSessionStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await wrong.CloseSession(
+                        pb.CloseSessionRequest(session_id=session.session_id), timeout=DEADLINE
+                    )
+            refused = refusal(failed.value)
+            assert (refused.code, refused.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "SESSION_HELD_ELSEWHERE",
+            )
+            assert refused.metadata["replicaId"] == running_on.name
+            assert pid_alive(pid)
+            await client.close_session(session.session_id)  # where it runs: it ends
+
+            async def ended() -> bool:
+                return not pid_alive(pid)
+
+            await eventually(ended, "the session's process ends")
+    finally:
+        await close_leaving_nothing(fleet)
+
+
 async def test_a_replica_stopped_on_purpose_hands_its_sessions_over_at_once(
     fleet: Fleet,
 ) -> None:
