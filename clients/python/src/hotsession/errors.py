@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import grpc
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no py.typed
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no py.typed
 from grpc_status import rpc_status
 
 from hotsession.v1 import hotsession_pb2 as pb
@@ -106,7 +106,12 @@ class ServiceError(HotSessionError):
         try:
             status = rpc_status.from_call(call)
         except ValueError:  # a trailer that disagrees with the call's own status
-            status = None
+            status = _trailer_status(call)
+            if status is not None and code is grpc.StatusCode.CANCELLED:
+                # A proxy reset the stream after hotsvc's answer (HAProxy < 3.2 does, with
+                # RST_STREAM(CANCEL), haproxy#1219): the trailer holds the real status.
+                code = next((c for c in grpc.StatusCode if c.value[0] == status.code), code)
+                message = status.message
         violations: list[FieldViolation] = []
         subjects: list[str] = []
         for packed in status.details if status is not None else ():
@@ -180,3 +185,11 @@ async def retrying(
         wait = failure.retry_delay if failure.retry_delay else backoff * 2 ** (attempt - 1)
         await asyncio.sleep(min(wait, max_delay))
     raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _trailer_status(call: grpc.Call) -> status_pb2.Status | None:
+    """The google.rpc.Status in a call's `grpc-status-details-bin` trailer, if any."""
+    for key, value in call.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return None
