@@ -232,7 +232,8 @@ async def test_status_watch_redraws_until_interrupted(start_service: StartServic
             seen += (await proc.stdout.read(4096)).decode()
         proc.send_signal(signal.SIGINT)
         assert await proc.wait() == 0
-    assert opened.session_id in seen.split("\x1b[2J")[-1]
+    # A read may end right after a clear: the frame before the last clear is whole.
+    assert opened.session_id in seen.split("\x1b[2J")[-2]
 
 
 # -- traces ---------------------------------------------------------------------------------
