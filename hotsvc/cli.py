@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hotsvc import console, logs, settings
+from hotsvc import console, flags, logs, settings
 from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.profiles import ConfigError
@@ -28,7 +28,7 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(prog="hotsvc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC service")
-    settings.add_arguments(serve, environ)
+    flags.add_arguments(serve, environ)
     token = commands.add_parser(
         "token",
         help="make a bearer token: append its digest line to FILE, print the token once",
@@ -60,7 +60,7 @@ def make_token(args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """The validated configuration; the Claude Code command must exist."""
-    config = settings.from_args(args)
+    config = flags.from_args(args)
     command = config.claude_cmd[0]
     if not shutil.which(command):
         raise ConfigError(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2
 
-from hotsvc import settings
+from hotsvc import flags, settings
 from hotsvc.cli import build_parser
 from hotsvc_tools.balancers import HAProxy, free_port
 from hotsvc_tools.paths import REPO
@@ -56,12 +56,12 @@ def test_the_deployment_runs_hotsvc_with_settings_it_has() -> None:
     for variable in container["env"]:
         name = variable["name"]
         environ[name] = stand_ins.get(name, variable.get("value", "secret"))
-    known = {settings.env_of(f, spec) for f, spec, _ in settings._all_specs()}
+    known = {flags.env_of(f, spec) for f, spec, _ in flags.all_specs()}
     unknown = {n for n in environ if n.startswith(settings.ENV_PREFIX)} - known
     assert not unknown, f"variables hotsvc does not read: {unknown}"
     # As `hotsvc serve` would parse them (argparse exits on an unknown flag).
     args = build_parser(environ).parse_args(["serve", *container["args"]])
-    config = settings.from_args(args)
+    config = flags.from_args(args)
     assert config.store.startswith("postgresql://")
     assert config.replica_id == "hotsvc-7d9f8-abcde"
     assert str(config.auth_tokens) == "/etc/hotsvc/tokens"

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from hotsvc import settings
+from hotsvc import flags
 from hotsvc.cli import build_parser
+from hotsvc.flags import from_args
 from hotsvc.profiles import ConfigError
-from hotsvc.settings import from_args
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_table_is_the_generated_one() -> None:
-    assert settings.markdown_table() in README.read_text(), (
+    assert flags.markdown_table() in README.read_text(), (
         "README's configuration table is stale: run `make docs`"
     )
 
@@ -25,7 +25,7 @@ def test_help_names_every_flag_and_its_variable(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for row in settings.markdown_table().splitlines()[2:]:
+    for row in flags.markdown_table().splitlines()[2:]:
         flag, env = (cell.strip(" `") for cell in row.split("|")[1:3])
         assert flag in help_text and env in help_text, row
 

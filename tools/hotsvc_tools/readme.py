@@ -1,8 +1,8 @@
-"""`make docs`: paste the configuration table generated from hotsvc.settings into README.md."""
+"""`make docs`: paste the configuration table generated from hotsvc.flags into README.md."""
 
 from __future__ import annotations
 
-from hotsvc import settings
+from hotsvc import flags
 from hotsvc_tools.paths import REPO
 
 HEADER = "| flag | env | default | meaning |"
@@ -13,7 +13,7 @@ def main() -> None:
     text = readme.read_text()
     start = text.index(HEADER)
     end = text.index("\n\n", start)
-    readme.write_text(text[:start] + settings.markdown_table() + text[end:])
+    readme.write_text(text[:start] + flags.markdown_table() + text[end:])
 
 
 if __name__ == "__main__":
