@@ -49,7 +49,7 @@ class ChildTmpDirs:
         self._root = self._given
         leftovers = list(self._given.iterdir())
         for path in leftovers:
-            _remove(path)
+            remove_tree(path)
         return len(leftovers)
 
     def make(self, session_id: str) -> Path:
@@ -58,15 +58,17 @@ class ChildTmpDirs:
 
     async def remove(self, path: Path) -> None:
         """Delete a child's directory, off the event loop (a tool may have filled it)."""
-        await asyncio.to_thread(_remove, path)
+        await asyncio.to_thread(remove_tree, path)
 
     def close(self) -> None:
         """Remove the root if it is this service's private one (a data dir's stays)."""
         if self._root is not None and self._given is None:
-            _remove(self._root)
+            remove_tree(self._root)
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Remove a file or a directory tree that may hold read-only directories; one
+    already gone is fine."""
     if not path.is_dir() or path.is_symlink():
         path.unlink(missing_ok=True)
         return
