@@ -23,11 +23,13 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from hotsvc.audit import AuditLog
+from hotsvc.auth.admission import admit
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
 from hotsvc.grpc.status import grpc_status
 from hotsvc.principal import Principal
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +77,19 @@ class AuthInterceptor(Interceptor):
 
     async def _admit(self, method: str, context: Context) -> None:
         """Authenticate the call, or end it with UNAUTHENTICATED."""
-        peer = context.peer()
         try:
-            principal, via = self.authenticator.authenticate(
-                context.invocation_metadata() or (), context.auth_context()
+            principal = admit(
+                self.authenticator,
+                self._audit,
+                context.invocation_metadata() or (),
+                context.auth_context(),
+                context.peer(),
+                method,
             )
         except Unauthenticated as refused:
-            log.info("refused %s from %s: %s", method, peer, refused.message)
-            self._audit.record("auth.denied", peer=peer, method=method, reason=refused.message)
             await context.abort_with_status(grpc_status(refused))
             raise  # abort_with_status raised already; this is for the type checker
         _principal.set(principal)  # the call's own task: no other call sees it
-        self._audit.record(
-            "auth.ok",
-            principal=principal.name,
-            admin=principal.admin,
-            via=via,
-            peer=peer,
-            method=method,
-        )
 
 
 def guarded(handler: Handler, admit: Admit) -> Handler:

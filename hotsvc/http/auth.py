@@ -18,10 +18,12 @@ import logging
 from typing import Any
 
 from hotsvc.audit import AuditLog
+from hotsvc.auth.admission import admit
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
 from hotsvc.principal import Principal
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +82,6 @@ class Authenticating:
         peer = f"http:{client[0]}:{client[1]}" if client else "http:?"
         method = f"{scope.get('method', '')} {scope.get('path', '')}"
         try:
-            principal, via = self._authenticator.authenticate(metadata, {})
+            return admit(self._authenticator, self._audit, metadata, {}, peer, method)
         except Unauthenticated as refused:
-            log.info("refused %s from %s: %s", method, peer, refused.message)
-            self._audit.record("auth.denied", peer=peer, method=method, reason=refused.message)
             return refused
-        self._audit.record(
-            "auth.ok",
-            principal=principal.name,
-            admin=principal.admin,
-            via=via,
-            peer=peer,
-            method=method,
-        )
-        return principal
