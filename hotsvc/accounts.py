@@ -36,7 +36,7 @@ from pathlib import Path
 import psutil
 
 from hotsvc.errors import CapacityExhausted
-from hotsvc.settings import ConfigError
+from hotsvc.profiles import ConfigError
 from hotsvc.workspaces import chown_tree
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,7 @@ class Accounts:
         (0700), and the whole tree owned by the child's uid when it runs under a session
         uid (a resume may run under another uid than the last process)."""
         async with self._owning:
-            if not path.exists():
-                path.mkdir(mode=0o700, parents=True)
-            if identity is not None and os.lstat(path).st_uid != identity.uid:
-                await asyncio.to_thread(chown_tree, path, *identity.owner)
-            elif identity is not None and self.per_session:
-                os.chmod(path, 0o700)
+            await asyncio.to_thread(_hand_over, path, identity)
 
     async def release(self, identity: Identity | None, dirs: Iterable[Path]) -> None:
         """A child that ran as `identity` has exited and its cage was emptied: give `dirs`
@@ -149,7 +144,10 @@ class Accounts:
             return
         async with self._owning:
             for path in dirs:
-                take_back(path, identity.uid)
+                try:
+                    take_back(path, identity.uid)
+                except OSError as exc:  # removed meanwhile (DeleteSession), say
+                    log.info("%s not taken back from uid %d: %s", path, identity.uid, exc)
         self._draining.add(identity.uid)
         for _ in range(int(DRAIN_SECONDS / _DRAIN_STEP)):
             if not kill_all(identity.uid):
@@ -190,6 +188,13 @@ class Accounts:
                     if owner in self.uids:
                         take_back(entry, owner)
         return ended
+
+
+def _hand_over(path: Path, identity: Identity | None) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if identity is not None and os.lstat(path).st_uid != identity.uid:
+        chown_tree(path, *identity.owner)
+        os.chmod(path, 0o700)
 
 
 def take_back(path: Path, uid: int) -> None:

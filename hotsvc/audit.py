@@ -12,7 +12,8 @@ Events (`event` key), each with `time` (UTC, ISO 8601) and the fields listed:
 | `session.denied` | principal, session, action |
 | `quota.refused` | principal, quota (`sessions`, `turns`), limit |
 | `tokens.reloaded` / `tokens.reload_failed` | file, principals / error |
-| `permission.asked` / `.allowed` / `.denied` | principal, session, tool, input_digest; reason (`caller`, `timeout`, `no_stream`, `not_interactive`, `withdrawn`, `profile`) |
+| `permission.asked` / `.allowed` / `.denied` | principal, session, tool, input_digest, |
+| | reason (`caller`, `timeout`, `no_stream`, `not_interactive`, `withdrawn`, `profile`) |
 
 Never a token, a JWT, a prompt's text or a tool's input: callers pass names, ids and
 digests only. Writing never blocks the event loop: lines go through a queue to the

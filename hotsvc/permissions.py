@@ -80,6 +80,7 @@ class _Pending:
     request: ControlRequest
     turn_id: str
     expires_at: float  # monotonic
+    source: object  # the process that asked
     answer: asyncio.Future[Decision | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -99,9 +100,7 @@ def ask_of(request: ControlRequest, time_left: float) -> PermissionAsk:
         dict(tool_input) if isinstance(tool_input, Mapping) else {},
         tool_use_id=str(body.get("tool_use_id") or ""),
         blocked_path=str(body.get("blocked_path") or ""),
-        suggestions=tuple(
-            dict(s) for s in suggestions or () if isinstance(s, Mapping)
-        )
+        suggestions=tuple(dict(s) for s in suggestions or () if isinstance(s, Mapping))
         if isinstance(suggestions, Sequence)
         else (),
         description=str(body.get("description") or ""),
@@ -133,12 +132,29 @@ class Permissions:
         that re-attaches."""
         return [(p.turn_id, p.event()) for p in self._pending.values() if not p.answer.done()]
 
-    async def ask(self, request: ControlRequest, asker: Asker | None, turn_id: str) -> JsonObject | None:
-        """The answer to one `can_use_tool` request: the caller's, or a deny saying why
-        there is none. None when the CLI withdrew the request (send nothing)."""
+    async def ask(
+        self,
+        request: ControlRequest,
+        asker: Asker | None,
+        turn_id: str,
+        source: object = None,
+        relay: bool = True,
+    ) -> JsonObject | None:
+        """The answer to one `can_use_tool` request from process `source`: the caller's,
+        or a deny saying why there is none (`relay` False: the profile relays none). None
+        when the CLI withdrew the request (send nothing)."""
         tool, tool_input = ask_of(request, 0.0).tool_name, request.request.get("input") or {}
         principal = asker.principal.name if asker is not None else self._owner
         self._record("asked", principal, tool, tool_input, "")
+        if not relay:
+            return self._deny(
+                request,
+                principal,
+                "profile",
+                f"hotsvc does not relay permission prompts for this session; allow {tool} "
+                "in the session's profile (allowed_tools or permission_mode), or use a "
+                'profile with permission_prompts = "caller"',
+            )
         if asker is None or not asker.attached:
             return self._deny(
                 request,
@@ -156,7 +172,7 @@ class Permissions:
                 "answer permission requests; use a Prompt stream, or allow the tool in the "
                 "session's profile",
             )
-        pending = _Pending(request, turn_id, time.monotonic() + self._timeout)
+        pending = _Pending(request, turn_id, time.monotonic() + self._timeout, source)
         self._pending[request.request_id] = pending
         try:
             asker.notify(turn_id, pending.event())
@@ -208,10 +224,11 @@ class Permissions:
         if pending is not None and not pending.answer.done():
             pending.answer.set_result(None)
 
-    def cancel_all(self) -> None:
-        """The process is gone: nothing waits on these answers any more."""
-        for request_id in list(self._pending):
-            self.cancel(request_id)
+    def cancel_all(self, source: object) -> None:
+        """Process `source` is gone: nothing waits on its requests' answers any more."""
+        for request_id, pending in list(self._pending.items()):
+            if pending.source is source:
+                self.cancel(request_id)
 
     # -- answers -------------------------------------------------------------------
 
@@ -233,7 +250,9 @@ class Permissions:
         body = {"behavior": "allow", "updatedInput": updated}
         suggestions = ask_of(request, 0.0).suggestions
         chosen = [suggestions[i] for i in dict.fromkeys(decision.apply_suggestions)]
-        kept = [s for s in chosen if self._may_persist or s.get("destination") == SESSION_DESTINATION]
+        kept = [
+            s for s in chosen if self._may_persist or s.get("destination") == SESSION_DESTINATION
+        ]
         if len(kept) < len(chosen):
             log.info(
                 "session %s: dropped %d permission suggestions that would persist beyond the "
@@ -246,7 +265,9 @@ class Permissions:
         self._record("allowed", principal, tool, updated, "caller")
         return body
 
-    def _deny(self, request: ControlRequest, principal: str, reason: str, message: str) -> JsonObject:
+    def _deny(
+        self, request: ControlRequest, principal: str, reason: str, message: str
+    ) -> JsonObject:
         tool = str(request.request.get("tool_name") or "")
         log.info(
             "session %s: permission request %s for %s denied (%s)",
@@ -269,15 +290,3 @@ class Permissions:
             tool_input=tool_input if isinstance(tool_input, Mapping) else {},
             reason=reason,
         )
-
-
-def refused_without_caller(request: ControlRequest) -> JsonObject:
-    """The answer of a profile whose prompts are not the caller's (`permission_prompts =
-    "deny"`): the CLI only asks when something passed it --permission-prompt-tool."""
-    tool = str(request.request.get("tool_name") or "?")
-    return {
-        "behavior": "deny",
-        "message": f"hotsvc does not relay permission prompts for this session; allow {tool} "
-        "in the session's profile (allowed_tools or permission_mode), or use a profile with "
-        'permission_prompts = "caller"',
-    }

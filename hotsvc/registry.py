@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 
+from hotsvc.audit import AuditLog
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.durability import Durability
 from hotsvc.options import SessionOptions, effective
@@ -28,8 +29,10 @@ class Registry(Mapping[str, Session]):
         store: SessionStore,
         durability: Durability,
         source: ProcessSource,
+        audit: AuditLog | None = None,
     ) -> None:
         self._config = config
+        self._audit = audit
         self._store = store
         self._durability = durability
         self._source = source
@@ -98,6 +101,7 @@ class Registry(Mapping[str, Session]):
             turns=turns,
             options=options,
             forked_from=forked_from,
+            audit=self._audit,
         )
         await self._store.save(
             SessionRecord(
@@ -132,6 +136,7 @@ class Registry(Mapping[str, Session]):
             options=was.options,
             forked_from=was.forked_from,
             model=was.model,
+            audit=self._audit,
         )
         session.last_active_at = (
             was.last_used_at if isinstance(was, SessionRecord) else was.last_active_at

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
@@ -70,14 +72,31 @@ class ProcessSupply:
         if process is not None:
             self._launcher.stats.warm_starts += 1
             return NewProcess(process, Start.WARM, source)
-        if source:  # the history to copy must be on this host
-            path = self._durability.path(source, profile, fork_of.cwd if fork_of else "")
-            await self._durability.restore(source, path)
-        slot = await self._slot(progress)
-        # A fork's process has read the history once it answered `initialize` (prime).
-        process = await self._launcher.spawn(
-            profile, slot, session_id=session_id, fork_of=source, prime=bool(source)
-        )
+        workspace = None
+        if source and fork_of is not None and profile.workspace_root:
+            # A workspace of its own, a copy of its source's (what the history refers to).
+            session_id = session_id or str(uuid.uuid4())
+            workspaces = self._launcher.placement.workspaces
+            workspace = await asyncio.to_thread(
+                workspaces.copy, Path(fork_of.cwd), profile.workspace_root, session_id
+            )
+        try:
+            cwd = str(workspace) if workspace else ""
+            if source:  # the history to copy must be on this host, where the fork runs
+                path = self._durability.path(
+                    source, profile, cwd or (fork_of.cwd if fork_of else "")
+                )
+                await self._durability.restore(source, path)
+            slot = await self._slot(progress)
+            # A fork's process has read the history once it answered `initialize` (prime).
+            process = await self._launcher.spawn(
+                profile, slot, session_id=session_id, fork_of=source, prime=bool(source), cwd=cwd
+            )
+        except BaseException:
+            if workspace is not None:
+                await asyncio.to_thread(workspaces.remove, workspace, "its fork failed", False)
+            raise
+        process.workspace = workspace or process.workspace  # until a session takes it
         self._launcher.stats.cold_starts += 1
         return NewProcess(process, Start.COLD, source)
 
@@ -108,6 +127,7 @@ class ProcessSupply:
             session_id=session.id,
             resume=resume,
             fork_of=source if resume else "",
+            cwd=session.cwd,  # its own directory, where its conversation began
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process

@@ -31,9 +31,12 @@ class ChildTmpDirs:
     silently skipped.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, shared: bool = False) -> None:
         self._given = root.absolute() if root is not None else None  # children have other cwds
         self._root: Path | None = None
+        # Children under other accounts (hotsvc.accounts) enter the root, each to its own
+        # directory: 0711, entered but not listed.
+        self._shared = shared
 
     @property
     def root(self) -> Path:
@@ -44,6 +47,8 @@ class ChildTmpDirs:
         """Create the root, emptied of what a previous run left; returns how many went."""
         if self._given is None:
             self._root = Path(tempfile.mkdtemp(prefix="hotsvc-"))
+            if self._shared:
+                os.chmod(self._root, 0o711)
             return 0
         self._given.mkdir(parents=True, exist_ok=True)
         self._root = self._given

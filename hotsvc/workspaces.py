@@ -59,16 +59,14 @@ class Workspaces:
             raise
         return path
 
-    def copy(self, source: Path, workspace_root: str, session_id: str, owner: tuple[int, int] | None) -> Path:
-        """A new workspace holding a copy of `source` (a fork's: the files its conversation
-        refers to)."""
+    def copy(self, source: Path, workspace_root: str, session_id: str) -> Path:
+        """A new workspace holding a copy of `source` (a fork's: the files its
+        conversation refers to); the spawn hands it to the child's account."""
         path = self.make(workspace_root, "", session_id, None)
         try:
             if source.is_dir():
                 shutil.copytree(source, path, symlinks=True, dirs_exist_ok=True)
                 os.chmod(path, 0o700)
-            if owner is not None:
-                chown_tree(path, *owner)
         except BaseException:
             remove_tree(path)
             raise
@@ -80,9 +78,9 @@ class Workspaces:
         root = root_of(workspace_root)
         return root is not None and bool(path) and Path(path).resolve().parent == root
 
-    def remove(self, path: Path, why: str) -> None:
-        """Remove a workspace, unless --keep-workspaces keeps it (then it is logged)."""
-        if self.keep:
+    def remove(self, path: Path, why: str, used: bool = True) -> None:
+        """Remove a workspace; one a session used stays with --keep-workspaces (logged)."""
+        if self.keep and used:
             log.info("kept workspace %s (%s; --keep-workspaces)", path, why)
             return
         remove_tree(path)

@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc.claude import protocol
 from hotsvc.claude.protocol import ControlResponse, Event, JsonObject
@@ -65,10 +66,14 @@ class ClaudeProcess:
 
     _request_ids = itertools.count(1)
 
-    def __init__(self, proc: asyncio.subprocess.Process, session_id: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, session_id: str, cwd: str = "") -> None:
         self._proc = proc
         self.session_id = session_id
         self.pid = proc.pid
+        self.cwd = cwd or os.getcwd()  # where it runs: a session's processes all run there
+        # A workspace made for this process (hotsvc.workspaces), its to remove until a
+        # session takes it over (Session sets it to None).
+        self.workspace: Path | None = None
         self.started_at = time.monotonic()
         self.last_output = self.started_at  # monotonic time of the last stdout line
         self.listener: Listener = _ignore
@@ -100,7 +105,7 @@ class ClaudeProcess:
             start_new_session=True,
         )
         log.debug("spawned pid %d for session %s: %s", proc.pid, session_id, " ".join(argv))
-        return cls(proc, session_id)
+        return cls(proc, session_id, cwd or "")
 
     @property
     def alive(self) -> bool:
