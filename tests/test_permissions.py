@@ -4,6 +4,7 @@ asks (`can_use_tool`), the caller sees a `permission_request` and answers with a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from hotsession.client import HotSessionClient
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.localmodel import LocalModelServer
@@ -315,3 +317,51 @@ async def test_the_audit_log_has_the_permission_events_and_no_input(
             assert record["session"] == session_id and record["principal"] == "local"
             assert record["tool"] == "Write" and record["input_digest"].startswith("sha256:")
     assert "swordfish" not in text and "written by" not in text
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_the_python_helper_answers_with_a_callback(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path, kind: str
+) -> None:
+    root = tmp_path / "workspaces"
+    live = await start(start_service, local_model, root)
+    seen: list[pb.PermissionRequest] = []
+
+    def sync_verdict(request: pb.PermissionRequest) -> bool | pb.PermissionDecision:
+        seen.append(request)
+        if request.input["file_path"].endswith("yes.txt"):
+            return True
+        return pb.PermissionDecision(allow=False, message="not that one")
+
+    async def async_verdict(request: pb.PermissionRequest) -> bool | pb.PermissionDecision:
+        await asyncio.sleep(0)
+        return sync_verdict(request)
+
+    callback = sync_verdict if kind == "sync" else async_verdict
+    async with (
+        HotSessionClient(live.address) as client,
+        await client.open_session(on_permission=callback) as session,
+    ):
+        assert "File created successfully" in await session.ask("write file yes.txt")
+        turn = await session.send("write file no.txt")
+        events = [event async for event in turn]
+        kinds = [e.WhichOneof("event") for e in events]
+        assert "permission_request" in kinds  # the raw events are there too
+        assert "not that one" in await turn.text()
+    assert [r.tool_name for r in seen] == ["Write", "Write"]
+    assert sorted(p.name for p in workspace_of(root).iterdir()) == ["yes.txt"]
+
+
+async def test_the_python_helper_can_answer_while_iterating(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path
+) -> None:
+    root = tmp_path / "workspaces"
+    live = await start(start_service, local_model, root)
+    async with HotSessionClient(live.address) as client, await client.open_session() as session:
+        turn = await session.send("write file by-hand.txt")
+        async for event in turn:
+            if event.HasField("permission_request"):
+                request = event.permission_request
+                await session.decide(request.request_id, allow=True)
+        assert "File created successfully" in await turn.text()
+    assert (workspace_of(root) / "by-hand.txt").exists()

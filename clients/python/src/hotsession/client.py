@@ -19,15 +19,22 @@ Sessions as resources: `client.get_session(id)`, `client.list_sessions(filter=..
 page), `client.get_session_messages(id)`, `client.fork(id)`, `client.delete(id)`.
 Rich turns: `session.ask(content=[image(png_bytes), "What is this?"])`. Controls:
 `session.set_model(...)`, `session.set_permission_mode(...)`, `session.context_usage()`.
+
+Permission prompts (a profile with `permission_prompts = "caller"`): give
+`open_session(on_permission=callback)`; the callback gets each PermissionRequest and
+returns True (allow), False (deny) or a PermissionDecision, sync or async. The requests
+are also events of their turn, for callers who iterate and answer with `session.decide()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import itertools
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +49,7 @@ __all__ = [
     "ControlFailedError",
     "HotSessionClient",
     "HotSessionError",
+    "OnPermission",
     "Session",
     "SessionClosedError",
     "Turn",
@@ -76,6 +84,11 @@ class ControlFailedError(HotSessionError):
         super().__init__(message)
         self.code = code
 
+
+# A permission callback returns allow (True), deny (False) or a whole decision, or an
+# awaitable of one.
+Verdict = bool | pb.PermissionDecision
+OnPermission = Callable[[pb.PermissionRequest], Verdict | Awaitable[Verdict]]
 
 # Content for `Session.send`/`ask`: ContentBlocks, or plain strings for text blocks.
 Content = Sequence["pb.ContentBlock | str"]
@@ -170,10 +183,13 @@ class Session:
         client: HotSessionClient,
         call: aio.StreamStreamCall[pb.PromptRequest, pb.PromptResponse],
         opened: pb.SessionOpened,
+        on_permission: OnPermission | None = None,
     ) -> None:
         self._client = client
         self._call = call
         self.opened = opened
+        self._on_permission = on_permission
+        self._deciding: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
         self._pending: deque[Turn] = deque()
         self._by_id: dict[str, Turn] = {}
@@ -269,6 +285,51 @@ class Session:
             self._call.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
 
+    async def decide(
+        self,
+        request_id: str,
+        allow: bool,
+        *,
+        message: str = "",
+        updated_input: dict[str, Any] | None = None,
+        interrupt: bool = False,
+        apply_suggestions: Sequence[int] = (),
+    ) -> None:
+        """Answer a `permission_request` event: allow (optionally with `updated_input`
+        run instead, and `apply_suggestions` by index) or deny (`message` is shown to
+        Claude; `interrupt` also stops the turn)."""
+        decision = pb.PermissionDecision(
+            request_id=request_id,
+            allow=allow,
+            message=message,
+            interrupt=interrupt,
+            apply_suggestions=apply_suggestions,
+        )
+        if updated_input is not None:
+            decision.updated_input.update(updated_input)
+        await self._write(pb.PromptRequest(permission_decision=decision))
+
+    async def _ask_callback(self, request: pb.PermissionRequest) -> None:
+        """Run the permission callback and send its verdict; a callback that fails denies."""
+        assert self._on_permission is not None
+        try:
+            verdict = self._on_permission(request)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except Exception as exc:
+            verdict = pb.PermissionDecision(
+                allow=False, message=f"the caller's permission callback failed: {exc!r}"
+            )
+        if isinstance(verdict, pb.PermissionDecision):
+            decision = pb.PermissionDecision()
+            decision.CopyFrom(verdict)
+            decision.request_id = decision.request_id or request.request_id
+        else:
+            decision = pb.PermissionDecision(request_id=request.request_id, allow=bool(verdict))
+        # A stream already gone: the request is denied for want of an answer.
+        with contextlib.suppress(HotSessionError):
+            await self._write(pb.PromptRequest(permission_decision=decision))
+
     async def interrupt(self) -> None:
         """Stop the most recently sent turn if it has not finished; the session stays."""
         await self._write(pb.PromptRequest(interrupt=pb.Interrupt()))
@@ -327,6 +388,10 @@ class Session:
             self._pending.remove(turn)
 
     def _route(self, event: pb.PromptResponse) -> Turn | None:
+        if event.HasField("permission_request") and self._on_permission is not None:
+            task = asyncio.create_task(self._ask_callback(event.permission_request))
+            self._deciding.add(task)
+            task.add_done_callback(self._deciding.discard)
         if not event.turn_id:  # heartbeat, go_away, controls: the session's, not a turn's
             if event.HasField("go_away"):
                 self.go_away = event.go_away
@@ -375,6 +440,8 @@ class Session:
             if not self._closed:
                 self._error = error
         finally:
+            for task in list(self._deciding):
+                task.cancel()
             for turn in list(self._pending):
                 turn._fail(error)
                 self._forget(turn)
@@ -436,10 +503,14 @@ class HotSessionClient:
         include_raw_json: bool = False,
         create_if_missing: bool = False,
         options: pb.SessionOptions | None = None,
+        on_permission: OnPermission | None = None,
     ) -> Session:
         """Open a new session (empty id) or re-attach to one (resuming it if stopped), and
         wait for `opened`. `create_if_missing` creates `session_id` when it does not exist;
         `options` (model, allowed_tools, ...) need the profile's `caller_may_set`.
+        `on_permission(request)` answers permission requests (see the module's doc);
+        without it they wait for `session.decide()`, else are denied after the profile's
+        permission_timeout.
 
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
@@ -466,7 +537,7 @@ class HotSessionClient:
         if not isinstance(first, pb.PromptResponse) or first.WhichOneof("event") != "opened":
             call.cancel()
             raise HotSessionError(f"the first event was not `opened`: {first!r}")
-        return Session(self, call, first.opened)
+        return Session(self, call, first.opened, on_permission)
 
     async def pool_status(self) -> pb.PoolStatusResponse:
         """The warm pools and the live sessions."""
