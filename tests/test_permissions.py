@@ -329,7 +329,7 @@ async def test_the_python_helper_answers_with_a_callback(
 
     def sync_verdict(request: pb.PermissionRequest) -> bool | pb.PermissionDecision:
         seen.append(request)
-        if request.input["file_path"].endswith("yes.txt"):
+        if str(request.input["file_path"]).endswith("yes.txt"):
             return True
         return pb.PermissionDecision(allow=False, message="not that one")
 
