@@ -203,14 +203,17 @@ class Launcher:
         try:
             await process.run()
         finally:
-            # Tools the CLI started live in process groups of their own: none outlives it.
-            cage.kill()
-            self._processes.discard(process)
-            self._containment.reap(cage)
-            cage.remove()
-            slot.release()
-            # Its workspace too, if no session took it over meanwhile.
-            await self.placement.release(place, process.workspace)
+            try:
+                # Tools the CLI started live in process groups of their own: none outlives it.
+                cage.kill()
+                self._processes.discard(process)
+                self._containment.reap(cage)
+                cage.remove()
+                slot.release()
+                # Its workspace too, if no session took it over meanwhile.
+                await self.placement.release(place, process.workspace)
+            finally:
+                process.given_back()  # even if a step failed: nobody waits forever
             try:
                 await self._store.process_ended(process.pid)
             except ServiceError as exc:  # the next start's sweep drops the row

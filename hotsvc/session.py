@@ -400,7 +400,7 @@ class Session:
             if self.process is not None and self.process.alive:
                 return False
             if self._retiring is not None:  # two processes must never share a transcript
-                await self._retiring.wait_done()
+                await self._retiring.wait_given_back()  # (nor its directories, nor a uid)
                 self._retiring = None
             self._adopt(await self._source.resume_process(self, progress))
             return True
@@ -423,14 +423,20 @@ class Session:
             process = self.release_process()
         if process is not None:
             await process.close()
+            await process.wait_given_back()
 
     async def close(self) -> int:
-        """End the session for good: turns still queued end with an error result."""
+        """End the session for good: turns still queued end with an error result. Returns
+        once all its process held is free again (CloseSession: its uid is back)."""
         self.closed = True
         self.first_turn_done.set()
         async with self._spawning:
             process = self.release_process()
-        return await process.close() if process is not None else 0
+        if process is None:
+            return 0
+        code = await process.close()
+        await process.wait_given_back()
+        return code
 
 
 async def _emit(turn: Turn, event: Event) -> None:

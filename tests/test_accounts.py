@@ -58,7 +58,7 @@ async def run(talk: Conversation, command: str) -> pb.ToolResult:
 
 
 async def test_child_user_runs_the_cli_and_its_tools_and_owns_the_workspaces(
-    start_service: StartService, local_model: LocalModel, shared: Path
+    shared: Path, start_service: StartService, local_model: LocalModel
 ) -> None:
     child = pwd.getpwnam(CHILD)
     live = await start_as(start_service, local_model, shared, child_user=CHILD, pool_size=1)

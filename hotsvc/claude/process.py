@@ -82,6 +82,7 @@ class ClaudeProcess:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._retired = asyncio.Event()
         self._done = asyncio.Event()
+        self._given_back = asyncio.Event()  # its owner has freed what it held
 
     @classmethod
     async def spawn(
@@ -114,6 +115,15 @@ class ClaudeProcess:
     async def wait_done(self) -> None:
         """Until the process has exited and its listener got ProcessExited."""
         await self._done.wait()
+
+    def given_back(self) -> None:
+        """Its owner (the launcher) has freed all it held: slot, TMPDIR, account."""
+        self._given_back.set()
+
+    async def wait_given_back(self) -> None:
+        """Until it has exited and everything it held is free again (a session uid back
+        in the range, its directories back with the service)."""
+        await self._given_back.wait()
 
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
