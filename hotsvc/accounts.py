@@ -42,6 +42,8 @@ from hotsvc.workspaces import chown_tree
 log = logging.getLogger(__name__)
 
 SETPRIV = shutil.which("setpriv") or "setpriv"
+# World-writable places a session's tools may leave files in, emptied of the uid's.
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 # How long a returned uid may take to be free of processes before it is set aside.
 DRAIN_SECONDS = 5.0
 _DRAIN_STEP = 0.02
@@ -153,6 +155,7 @@ class Accounts:
             if not kill_all(identity.uid):
                 break
             await asyncio.sleep(_DRAIN_STEP)
+        await asyncio.to_thread(remove_leftovers, range(identity.uid, identity.uid + 1))
         self._reclaim()
         if identity.uid in self._draining:
             log.error(
@@ -181,6 +184,7 @@ class Accounts:
                 with contextlib.suppress(psutil.Error):
                     process.send_signal(signal.SIGKILL)
                     ended += 1
+        remove_leftovers(self.uids)
         for root in roots:
             with contextlib.suppress(FileNotFoundError):
                 for entry in root.iterdir():
@@ -195,6 +199,21 @@ def _hand_over(path: Path, identity: Identity | None) -> None:
     if identity is not None and os.lstat(path).st_uid != identity.uid:
         chown_tree(path, *identity.owner)
         os.chmod(path, 0o700)
+
+
+def remove_leftovers(uids: range, dirs: Iterable[str] = SHARED_TMP) -> None:
+    """What tools under `uids` left in the world-writable directories (files, FIFOs,
+    sockets, directories at their top level): whoever gets a uid next must not find them."""
+    for top in dirs:
+        with contextlib.suppress(OSError), os.scandir(top) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid not in uids:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
 
 
 def take_back(path: Path, uid: int) -> None:

@@ -83,10 +83,16 @@ def _check_cli_dir(config: ServiceConfig, path: Path, uid: int) -> None:
     """The child user's CLI config directory must be its own; one hotsvc made (in the data
     directory) is handed to it."""
     path = path.absolute()
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True)
+    if not path.exists() and path.parent.is_dir():
+        path.mkdir(mode=0o700)
         os.chown(path, uid, -1)
         return
+    if not path.exists():
+        raise ConfigError(
+            f"Claude Code's config directory {path} cannot be made: {path.parent} does not "
+            f"exist; create --child-user {config.child_user!r}'s home, or set "
+            "CLAUDE_CONFIG_DIR to a directory of its own"
+        )
     if path.stat().st_uid == uid:
         return
     if config.data_dir is not None and path.is_relative_to(config.data_dir.absolute()):

@@ -61,6 +61,10 @@ async def run(talk: Conversation, command: str) -> pb.ToolResult:
     return output
 
 
+def there(path: Path) -> bool:
+    return path.exists()
+
+
 def in_use(live: Live) -> int:
     return live.service.accounts.in_use
 
@@ -120,8 +124,11 @@ async def test_every_uid_is_returned_after_close_and_after_a_crash(
     live = await start(start_service, local_model, shared)
     talk = Conversation(live.stub)
     opened = await talk.open()
-    # A tool that leaves a process behind, detached from the CLI's process group.
-    await run(talk, "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo started")
+    # A tool that leaves a process behind, detached from the CLI's process group, and a
+    # file where anyone may write.
+    left = Path(f"/tmp/hotsvc-left-by-{opened.session_id}")
+    await run(talk, f"setsid sleep 300 >/dev/null 2>&1 < /dev/null & touch {left}")
+    assert there(left)
     uid = int((await run(talk, "id -u")).content)
     assert [p for p in processes_of(uid) if p.name() == "sleep"]
     workspace = Path((await run(talk, "pwd")).content.strip())
@@ -131,6 +138,7 @@ async def test_every_uid_is_returned_after_close_and_after_a_crash(
     )
     await all_returned(live)
     assert os.stat(workspace).st_uid == 0  # back to the service until the session resumes
+    assert not there(left)  # whoever gets the uid next will not find it
 
     # A crash: the CLI killed under a running session.
     again = Conversation(live.stub)
