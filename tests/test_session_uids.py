@@ -201,3 +201,21 @@ async def test_session_uids_refuse_a_range_that_is_in_use(shared: Path) -> None:
         "--session-uids", f"{UIDS.start}-{UIDS.stop - 1}", state=shared / "s"
     )
     assert "have no workspace_root" in message
+
+
+async def test_a_fork_runs_under_its_own_uid_in_a_copy_of_the_workspace(
+    shared: Path,  # noqa: F811  # first: removed after the service has stopped
+    start_service: StartService,
+    local_model: LocalModel,
+) -> None:
+    live = await start(start_service, local_model, shared)
+    talk = Conversation(live.stub)
+    source = (await talk.open()).session_id
+    source_uid = int((await run(talk, "echo notes > notes.txt && id -u")).content)
+    assert (await talk.ask("Remember 19")).text == "OK"
+    fork = await live.stub.ForkSession(pb.ForkSessionRequest(session_id=source), timeout=DEADLINE)
+    forked = Conversation(live.stub)
+    await forked.open(session_id=fork.session_id)
+    uid, notes = (await run(forked, "id -u && cat notes.txt")).content.split("\n")
+    assert int(uid) in UIDS and int(uid) != source_uid and notes == "notes"
+    assert (await forked.ask("What number?")).text == "19"
