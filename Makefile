@@ -14,10 +14,11 @@ ARGS   ?=
 # protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
 # systemd: `systemd-analyze verify` of deploy/systemd/hotsvc.service. postgresql: a
 # throwaway cluster per test run (tests/postgres.py) for the session store's tests. curl:
-# the HTTP face's tests and README recipes.
+# the HTTP face's tests and README recipes. prometheus: its promtool checks and
+# unit-tests deploy/prometheus's alert rules (the package's daemon is not started).
 DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
                 golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-                systemd postgresql bubblewrap socat curl
+                systemd postgresql bubblewrap socat curl prometheus
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
@@ -77,9 +78,11 @@ dev-apt:
 clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsession/v1/*.go) | dev-apt
 	clients/go/debian-vendor.sh
 
-# The pinned CLI comes after PATH: a `claude` the user has is used first.
+# The pinned CLI comes after PATH: a `claude` the user has is used first. Prometheus
+# metrics on 127.0.0.1:9464/metrics; ARGS may move them (--metrics-listen).
 run: setup
-	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto $(ARGS)
+	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto \
+	  --metrics-listen 127.0.0.1:9464 $(ARGS)
 
 test: setup-dev
 	$(BIN)/pytest -q

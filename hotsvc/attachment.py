@@ -139,7 +139,8 @@ class Attachment:
     def submit(self, text: str, turn_id: str, content: tuple[UserBlock, ...] = ()) -> Turn:
         """Queue a turn; QuotaExceeded past the principal's turn rate, CapacityExhausted
         past the session's pending limit (neither ends the stream)."""
-        turn = Turn(text, turn_id, self, content)
+        session = self.session
+        turn = Turn(text, turn_id, self, content, session.profile.name, session.id)
         self._quotas.take_turn(self.principal)
         try:
             self.session.submit(turn)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from hotsvc.errors import CapacityExhausted
 
@@ -127,3 +128,26 @@ class Capacity:
         self.live -= 1
         self._freeing = max(0, self._freeing - 1)
         self.changed()
+
+
+class StreamLimit:
+    """`--max-streams`: the streams attached at once (0 = no cap); one more is refused
+    with CapacityExhausted before it takes anything else."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.attached = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.limit and self.attached >= self.limit:
+            raise CapacityExhausted(
+                f"hotsvc already serves {self.limit} streams, its --max-streams; retry "
+                "later, end a stream you hold, or use another replica",
+                metadata={"maxStreams": self.limit},
+            )
+        self.attached += 1
+        try:
+            yield
+        finally:
+            self.attached -= 1

@@ -1,5 +1,6 @@
 """`hotsvc serve`: the flags come from hotsvc.settings, environment variables their defaults.
-`hotsvc token`: a new bearer token for `--auth-tokens`."""
+`hotsvc token`: a new bearer token for `--auth-tokens`.
+`hotsvc status`, `hotsvc close`: the pools and sessions of a running hotsvc, for people."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hotsvc import settings
+from hotsvc import console, logs, settings
 from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.profiles import ConfigError
 from hotsvc.settings import ServiceConfig
+
+log = logging.getLogger("hotsvc")
 
 
 def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
@@ -35,6 +38,7 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
     token.add_argument(
         "--file", type=Path, required=True, help="the --auth-tokens file (created 0600)"
     )
+    console.add_commands(commands, environ)
     return parser
 
 
@@ -72,15 +76,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "token":
         make_token(args)
         return
+    if args.command in ("status", "close"):
+        with contextlib.suppress(KeyboardInterrupt):  # --watch ends with Ctrl-C
+            asyncio.run(getattr(console, args.command)(args))
+        return
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(config.log_level, config.log_format, sys.stderr)
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:
@@ -90,12 +94,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             assert data_dir is not None
             env = stack.enter_context(local_model(data_dir / "claude-local"))
             config = dataclasses.replace(config, env={**config.env, **env})
-            print(
-                f"hotsvc: no Anthropic credentials, so sessions run the real Claude Code CLI "
-                f"against a local scripted model at {env['ANTHROPIC_BASE_URL']} (not Claude); "
-                "set ANTHROPIC_API_KEY or pass --claude-cmd to use the real API",
-                file=sys.stderr,
-                flush=True,
+            # A log line, so that --log-format json keeps every stderr line JSON.
+            log.warning(
+                "no Anthropic credentials, so sessions run the real Claude Code CLI against "
+                "a local scripted model at %s (not Claude); set ANTHROPIC_API_KEY or pass "
+                "--claude-cmd to use the real API",
+                env["ANTHROPIC_BASE_URL"],
             )
         try:
             asyncio.run(serve(config))

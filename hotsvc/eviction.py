@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from hotsvc import metrics
 from hotsvc.pool import WarmPool
 from hotsvc.session import Session
 
@@ -33,6 +34,7 @@ class Eviction:
         log.info("evicting the process of idle session %s to make room", victim.id)
         process = victim.release_process()  # now: no re-attach may pick it up meanwhile
         if process is not None:
+            metrics.evicted("capacity")
             process.retire()
         return True
 
@@ -48,4 +50,5 @@ class Eviction:
                         session.id,
                         time.time() - session.last_active_at,
                     )
+                    metrics.evicted("idle")
                     await session.stop()

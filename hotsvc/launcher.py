@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from hotsvc import logs, metrics
 from hotsvc.accounts import Accounts
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
@@ -89,6 +90,10 @@ class Launcher:
     def stop(self) -> None:
         self._stopped.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
     def processes(self) -> list[ClaudeProcess]:
         return list(self._processes)
 
@@ -123,11 +128,15 @@ class Launcher:
                     await self._prime(process)
         except BaseException:
             self.stats.failed += 1
+            if not self.stopping:  # a spawn cut short by shutdown is no failure to alert on
+                metrics.spawn_failed(profile.name)
             raise
         finally:
             self.stats.in_flight -= 1
+        ready = time.monotonic() - started
         self.stats.spawned += 1
-        self.stats.total_ready_seconds += time.monotonic() - started
+        self.stats.total_ready_seconds += ready
+        metrics.spawned(profile.name, ready)
         return process
 
     async def _start(
@@ -163,6 +172,8 @@ class Launcher:
         cwd: str,
     ) -> ClaudeProcess:
         assert self._tasks is not None
+        # The process's reader and owner tasks, started below, log with its ids.
+        logs.bind(session_id=session_id, profile=profile.name)
         try:
             place = await self.placement.prepare(profile, session_id, cwd)
         except BaseException:

@@ -13,9 +13,10 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from hotsvc import logs, metrics
 from hotsvc.attachment import Attachment
 from hotsvc.audit import AuditLog
-from hotsvc.capacity import Capacity
+from hotsvc.capacity import Capacity, StreamLimit
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.draining import Drain
 from hotsvc.durability import Durability
@@ -96,6 +97,7 @@ class SessionManager:
         self._pool_tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._drain = Drain(self._sessions)
+        self._streams = StreamLimit(config.max_streams)
 
     # -- running -------------------------------------------------------------------
 
@@ -135,8 +137,22 @@ class SessionManager:
     ) -> AsyncIterator[tuple[Attachment, Opened]]:
         """Open a new session or re-attach to one the principal may use, for the duration
         of a stream. The attachment carries the principal for its turns' quota; a stream
-        that cannot answer permission prompts (Ask) is not `interactive`."""
+        that cannot answer permission prompts (Ask) is not `interactive`; past
+        --max-streams, CapacityExhausted."""
         self._drain.refuse_new()
+        with self._streams.hold():
+            async with self._attach(request, principal, alive, progress, interactive) as found:
+                yield found
+
+    @contextlib.asynccontextmanager
+    async def _attach(
+        self,
+        request: OpenRequest,
+        principal: Principal,
+        alive: Callable[[], bool],
+        progress: OnProgress | None,
+        interactive: bool,
+    ) -> AsyncIterator[tuple[Attachment, Opened]]:
 
         def attachment_of(session: Session) -> Attachment:
             return Attachment(session, self.config, alive, principal, self._quotas, interactive)
@@ -163,6 +179,8 @@ class SessionManager:
                 request.profile, principal, progress, options=request.options
             )
             attachment = session.attachment = attachment_of(session)
+        logs.bind(session_id=session.id, profile=session.profile.name)
+        metrics.session_started(start.value)
         process = session.process
         opened = Opened(
             session.id,
@@ -276,6 +294,7 @@ class SessionManager:
                 turns=fork_of.turns if source and fork_of else 0,
                 options=options,
                 forked_from=source,
+                session_id=session_id,
             )
             await self.leases.acquire(session.id)
         except BaseException:
@@ -284,6 +303,7 @@ class SessionManager:
             raise
         self._sessions.add(session)
         process.workspace = None  # the session's from now on, not the process's to remove
+        logs.bind(session_id=session.id, profile=profile.name)  # the opening stream's lines
         log.info(
             "session %s opened %s (pid %d, profile %s)",
             session.id,
@@ -297,9 +317,10 @@ class SessionManager:
         """A new session of `principal`'s holding a copy of `source`'s conversation (the
         CLI's --fork-session: the source's transcript is read, never written)."""
         self._drain.refuse_new()
-        session, _ = await self._open(
+        session, start = await self._open(
             source.profile.name, principal, None, options=source.options, fork_of=source
         )
+        metrics.session_started(start.value)
         self._audit.record(
             "session.forked", principal=principal.name, session=session.id, source=source.id
         )
@@ -319,6 +340,7 @@ class SessionManager:
         turn = self._totals.turn(
             session.id, pid, session.last_result, session.last_active_at, session.turns
         )
+        metrics.turn_usage(session.profile.name, turn.usage, turn.cost_usd)
         try:
             await self._store.touch(session.id, dataclasses.replace(turn, model=session.model))
             if session.forked_from and session.process_turns:  # the fork has its transcript

@@ -99,6 +99,9 @@ class WarmPool:
         try:
             process = await self._launcher.spawn(self.profile, slot, prime=True)
         except ServiceError as exc:
+            if self._launcher.stopping:  # shutting down: expected, not an error
+                log.info("warm pool %r: no refill while stopping", self.profile.name)
+                return
             self._failures += 1
             delay = min(0.5 * 2 ** (self._failures - 1), MAX_BACKOFF_SECONDS)
             log.error("warm pool %r: %s (retrying in %.1fs)", self.profile.name, exc, delay)

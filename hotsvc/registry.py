@@ -86,11 +86,12 @@ class Registry(Mapping[str, Session]):
         turns: int,
         options: SessionOptions,
         forked_from: str,
+        session_id: str = "",
     ) -> Session:
-        """A new session on `process` (`profile` the effective one), recorded in the
-        store; not yet added."""
+        """A new session on `process` (`profile` the effective one), under `session_id` or
+        the process's own id, recorded in the store; not yet added."""
         session = Session(
-            process.session_id,
+            session_id or process.session_id,
             profile,
             self._config,
             self._source,
@@ -102,6 +103,7 @@ class Registry(Mapping[str, Session]):
             options=options,
             forked_from=forked_from,
             audit=self._audit,
+            claude_id=process.session_id,
         )
         await self._store.save(
             SessionRecord(
@@ -115,6 +117,7 @@ class Registry(Mapping[str, Session]):
                 model=profile.model,
                 options=options,
                 forked_from=forked_from,
+                claude_id=process.session_id if process.session_id != session.id else "",
             )
         )
         return session
@@ -137,6 +140,7 @@ class Registry(Mapping[str, Session]):
             forked_from=was.forked_from,
             model=was.model,
             audit=self._audit,
+            claude_id=was.claude_id,
         )
         session.last_active_at = (
             was.last_used_at if isinstance(was, SessionRecord) else was.last_active_at

@@ -126,7 +126,7 @@ class Catalog:
         for sid in (session_id, forked_from):
             if not sid:
                 continue
-            path = self._transcript_path(session, record, sid)
+            path = await self._transcript_path(session, record, sid)
             with contextlib.suppress(FileNotFoundError):
                 return (await asyncio.to_thread(path.read_bytes)).splitlines()
             if stored := await self._store.transcript(sid):
@@ -145,7 +145,9 @@ class Catalog:
         """End the session's process and remove its record, transcript and workspace."""
 
         async def remove(session: Session) -> None:
-            files = launch.session_files(self._config, session.profile, session.id, session.cwd)
+            files = launch.session_files(
+                self._config, session.profile, session.claude_id, session.cwd
+            )
             if self._config.session_uids and self._config.data_dir is not None:
                 files.append(launch.session_home(self._config.data_dir, session.cwd))
             for path in files:
@@ -206,17 +208,22 @@ class Catalog:
             replica_id=self._manager.leases.replica_id if held else "",
         )
 
-    def _transcript_path(
+    async def _transcript_path(
         self, session: Session | None, record: SessionRecord | None, session_id: str
     ) -> Path:
+        """Where the CLI keeps the transcript of `session_id`: the session's own, or the
+        source it forks (in the session's directory)."""
+        if session is not None and session_id == session.id:
+            return session.transcript_path()
+        if record is None or record.id != session_id:  # a fork's source
+            record = await self._store.get(session_id) or record
+        claude_id = (record.claude_id if record and record.id == session_id else "") or session_id
         if session is not None:
-            if session_id == session.id:
-                return session.transcript_path()
-            return launch.transcript_of(self._config, session.profile, session_id, session.cwd)
+            return launch.transcript_of(self._config, session.profile, claude_id, session.cwd)
         assert record is not None
         profile = self._config.profile(record.profile) or self._config.profile("")
         assert profile is not None
-        return launch.transcript_of(self._config, profile, session_id, record.cwd)
+        return launch.transcript_of(self._config, profile, claude_id, record.cwd)
 
 
 def _stored(record: SessionRecord) -> SessionResource:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from hotsvc import control_requests
+from hotsvc import control_requests, logs, metrics
 from hotsvc.audit import AuditLog
 from hotsvc.claude import protocol
 from hotsvc.claude.content import user_content
@@ -87,8 +87,12 @@ class Session:
         forked_from: str = "",
         model: str = "",
         audit: AuditLog | None = None,
+        claude_id: str = "",
     ) -> None:
         self.id = session_id
+        # The id Claude Code knows the conversation by: its transcript's name, what
+        # --resume takes. A warm process taken for a caller's id keeps its own.
+        self.claude_id = claude_id or session_id
         self.profile = profile  # the effective one: the caller's options applied
         self.options = options or SessionOptions()
         self.forked_from = forked_from  # a fork's source, until its first turn
@@ -158,11 +162,14 @@ class Session:
 
     async def run(self) -> None:
         """Run submitted turns one at a time, in order; owned by the manager."""
+        logs.bind(session_id=self.id, profile=self.profile.name, principal=self.owner)
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             while True:
                 turn = await self._queue.get()
-                await self._drive(turn)
+                turn.mark("dequeued")
+                with logs.bound(turn_id=turn.id):
+                    await self._drive(turn)
                 self._queue.task_done()
 
     def submit(self, turn: Turn) -> None:
@@ -222,6 +229,7 @@ class Session:
         untrusted = self._framing.untrusted
         if reason := recycle_reason(self.process, self._config, self.process_turns, untrusted):
             log.info("session %s: recycling its process (%s)", self.id, reason)
+            metrics.evicted("recycle")
             await self.stop()
 
     async def _run(self, turn: Turn) -> Result:
@@ -256,15 +264,18 @@ class Session:
             # transcript entry is the turn's first durability marker.
             self._marker = self._framing.begin()
             offset = _size(self.transcript_path())
+            turn.mark("writing")
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
                 content = user_content(turn.text, turn.content)
                 await process.send(protocol.user_message(content, self._marker))
+            turn.mark("written")
             if turn.interrupt_requested:  # asked while we were writing
                 self._send_interrupt(process)
             ending = await self._watchdog.watch(
                 process, self._ended, functools.partial(_emit, turn)
             )
             if isinstance(ending, Result):
+                turn.mark("result")
                 durable = await self._durability.settle(
                     self.id, self.transcript_path(), self._marker, offset
                 )
@@ -316,7 +327,7 @@ class Session:
 
     def transcript_path(self) -> Path:
         if self._transcript is None:
-            self._transcript = self._durability.path(self.id, self.profile, self.cwd)
+            self._transcript = self._durability.path(self.claude_id, self.profile, self.cwd)
         return self._transcript
 
     def lost_error(self) -> TranscriptLost:
@@ -336,6 +347,10 @@ class Session:
                 "session_id_in_use",
                 f"Claude Code refused session id {self.id}, which already has a transcript: {tail}",
             )
+        # The turn failed: what the CLI said is worth more than DEBUG now.
+        log.warning(
+            "pid %d exited with %s mid-turn; stderr tail:\n%s", process.pid, exited.returncode, tail
+        )
         if await self._durability.restorable(self.id, self.transcript_path()):
             after = "the next turn resumes the conversation"
         elif self.turns == 0:

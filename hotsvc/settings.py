@@ -17,6 +17,7 @@ from dataclasses import MISSING, Field, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hotsvc import memory
 from hotsvc.profiles import (
     DEFAULT_PROFILE,
     ConfigError,
@@ -87,7 +88,22 @@ class ServiceConfig:
         "one started, logging the sessions lost; without it hotsvc refuses to start on it",
     )
     max_sessions: int = setting(
-        0, "cap on live processes, warm ones included; 0 = no cap", minimum=0
+        None,  # resolved in __post_init__: from the memory available at start
+        "cap on live processes, warm ones included; 0 = no cap",
+        minimum=0,
+        shown_default="available memory / `--session-memory-mb` (printed at start)",
+    )
+    session_memory_mb: int = setting(
+        250,
+        "the memory one session's Claude Code process is budgeted, for the default "
+        "`--max-sessions`",
+        minimum=1,
+    )
+    max_streams: int = setting(
+        1000,
+        "streams (Prompt, Ask, their HTTP forms) attached at once; past it "
+        "RESOURCE_EXHAUSTED (0 = no cap)",
+        minimum=0,
     )
     open_queue_timeout: float = setting(
         10.0,
@@ -131,6 +147,46 @@ class ServiceConfig:
     )
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
+    log_format: str = setting(
+        "",
+        "`text`, or `json`: one object a line, a session's or turn's `session_id`, "
+        "`turn_id`, `profile` and `principal` as fields",
+        choices=("text", "json"),
+        shown_default="`text` on a TTY, else `json`",
+    )
+    metrics_listen: str = setting(
+        "",
+        "HOST:PORT to serve Prometheus metrics on (`/metrics`; no ids or principals in "
+        "them, no authentication); port 0 picks a free one (printed as `hotsvc metrics "
+        "listening on HOST:PORT`); empty = off (`make run` serves 127.0.0.1:9464)",
+    )
+    otel: bool = setting(
+        False,
+        "OpenTelemetry traces of every RPC and turn, exported over OTLP as the standard "
+        "`OTEL_EXPORTER_OTLP_*`/`OTEL_SERVICE_NAME` variables say; needs "
+        "`pip install 'hotsvc[otel]'`",
+    )
+    grpc_keepalive_interval: float = setting(
+        60.0,
+        "seconds between keepalive pings on an idle gRPC connection, so a caller gone "
+        "without a word is noticed and its streams end",
+        above=0,
+    )
+    grpc_keepalive_timeout: float = setting(
+        20.0, "a keepalive ping unanswered this long closes the connection", above=0
+    )
+    grpc_min_ping_interval: float = setting(
+        10.0,
+        "the shortest interval at which callers may send keepalive pings; more often "
+        "closes their connection (too_many_pings)",
+        above=0,
+    )
+    grpc_max_receive_bytes: int = setting(
+        0,
+        "largest request message accepted over gRPC; 0 = `--max-turn-bytes` plus 1 MiB, "
+        "so an oversized turn is told the turn limit",
+        minimum=0,
+    )
     containment: str = setting(
         "auto",
         "how every process a child starts is ended with it: `cgroup` (a cgroup v2 per "
@@ -139,9 +195,9 @@ class ServiceConfig:
         choices=("auto", "cgroup", "tree"),
     )
     idle_timeout: float = setting(
-        0.0,
-        "end an unattached idle session's process after this many seconds; it resumes "
-        "on the next open (0 = off)",
+        900.0,
+        "end an unattached idle session's process after this many seconds, freeing its "
+        "memory; the conversation resumes on the next open (0 = off)",
         group="session lifecycle",
         minimum=0,
     )
@@ -289,9 +345,14 @@ class ServiceConfig:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child
     ready_timeout: float = 60.0  # a warm process must answer `initialize` within this
+    max_sessions_chosen: str = ""  # how the default --max-sessions was chosen, if it was
 
     def __post_init__(self) -> None:
         warm = sum(profile.pool_size for profile in self.profiles.values())
+        if self.max_sessions is None or (self.max_sessions_chosen and warm > self.max_sessions):
+            cap, chosen = memory.default_max_sessions(self.session_memory_mb, warm)
+            object.__setattr__(self, "max_sessions", cap)  # frozen: set once, here
+            object.__setattr__(self, "max_sessions_chosen", chosen)
         if self.max_sessions and warm > self.max_sessions:
             # Health would never become SERVING: it waits for the pools to fill.
             raise ConfigError(
@@ -413,6 +474,10 @@ def _check_pairs(config: ServiceConfig) -> None:
 
 
 def _check(name: str, spec: Spec, value: Any) -> None:
+    if value is None:  # not given: a default chosen at start
+        return
+    if spec.choices and value and value not in spec.choices:  # from the environment
+        raise ConfigError(f"{name} must be one of {', '.join(spec.choices)}, not {value!r}")
     if spec.minimum is not None and value < spec.minimum:
         raise ConfigError(f"{name} must be >= {spec.minimum:g}, not {value}")
     if spec.above is not None and value <= spec.above:

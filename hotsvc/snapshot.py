@@ -6,6 +6,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import psutil
+
 from hotsvc.claude.protocol import Result
 from hotsvc.launcher import SpawnStats
 from hotsvc.pool import WarmPool
@@ -53,6 +55,7 @@ class SessionView:
     profile: str
     attached: bool
     owner: str
+    rss_bytes: int = 0  # its process's resident memory; 0 without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,16 @@ def view_of(session: Session) -> SessionView:
         session.profile.name,
         session.attached,
         session.owner,
+        resident_bytes(pid) if pid else 0,
     )
+
+
+def resident_bytes(pid: int) -> int:
+    """Resident memory of `pid`, 0 if it is gone."""
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
 def snapshot_of(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hotsvc import metrics
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.durability import Durability
@@ -64,10 +64,10 @@ class ProcessSupply:
         pool has one, else spawned; a fork's holds a copy of its source's conversation."""
         # A fork copies a conversation: of its source, or of what an unrun fork copies.
         source = (fork_of.forked_from or fork_of.id) if fork_of and fork_of.turns else ""
-        # A warm process already has its own session id: a caller's id needs a new one;
-        # and only a process started with the same arguments will do (pools are keyed by
-        # the profile's signature, options included).
-        pool = None if session_id or source else self._warm_pool(profile)
+        # Only a process started with the same arguments will do (pools are keyed by the
+        # profile's signature, options included). A warm one keeps its own Claude Code
+        # session id under a caller's id (Session.claude_id).
+        pool = None if source else self._warm_pool(profile)
         process = pool.take(first_turn_done) if pool else None
         if process is not None:
             self._launcher.stats.warm_starts += 1
@@ -75,22 +75,28 @@ class ProcessSupply:
         workspace = None
         if source and fork_of is not None and profile.workspace_root:
             # A workspace of its own, a copy of its source's (what the history refers to).
-            session_id = session_id or str(uuid.uuid4())
             workspaces = self._launcher.placement.workspaces
             workspace = await asyncio.to_thread(
-                workspaces.copy, Path(fork_of.cwd), profile.workspace_root, session_id
+                workspaces.copy, Path(fork_of.cwd), profile.workspace_root, session_id or "fork"
             )
         try:
             cwd = str(workspace) if workspace else ""
+            claude_source = ""
             if source:  # the history to copy must be on this host, where the fork runs
-                path = self._durability.path(
-                    source, profile, cwd or (fork_of.cwd if fork_of else "")
+                claude_source = await self._claude_id(source)
+                where = cwd or (fork_of.cwd if fork_of else "")
+                await self._durability.restore(
+                    source, self._durability.path(claude_source, profile, where)
                 )
-                await self._durability.restore(source, path)
             slot = await self._slot(progress)
             # A fork's process has read the history once it answered `initialize` (prime).
             process = await self._launcher.spawn(
-                profile, slot, session_id=session_id, fork_of=source, prime=bool(source), cwd=cwd
+                profile,
+                slot,
+                session_id=session_id,
+                fork_of=claude_source,
+                prime=bool(source),
+                cwd=cwd,
             )
         except BaseException:
             if workspace is not None:
@@ -102,13 +108,23 @@ class ProcessSupply:
 
     async def resume(self, session: Session, progress: OnProgress | None) -> ClaudeProcess:
         """A new process for a session whose process is gone, with its conversation."""
+        try:
+            process = await self._resume(session, progress)
+        except Exception:
+            metrics.resumed("lost" if session.lost else "failed")
+            raise
+        metrics.resumed("ok")
+        return process
+
+    async def _resume(self, session: Session, progress: OnProgress | None) -> ClaudeProcess:
         await self._leases.acquire(session.id)  # no two replicas run one conversation
         # --resume needs the transcript: from the store when this host lacks it. A
         # session that never finished a turn may have none yet and starts afresh. A fork
         # that has not run a turn yet resumes its source's, under its own id.
         source = session.forked_from
+        claude_source = await self._claude_id(source) if source else ""
         path = (
-            self._durability.path(source, session.profile, session.cwd)
+            self._durability.path(claude_source, session.profile, session.cwd)
             if source
             else session.transcript_path()
         )
@@ -124,13 +140,18 @@ class ProcessSupply:
         process = await self._launcher.spawn(
             session.profile,
             slot,
-            session_id=session.id,
+            session_id=session.claude_id,
             resume=resume,
-            fork_of=source if resume else "",
+            fork_of=claude_source if resume else "",
             cwd=session.cwd,  # its own directory, where its conversation began
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
+
+    async def _claude_id(self, session_id: str) -> str:
+        """The id Claude Code knows session `session_id`'s conversation by."""
+        record = await self._store.get(session_id)
+        return (record.claude_id if record else "") or session_id
 
     def _warm_pool(self, profile: Profile) -> WarmPool | None:
         signature = profile.signature()

@@ -10,9 +10,11 @@ timeout plus a few seconds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from hotsvc import metrics
 from hotsvc.claude.process import ClaudeProcess, ProcessExited
 from hotsvc.claude.protocol import (
     AssistantMessage,
@@ -24,6 +26,8 @@ from hotsvc.claude.protocol import (
 )
 from hotsvc.settings import ServiceConfig
 from hotsvc.turn import hotsvc_result
+
+log = logging.getLogger(__name__)
 
 # How long an interrupt may take to end a turn before the process is killed.
 INTERRUPT_TIMEOUT_SECONDS = 3.0
@@ -103,6 +107,14 @@ class Watchdog:
         if done and isinstance(ending := ended.result(), Result):
             return ending
         process.kill()
+        metrics.watchdog_killed()
+        log.warning(
+            "pid %d: %s silent for %gs did not answer an interrupt: killed; stderr tail:\n%s",
+            process.pid,
+            what,
+            limit,
+            process.stderr_tail() or "(empty)",
+        )
         await asyncio.wait((ended,), timeout=KILL_TIMEOUT_SECONDS)
         return hotsvc_result(
             "watchdog_timeout",

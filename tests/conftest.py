@@ -105,6 +105,10 @@ def make_config(
         DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=pool_size)
     }
     overrides.setdefault("data_dir", None)  # the store in memory unless a test asks
+    # The service's defaults depend on the host (memory) and evict after 15 minutes;
+    # tests name their limits (tests/test_operability.py runs the defaults).
+    overrides.setdefault("max_sessions", 0)
+    overrides.setdefault("idle_timeout", 0.0)
     return ServiceConfig(
         listen="127.0.0.1:0",
         claude_cmd=claude_cmd,
@@ -120,13 +124,15 @@ StartService = Callable[..., Awaitable[Live]]
 @pytest.fixture
 async def start_service(tmp_path: Path) -> AsyncIterator[StartService]:
     """Start hotsvc in this event loop; stopped after the test, and no child may survive.
-    `credentials=` makes the fixture's channel a TLS one."""
+    `credentials=` makes the fixture's channel a TLS one; `tracer_provider=` is the
+    OpenTelemetry one an `otel=True` service uses."""
     started: list[Live] = []
 
     async def start(**kwargs: Any) -> Live:
         env = {"CLAUDE_CONFIG_DIR": str(tmp_path / "claude"), **kwargs.pop("child_env", {})}
         credentials: grpc.ChannelCredentials | None = kwargs.pop("credentials", None)
-        service = Service(make_config(child_env=env, **kwargs))
+        tracer_provider = kwargs.pop("tracer_provider", None)  # with otel=True
+        service = Service(make_config(child_env=env, **kwargs), tracer_provider)
         await service.start()
         options = [("grpc.max_receive_message_length", -1)]
         channel = (

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import uuid
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from tests.conftest import (
     StartService,
     eventually,
     pid_alive,
+    pool_refilled,
     refusal,
 )
 
@@ -57,6 +59,35 @@ async def test_sigkill_right_after_each_result_loses_no_turn(
         await wait_dead(pid)
         recalled = await talk.ask("What number?")
         assert (recalled.text, recalled.durable) == (str(n), True), f"turn {n} was lost"
+
+
+@pytest.mark.parametrize("version", CLAUDE_VERSIONS)
+async def test_a_callers_id_takes_a_warm_process_and_resumes_under_it(
+    local_model: LocalModel, tmp_path: Path, version: str
+) -> None:
+    # A load balancer routes by an id the caller chose before the session existed; the
+    # warm process keeps its own Claude Code session id, which the store remembers.
+    _, env = local_model
+    args = ("--claude-cmd", str(CLAUDE_VERSIONS[version]), "--data-dir", str(tmp_path / "d"))
+    chosen = str(uuid.uuid4())
+    open_chosen = pb.PromptRequest(open=pb.OpenSession(session_id=chosen, create_if_missing=True))
+    async with ServerProcess(*args, "--pool-size", "1", env=env) as server:
+        await pool_refilled(server.stub(), 1)
+        talk = Conversation(server.stub())
+        await talk.send(open_chosen)
+        opened = (await talk.read()).opened
+        assert (opened.session_id, opened.start) == (chosen, pb.SESSION_START_WARM)
+        assert (await talk.ask("Remember 42")).durable
+        os.kill(opened.pid, signal.SIGKILL)
+        await wait_dead(opened.pid)
+        assert (await talk.ask("What number?")).text == "42"  # resumed in a new process
+        assert await talk.finish() == grpc.StatusCode.OK
+    async with ServerProcess(*args, "--pool-size", "0", env=env) as server:
+        again = Conversation(server.stub())
+        await again.send(open_chosen)
+        assert (await again.read()).opened.start == pb.SESSION_START_RESUMED
+        assert (await again.ask("What number?")).text == "42"
+        assert await again.finish() == grpc.StatusCode.OK
 
 
 async def test_a_transcript_gone_from_the_host_comes_back_from_the_store(

@@ -263,7 +263,8 @@ async def test_make_run_from_a_fresh_clone_as_a_user_without_root(tmp_path: Path
         assert not shutil.which("claude", path=env["PATH"])
         proc = await asyncio.create_subprocess_exec(
             *(RUNUSER, "-u", user, "--", "make", "-C", str(clone), "run"),
-            "ARGS=--listen 127.0.0.1:0 --pool-size 1",
+            # Port 0 for metrics too: another hotsvc may hold make run's 9464.
+            "ARGS=--listen 127.0.0.1:0 --pool-size 1 --metrics-listen 127.0.0.1:0",
             env=env,
             cwd=home,
             stdin=subprocess.DEVNULL,

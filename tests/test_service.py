@@ -10,7 +10,14 @@ import grpc
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
-from tests.conftest import Conversation, StartService, child_pids, eventually, pid_alive
+from tests.conftest import (
+    Conversation,
+    StartService,
+    child_pids,
+    eventually,
+    pid_alive,
+    pool_refilled,
+)
 
 
 def kinds(events: list[pb.PromptResponse]) -> list[str]:
@@ -321,13 +328,15 @@ async def test_create_if_missing_opens_a_session_under_the_callers_id(
 ) -> None:
     # A load balancer can route by the id a caller chose before the session existed.
     live = await start_service(pool_size=1)
+    await pool_refilled(live.stub, 1)
     chosen = str(uuid.uuid4())
     first = Conversation(live.stub)
     await first.send(
         pb.PromptRequest(open=pb.OpenSession(session_id=chosen, create_if_missing=True))
     )
     opened = (await first.read()).opened
-    assert (opened.session_id, opened.start) == (chosen, pb.SESSION_START_COLD)
+    # A warm process serves it: it keeps its own Claude Code id behind the caller's.
+    assert (opened.session_id, opened.start) == (chosen, pb.SESSION_START_WARM)
     assert (await first.ask("Remember 6")).text == "OK"
     assert await first.finish() == grpc.StatusCode.OK
     again = Conversation(live.stub)

@@ -307,6 +307,7 @@ def _fill_session(row: pb.SessionInfo, session: SessionView, now: float) -> None
     row.profile = session.profile
     row.attached = session.attached
     row.owner = session.owner
+    row.rss_bytes = session.rss_bytes
     row.age.FromNanoseconds(int((now - session.created_at) * 1e9))
     row.last_active_time.FromNanoseconds(int(session.last_active_at * 1e9))
 

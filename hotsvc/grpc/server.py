@@ -12,7 +12,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,6 +38,7 @@ from hotsvc.manager import SessionManager
 from hotsvc.profiles import ConfigError
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
+from hotsvc.telemetry import Telemetry
 from hotsvc.tmpdirs import ChildTmpDirs
 from hotsvc.workspaces import Workspaces
 
@@ -58,8 +59,9 @@ class ShutdownFailed(Exception):
 class Service:
     """A running hotsvc: `async with Service(config) as service`, or start() then stop()."""
 
-    def __init__(self, config: ServiceConfig) -> None:
-        """Raises ConfigError for a configuration that cannot be served safely."""
+    def __init__(self, config: ServiceConfig, tracer_provider: Any = None) -> None:
+        """Raises ConfigError for a configuration that cannot be served safely.
+        `tracer_provider`: with --otel, the OpenTelemetry one to use (else OTLP's)."""
         self.config = config
         check_layout(config)
         launch.check_sandbox(config.profiles.values())
@@ -70,11 +72,10 @@ class Service:
         credentials = server_credentials(config)
         self.audit = AuditLog(config.audit_log)
         self.interceptor = AuthInterceptor(self.authenticator, self.audit)
-        # Past --max-turn-bytes, so the turn's own check answers first, naming the limit.
-        receive = config.max_turn_bytes + 1024 * 1024
+        self.telemetry = Telemetry(config, tracer_provider)
         self.server = grpc.aio.server(
-            interceptors=[self.interceptor],
-            options=[("grpc.max_receive_message_length", receive)],
+            interceptors=[*self.telemetry.interceptors(), self.interceptor],
+            options=server_options(config),
         )
         if credentials is None:
             self.port = self.server.add_insecure_port(config.listen)
@@ -172,6 +173,7 @@ class Service:
                 manager_started = asyncio.Event()
                 tasks.create_task(self.manager.run(manager_started), name="sessions")
                 await manager_started.wait()
+                self.telemetry.start(self.manager.snapshot)
                 await self._set_health(NOT_SERVING)
                 await self.server.start()
                 if self.http is not None:
@@ -184,6 +186,7 @@ class Service:
         finally:
             if self.http is not None:
                 self.http.close()
+            self.telemetry.stop()
             self.containment.close()
             await self.store.close()
             self.audit.close()
@@ -248,6 +251,20 @@ class Service:
             raise ShutdownFailed("; ".join(failures))
 
 
+def server_options(config: ServiceConfig) -> list[tuple[str, int]]:
+    """Message size and keepalive: a caller gone without a word (a laptop closed, a NAT
+    timing out) is noticed, so its streams end and its sessions can be evicted."""
+    # Past --max-turn-bytes by default, so the turn's own check answers first, naming it.
+    receive = config.grpc_max_receive_bytes or config.max_turn_bytes + 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", receive),
+        ("grpc.keepalive_time_ms", int(config.grpc_keepalive_interval * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.grpc_keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(config.grpc_min_ping_interval * 1000)),
+    ]
+
+
 def _call(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def step() -> None:
         function()
@@ -258,6 +275,8 @@ def _call(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 async def serve(config: ServiceConfig) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
     become_subreaper()
+    if config.max_sessions_chosen:  # a default worth knowing: opens past it wait in line
+        log.info("%s", config.max_sessions_chosen)
     service = Service(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -269,5 +288,7 @@ async def serve(config: ServiceConfig) -> None:
         print(f"hotsvc listening on {service.address}", flush=True)
         if service.http is not None:
             print(f"hotsvc http listening on {service.http.address}", flush=True)
+        if (metrics := service.telemetry.metrics_server) is not None:
+            print(f"hotsvc metrics listening on {metrics.address}", flush=True)
         await stop.wait()
         log.info("signal received: draining")

@@ -48,6 +48,9 @@ class SessionRecord:
     cost_usd: float = 0.0
     options: SessionOptions = field(default_factory=SessionOptions)  # the caller's, at open
     forked_from: str = ""  # a fork's source, until the fork has a transcript of its own
+    # The id Claude Code knows the conversation by (its transcript's name, --resume), when
+    # not `id`: a new session under a caller's id that took a warm process.
+    claude_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,13 +246,14 @@ def row_of(record: SessionRecord) -> tuple[object, ...]:
         record.cost_usd,
         record.options.to_json(),
         record.forked_from,
+        record.claude_id,
     )
 
 
 def record_of(row: Sequence[object]) -> SessionRecord:
     """A row of `schema.SESSION_COLUMNS` as a record."""
     (sid, profile, owner, cwd, created, used, turns, state, model, *tokens, cost) = row[:14]
-    options, forked_from = row[14:]
+    options, forked_from, claude_id = row[14:]
     return SessionRecord(
         str(sid),
         str(profile),
@@ -264,4 +268,5 @@ def record_of(row: Sequence[object]) -> SessionRecord:
         float(cost),  # type: ignore[arg-type]
         SessionOptions.from_json(str(options)),
         str(forked_from),
+        str(claude_id),
     )

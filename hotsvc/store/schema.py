@@ -69,6 +69,10 @@ SQLITE = (
     ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '';
     ALTER TABLE sessions ADD COLUMN forked_from TEXT NOT NULL DEFAULT '';
     """,
+    # 5: the id Claude Code knows a conversation by, when not the session's own.
+    """
+    ALTER TABLE sessions ADD COLUMN claude_id TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 POSTGRES = (
@@ -118,11 +122,15 @@ POSTGRES = (
     ALTER TABLE sessions ADD COLUMN options TEXT NOT NULL DEFAULT '';
     ALTER TABLE sessions ADD COLUMN forked_from TEXT NOT NULL DEFAULT '';
     """,
+    # 3: SQLite's version 5.
+    """
+    ALTER TABLE sessions ADD COLUMN claude_id TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # Both dialects read and write the same columns, in this order.
 SESSION_COLUMNS = (
     "id, profile, owner, cwd, created_at, last_used_at, turns, state, model, input_tokens, "
     "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, options, "
-    "forked_from"
+    "forked_from, claude_id"
 )

@@ -1403,6 +1403,7 @@ class SessionInfo(_message.Message):
     ATTACHED_FIELD_NUMBER: _builtins.int
     LAST_ACTIVE_TIME_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    RSS_BYTES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___SessionState.ValueType
     pid: _builtins.int
@@ -1412,6 +1413,8 @@ class SessionInfo(_message.Message):
     attached: _builtins.bool
     owner: _builtins.str
     """The principal that opened it."""
+    rss_bytes: _builtins.int
+    """Resident memory of its process in bytes; 0 without one."""
     @_builtins.property
     def age(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -1428,10 +1431,11 @@ class SessionInfo(_message.Message):
         attached: _builtins.bool = ...,
         last_active_time: _timestamp_pb2.Timestamp | None = ...,
         owner: _builtins.str = ...,
+        rss_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "last_active_time", b"last_active_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attached", b"attached", "last_active_time", b"last_active_time", "owner", b"owner", "pid", b"pid", "profile", b"profile", "session_id", b"session_id", "state", b"state", "turns", b"turns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "attached", b"attached", "last_active_time", b"last_active_time", "owner", b"owner", "pid", b"pid", "profile", b"profile", "rss_bytes", b"rss_bytes", "session_id", b"session_id", "state", b"state", "turns", b"turns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1458,6 +1458,13 @@ export declare type SessionInfo = Message<"hotsession.v1.SessionInfo"> & {
    * @generated from field: string owner = 9;
    */
   owner: string;
+
+  /**
+   * Resident memory of its process in bytes; 0 without one.
+   *
+   * @generated from field: uint64 rss_bytes = 10;
+   */
+  rssBytes: bigint;
 };
 
 /**
