@@ -10,20 +10,20 @@ PY     := $(BIN)/python
 ARGS   ?=
 
 # Every Debian package the suite needs, installed by one apt-get step in setup-dev (the
-# one place to add one). The Go client: toolchain, generators, grpc-go sources; the 1-5
-# protobuf package must be named: grpc-go alone pulls 1.3, which can't marshal our stubs.
-# systemd: `systemd-analyze verify` of deploy/systemd/hotsvc.service. postgresql: a
-# throwaway cluster per test run (tests/postgres.py) for the session store's tests. curl:
-# the HTTP face's tests and README recipes. prometheus: its promtool checks and
-# unit-tests deploy/prometheus's alert rules (the package's daemon is not started).
-DEV_APT_PKGS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
-                golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
-                systemd postgresql bubblewrap socat curl prometheus
+# one place to add one). The Go client's generators (its toolchain and grpc-go sources are
+# newer than Debian 12's: build/go-debian, below). systemd: `systemd-analyze verify` of
+# deploy/systemd/hotsvc.service. postgresql: a throwaway cluster per test run
+# (hotsvc_tools/postgres.py) for the session store's tests and `make fleet`. curl: the HTTP
+# face's tests and README recipes. prometheus: its promtool checks and unit-tests
+# deploy/prometheus's alert rules (the package's daemon is not started). nginx, haproxy:
+# the balancers of deploy/ in front of a fleet (tests/test_fleet.py, `make fleet`).
+DEV_APT_PKGS := protoc-gen-go protoc-gen-go-grpc \
+                systemd postgresql bubblewrap socat curl prometheus nginx haproxy
 
 # A `claude` the user already has is used first; the pinned one is installed otherwise.
 HAVE_CLAUDE := $(shell command -v claude 2>/dev/null)
 
-.PHONY: setup setup-dev dev-apt run test proto docs lint bench soak pressure clean
+.PHONY: setup setup-dev dev-apt run fleet test proto docs lint bench soak pressure clean
 
 # Idempotent; each step re-runs only when its inputs changed.
 setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
@@ -32,7 +32,7 @@ setup: $(VENV)/.runtime $(if $(HAVE_CLAUDE),,node_modules/.package-lock.json)
 OLD_CLAUDE := tests/claude-versions/2.1.197
 
 setup-dev: setup dev-apt $(VENV)/.dev node_modules/.package-lock.json \
-           clients/typescript/node_modules/.package-lock.json clients/go/vendor/modules.txt \
+           clients/typescript/node_modules/.package-lock.json build/go-debian/fetched \
            $(OLD_CLAUDE)/node_modules/.package-lock.json
 
 # The service and its runtime dependencies only (pyproject's `dependencies`), editable.
@@ -75,8 +75,11 @@ dev-apt:
 	@dpkg -s $(DEV_APT_PKGS) >/dev/null 2>&1 || { apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEV_APT_PKGS); }
 
-clients/go/vendor/modules.txt: clients/go/go.mod $(wildcard clients/go/hotsession/v1/*.go) | dev-apt
-	clients/go/debian-vendor.sh
+# The Go client's offline build: Go 1.23 (bookworm-backports) and grpc-go 1.64 sources
+# (trixie) from Debian's archive, unpacked under build/ by apt-get download; the system's
+# apt sources stay as they are (tools/hotsvc_tools/godeps.py).
+build/go-debian/fetched: tools/hotsvc_tools/godeps.py | $(VENV)/.dev
+	$(PY) -m hotsvc_tools.godeps fetch
 
 # The pinned CLI comes after PATH: a `claude` the user has is used first. Prometheus
 # metrics on 127.0.0.1:9464/metrics; ARGS may move them (--metrics-listen).
@@ -84,14 +87,21 @@ run: setup
 	PATH="$$PATH:$(CURDIR)/node_modules/.bin" $(BIN)/hotsvc serve --local-model auto \
 	  --metrics-listen 127.0.0.1:9464 $(ARGS)
 
+# A fleet on this machine: a throwaway PostgreSQL, three replicas, nginx on 127.0.0.1:50051
+# (deploy/nginx/hotsvc.conf); Ctrl-C stops it all. make fleet ARGS='-- --pool-size 1'
+fleet: setup-dev
+	$(PY) -m hotsvc_tools.fleet $(ARGS)
+
 test: setup-dev
 	$(BIN)/pytest -q
 
-# Regenerate every language's committed stubs; tests/test_clients.py fails when they drift.
+# Regenerate every language's committed stubs and stamp VERSION into every package;
+# .ci/run fails when that changes a committed file.
 proto: setup-dev
 	$(PY) -m hotsvc_tools.codegen
 
-LINTED := hotsvc tools tests clients/python/src/hotsession/client.py
+LINTED := hotsvc tools tests clients/python/src/hotsession/client.py \
+          clients/python/src/hotsession/errors.py clients/python/src/hotsession/turns.py
 
 # README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
 docs: setup-dev
@@ -115,5 +125,5 @@ soak: setup-dev
 	$(PY) -m hotsvc_tools.soak
 
 clean:
-	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/go/vendor build dist \
+	rm -rf $(VENV) node_modules clients/typescript/node_modules clients/typescript/dist build dist \
 	  *.egg-info tools/build tools/*.egg-info

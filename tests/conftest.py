@@ -28,7 +28,7 @@ from hotsvc.localmodel import LocalModelServer
 from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore, open_store
-from tests.postgres import Cluster
+from hotsvc_tools.postgres import Cluster
 
 BIN = Path(sys.executable).parent
 EMULATOR_CMD = (str(BIN / "hotsvc-emulator"),)

@@ -1,18 +1,18 @@
-module hotsvc/clients/go
+module github.com/hotsvc/hotsvc/clients/go
 
-go 1.19
+// The minimum versions (MVS) this module needs: grpc-go 1.63+ for grpc.NewClient. The
+// offline build (tests/test_clients.py) compiles against Debian's sources of the same
+// modules, see tools/hotsvc_tools/godeps.py.
+go 1.21
 
-// The versions Debian 12 ships (see SETUP.md); vendor/ is assembled from
-// /usr/share/gocode/src by ./debian-vendor.sh so the module builds offline.
 require (
-	google.golang.org/grpc v1.33.3
-	google.golang.org/protobuf v1.28.1
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20240318140521-94a12d6c2237
+	google.golang.org/grpc v1.64.0
+	google.golang.org/protobuf v1.33.0
 )
 
 require (
-	github.com/golang/protobuf v1.5.2 // indirect
-	golang.org/x/net v0.7.0 // indirect
-	golang.org/x/sys v0.3.0 // indirect
-	golang.org/x/text v0.7.0 // indirect
-	google.golang.org/genproto v0.0.0-20200413115906-b5235f65be36 // indirect
+	golang.org/x/net v0.22.0 // indirect
+	golang.org/x/sys v0.23.0 // indirect
+	golang.org/x/text v0.17.0 // indirect
 )

@@ -1,20 +1,20 @@
 // Command example opens a hot session on hotsvc, sends one turn and prints its events.
 //
 //	HOTSVC_ADDR=127.0.0.1:50051 go run ./cmd/example "Remember 42"
+//
+// HOTSVC_TOKEN sends a bearer token; HOTSVC_TLS=1 connects with TLS (system roots).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
-	"io"
 	"log"
 	"os"
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-
-	hotsessionv1 "hotsvc/clients/go/hotsession/v1"
+	"github.com/hotsvc/hotsvc/clients/go/hotsession"
 )
 
 func main() {
@@ -26,49 +26,42 @@ func main() {
 	if prompt == "" {
 		prompt = "Say hello"
 	}
+	var opts []hotsession.Option
+	if token := os.Getenv("HOTSVC_TOKEN"); token != "" {
+		opts = append(opts, hotsession.WithToken(token))
+	}
+	if os.Getenv("HOTSVC_TLS") == "1" {
+		opts = append(opts, hotsession.WithTLS(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	conn, err := grpc.DialContext(ctx, addr, grpc.WithInsecure(), grpc.WithBlock())
-	if err != nil {
-		log.Fatalf("dial %s: %v", addr, err)
-	}
-	defer conn.Close()
-	client := hotsessionv1.NewHotSessionClient(conn)
-
-	stream, err := client.Prompt(ctx)
+	client, err := hotsession.Connect(addr, opts...)
 	if err != nil {
 		log.Fatal(err)
 	}
-	// The first request opens a new session (or re-attaches, given a session id).
-	open := &hotsessionv1.PromptRequest{Request: &hotsessionv1.PromptRequest_Open{
-		Open: &hotsessionv1.OpenSession{}}}
-	turn := &hotsessionv1.PromptRequest{Request: &hotsessionv1.PromptRequest_Turn{
-		Turn: &hotsessionv1.UserTurn{Text: prompt}}}
-	for _, req := range []*hotsessionv1.PromptRequest{open, turn} {
-		if err := stream.Send(req); err != nil {
-			log.Fatal(err)
-		}
-	}
-	// Half-close: the turn already sent runs to its result, then the RPC ends with OK.
-	if err := stream.CloseSend(); err != nil {
+	defer client.Close()
+	session, err := client.OpenSession(ctx, hotsession.OpenOptions{})
+	if err != nil {
 		log.Fatal(err)
 	}
-	for {
-		ev, err := stream.Recv()
-		if err == io.EOF {
-			return
+	fmt.Printf("session %s (pid %d, %s)\n", session.ID(), session.PID(), session.Start())
+	turn, err := session.Send(ctx, prompt)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for event := range turn.Events(ctx) {
+		if delta := event.GetTextDelta(); delta != nil {
+			fmt.Print(delta.GetText())
 		}
-		if err != nil {
-			log.Fatal(err)
-		}
-		switch e := ev.Event.(type) {
-		case *hotsessionv1.PromptResponse_Opened:
-			fmt.Printf("session %s (pid %d, %s)\n", e.Opened.SessionId, e.Opened.Pid, e.Opened.Start)
-		case *hotsessionv1.PromptResponse_TextDelta:
-			fmt.Print(e.TextDelta.Text)
-		case *hotsessionv1.PromptResponse_Result:
-			fmt.Printf("\nresult (%s, error=%v): %s\n", e.Result.Subtype, e.Result.IsError, e.Result.Text)
-		}
+	}
+	result, err := turn.Result(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("\nresult (%s, error=%v): %s\n", result.GetSubtype(), result.GetIsError(), result.GetText())
+	// Detach keeps the session hot for a later OpenSession{SessionID: ...}; Close ends it.
+	if err := session.Detach(ctx); err != nil {
+		log.Fatal(err)
 	}
 }

@@ -19,29 +19,38 @@ Sessions as resources: `client.get_session(id)`, `client.list_sessions(filter=..
 page), `client.get_session_messages(id)`, `client.fork(id)`, `client.delete(id)`.
 Rich turns: `session.ask(content=[image(png_bytes), "What is this?"])`. Controls:
 `session.set_model(...)`, `session.set_permission_mode(...)`, `session.context_usage()`.
-
-Permission prompts (a profile with `permission_prompts = "caller"`): give
-`open_session(on_permission=callback)`; the callback gets each PermissionRequest and
-returns True (allow), False (deny) or a PermissionDecision, sync or async. The requests
-are also events of their turn, for callers who iterate and answer with `session.decide()`.
+Permission prompts (a profile with permission_prompts = "caller"): `open_session(...,
+on_permission=callback)`, or `session.decide(request_id, allow)` from a turn's events.
+Refused calls raise `ServiceError` (status code, reason, metadata, retry delay); wrap a
+call in `retrying(...)` to retry UNAVAILABLE and RESOURCE_EXHAUSTED after the delay hotsvc
+asks for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import secrets
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 from grpc import aio
 
+from hotsession.errors import (
+    ControlFailedError,
+    HotSessionError,
+    ServiceError,
+    SessionClosedError,
+    TurnFailedError,
+    retrying,
+)
+from hotsession.turns import Content, Turn, _blocks, document, image
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
@@ -49,130 +58,24 @@ __all__ = [
     "ControlFailedError",
     "HotSessionClient",
     "HotSessionError",
-    "OnPermission",
+    "PermissionCallback",
+    "ServiceError",
     "Session",
     "SessionClosedError",
     "Turn",
     "TurnFailedError",
+    "connect",
     "document",
     "image",
+    "retrying",
 ]
 
-
-class HotSessionError(Exception):
-    """The Prompt stream failed or broke the protocol."""
-
-
-class SessionClosedError(HotSessionError):
-    """The session's stream ended before the turn got its result."""
-
-
-class TurnFailedError(HotSessionError):
-    """A turn ended with `is_error`; the result says why (e.g. subtype "interrupted")."""
-
-    def __init__(self, result: pb.TurnResult) -> None:
-        detail = f": {result.text}" if result.text else ""
-        super().__init__(f"turn failed ({result.subtype or 'error'}){detail}")
-        self.result = result
-
-
-class ControlFailedError(HotSessionError):
-    """A control was refused by hotsvc (`error` event) or by Claude Code (`control_result`
-    with an error; `code` is e.g. "unsupported_request" for a subtype the CLI lacks)."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# A permission callback returns allow (True), deny (False) or a whole decision, or an
-# awaitable of one.
-Verdict = bool | pb.PermissionDecision
-OnPermission = Callable[[pb.PermissionRequest], Verdict | Awaitable[Verdict]]
-
-# Content for `Session.send`/`ask`: ContentBlocks, or plain strings for text blocks.
-Content = Sequence["pb.ContentBlock | str"]
-
-
-def image(data: bytes, media_type: str = "image/png") -> pb.ContentBlock:
-    """An image block (png, jpeg, gif or webp)."""
-    return pb.ContentBlock(image=pb.ImageBlock(media_type=media_type, data=data))
-
-
-def document(data: bytes, media_type: str = "application/pdf", title: str = "") -> pb.ContentBlock:
-    """A document block: a PDF, or UTF-8 text with media_type "text/plain"."""
-    return pb.ContentBlock(document=pb.DocumentBlock(media_type=media_type, data=data, title=title))
-
-
-def _blocks(content: Content) -> list[pb.ContentBlock]:
-    return [
-        pb.ContentBlock(text=pb.TextBlock(text=b)) if isinstance(b, str) else b for b in content
-    ]
-
-
-class Turn:
-    """One user turn: its events as they arrive, and its result.
-
-    Iterate it (as often as you like, each pass from the start) for every event up to
-    and including `result`, or await `result()` / `text()` for the end alone.
-    """
-
-    def __init__(self, turn_id: str, prompt: str) -> None:
-        self.turn_id = turn_id
-        self.prompt = prompt
-        self._events: list[pb.PromptResponse] = []
-        self._failure: BaseException | None = None
-        self._changed = asyncio.Event()
-        self._result: asyncio.Future[pb.TurnResult] = asyncio.get_running_loop().create_future()
-        # A caller may never await the result; don't warn about an unretrieved exception.
-        self._result.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    @property
-    def done(self) -> bool:
-        return self._result.done()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _deliver(self, event: pb.PromptResponse) -> None:
-        if self.done:
-            return
-        self._events.append(event)
-        if event.WhichOneof("event") == "result":
-            self._result.set_result(event.result)
-        self._wake()
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self.done:
-            self._failure = exc
-            self._result.set_exception(exc)
-            self._wake()
-
-    async def __aiter__(self) -> AsyncIterator[pb.PromptResponse]:
-        seen = 0
-        while True:
-            changed = self._changed
-            while seen < len(self._events):
-                event = self._events[seen]
-                seen += 1
-                yield event
-                if event.WhichOneof("event") == "result":
-                    return
-            if self._failure is not None:
-                raise self._failure
-            await changed.wait()
-
-    async def result(self) -> pb.TurnResult:
-        """The turn's TurnResult (errors included); raises if the stream broke first."""
-        return await asyncio.shield(self._result)
-
-    async def text(self) -> str:
-        """The turn's final text; raises TurnFailedError when the result is an error."""
-        result = await self.result()
-        if result.is_error:
-            raise TurnFailedError(result)
-        return result.text
+# An answer to a permission request: True/False, or the whole PermissionDecision (its
+# request_id is filled in). The callback may be sync or async.
+PermissionAnswer = bool | pb.PermissionDecision
+PermissionCallback = Callable[
+    [pb.PermissionRequest], "PermissionAnswer | Awaitable[PermissionAnswer]"
+]
 
 
 class Session:
@@ -183,13 +86,13 @@ class Session:
         client: HotSessionClient,
         call: aio.StreamStreamCall[pb.PromptRequest, pb.PromptResponse],
         opened: pb.SessionOpened,
-        on_permission: OnPermission | None = None,
+        on_permission: PermissionCallback | None = None,
     ) -> None:
         self._client = client
         self._call = call
         self.opened = opened
         self._on_permission = on_permission
-        self._deciding: set[asyncio.Task[None]] = set()
+        self._answering: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
         self._pending: deque[Turn] = deque()
         self._by_id: dict[str, Turn] = {}
@@ -285,54 +188,32 @@ class Session:
             self._call.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def decide(
-        self,
-        request_id: str,
-        allow: bool,
-        *,
-        message: str = "",
-        updated_input: dict[str, Any] | None = None,
-        interrupt: bool = False,
-        apply_suggestions: Sequence[int] = (),
-    ) -> None:
-        """Answer a `permission_request` event: allow (optionally with `updated_input`
-        run instead, and `apply_suggestions` by index) or deny (`message` is shown to
-        Claude; `interrupt` also stops the turn)."""
-        decision = pb.PermissionDecision(
-            request_id=request_id,
-            allow=allow,
-            message=message,
-            interrupt=interrupt,
-            apply_suggestions=apply_suggestions,
-        )
-        if updated_input is not None:
-            decision.updated_input.update(updated_input)
-        await self._write(pb.PromptRequest(permission_decision=decision))
-
-    async def _ask_callback(self, request: pb.PermissionRequest) -> None:
-        """Run the permission callback and send its verdict; a callback that fails denies."""
-        assert self._on_permission is not None
-        try:
-            verdict = self._on_permission(request)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except Exception as exc:
-            verdict = pb.PermissionDecision(
-                allow=False, message=f"the caller's permission callback failed: {exc!r}"
-            )
-        if isinstance(verdict, pb.PermissionDecision):
-            decision = pb.PermissionDecision()
-            decision.CopyFrom(verdict)
-            decision.request_id = decision.request_id or request.request_id
-        else:
-            decision = pb.PermissionDecision(request_id=request.request_id, allow=bool(verdict))
-        # A stream already gone: the request is denied for want of an answer.
-        with contextlib.suppress(HotSessionError):
-            await self._write(pb.PromptRequest(permission_decision=decision))
-
     async def interrupt(self) -> None:
         """Stop the most recently sent turn if it has not finished; the session stays."""
         await self._write(pb.PromptRequest(interrupt=pb.Interrupt()))
+
+    async def decide(
+        self, request_id: str, allow: bool | pb.PermissionDecision, message: str = ""
+    ) -> None:
+        """Answer a `permission_request` event (for callers without `on_permission`):
+        allow or deny (`message` is shown to Claude), or a whole PermissionDecision."""
+        if isinstance(allow, pb.PermissionDecision):
+            decision = pb.PermissionDecision()
+            decision.CopyFrom(allow)
+            decision.request_id = request_id
+        else:
+            decision = pb.PermissionDecision(request_id=request_id, allow=allow, message=message)
+        await self._write(pb.PromptRequest(permission_decision=decision))
+
+    async def _answer_permission(self, request: pb.PermissionRequest) -> None:
+        assert self._on_permission is not None
+        try:
+            answer = self._on_permission(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            await self.decide(request.request_id, answer)
+        except HotSessionError:
+            pass  # the stream is gone; its turns' waiters hear why from the reader
 
     async def detach(self) -> None:
         """Half-close the stream: pending turns finish, the RPC ends, the session stays hot."""
@@ -389,9 +270,9 @@ class Session:
 
     def _route(self, event: pb.PromptResponse) -> Turn | None:
         if event.HasField("permission_request") and self._on_permission is not None:
-            task = asyncio.create_task(self._ask_callback(event.permission_request))
-            self._deciding.add(task)
-            task.add_done_callback(self._deciding.discard)
+            task = asyncio.create_task(self._answer_permission(event.permission_request))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
         if not event.turn_id:  # heartbeat, go_away, controls: the session's, not a turn's
             if event.HasField("go_away"):
                 self.go_away = event.go_away
@@ -436,18 +317,37 @@ class Session:
             if not self._closed:
                 raise
         except grpc.RpcError as exc:
-            error = HotSessionError(f"session {self.session_id}: Prompt failed: {exc}")
+            error = ServiceError.from_rpc_error(exc)
             if not self._closed:
                 self._error = error
         finally:
-            for task in list(self._deciding):
-                task.cancel()
             for turn in list(self._pending):
                 turn._fail(error)
                 self._forget(turn)
             for answer in self._controls.values():
                 if not answer.done():
                     answer.set_exception(error)
+
+
+R = TypeVar("R")
+
+
+async def _checked(call: Awaitable[R]) -> R:
+    """A unary call's answer; its failure as a ServiceError with the details decoded."""
+    try:
+        return await call
+    except grpc.RpcError as exc:
+        raise ServiceError.from_rpc_error(exc) from exc
+
+
+def connect(
+    address: str,
+    *,
+    token: str | None = None,
+    tls: bool | grpc.ChannelCredentials = False,
+) -> HotSessionClient:
+    """A client for `address` (host:port): the same as HotSessionClient(address, ...)."""
+    return HotSessionClient(address, token=token, tls=tls)
 
 
 # The largest response hotsvc sends (it splits or cuts events to stay under it).
@@ -503,18 +403,25 @@ class HotSessionClient:
         include_raw_json: bool = False,
         create_if_missing: bool = False,
         options: pb.SessionOptions | None = None,
-        on_permission: OnPermission | None = None,
+        on_permission: PermissionCallback | None = None,
     ) -> Session:
-        """Open a new session (empty id) or re-attach to one (resuming it if stopped), and
-        wait for `opened`. `create_if_missing` creates `session_id` when it does not exist;
+        """Open a new session or re-attach to one (resuming it if stopped), and wait for
+        `opened`.
+
+        With no `session_id`, a new session gets a fresh id chosen here and sent as
+        `hotsvc-session-id` metadata (create_if_missing), so a load balancer routes its
+        first request as it will route every later one; it still takes a warm process.
+        `create_if_missing` with your own `session_id` creates it when it does not exist.
         `options` (model, allowed_tools, ...) need the profile's `caller_may_set`.
-        `on_permission(request)` answers permission requests (see the module's doc);
-        without it they wait for `session.decide()`, else are denied after the profile's
-        permission_timeout.
+        `on_permission(request)` answers Claude Code's permission requests (sync or async,
+        returning True/False or a PermissionDecision); without it they stay among the
+        turn's events for `session.decide()`.
 
         The stream has no deadline; bound the wait with `asyncio.timeout()` if you like
         (cancelling cancels the RPC).
         """
+        if not session_id:
+            session_id, create_if_missing = str(uuid.uuid4()), True
         call = self.stub.Prompt(None, metadata=self._for(session_id))
         try:
             await call.write(
@@ -529,10 +436,12 @@ class HotSessionClient:
                 )
             )
             first = await call.read()
+            while isinstance(first, pb.PromptResponse) and first.HasField("progress"):
+                first = await call.read()  # "queued" while the open waits for room
         except BaseException as exc:
             call.cancel()
             if isinstance(exc, grpc.RpcError):
-                raise HotSessionError(f"opening a session failed: {exc}") from exc
+                raise ServiceError.from_rpc_error(exc) from exc
             raise
         if not isinstance(first, pb.PromptResponse) or first.WhichOneof("event") != "opened":
             call.cancel()
@@ -541,19 +450,23 @@ class HotSessionClient:
 
     async def pool_status(self) -> pb.PoolStatusResponse:
         """The warm pools and the live sessions."""
-        return await self.stub.PoolStatus(pb.PoolStatusRequest(), metadata=self._metadata)
+        return await _checked(self.stub.PoolStatus(pb.PoolStatusRequest(), metadata=self._metadata))
 
     async def close_session(self, session_id: str) -> pb.CloseSessionResponse:
         """End a session's process, whether or not a stream is attached to it; the
         conversation is kept (a later open resumes it)."""
-        return await self.stub.CloseSession(
-            pb.CloseSessionRequest(session_id=session_id), metadata=self._for(session_id)
+        return await _checked(
+            self.stub.CloseSession(
+                pb.CloseSessionRequest(session_id=session_id), metadata=self._for(session_id)
+            )
         )
 
     async def get_session(self, session_id: str) -> pb.Session:
         """One session: state, owner, turns, model, usage and cost totals, ..."""
-        return await self.stub.GetSession(
-            pb.GetSessionRequest(session_id=session_id), metadata=self._for(session_id)
+        return await _checked(
+            self.stub.GetSession(
+                pb.GetSessionRequest(session_id=session_id), metadata=self._for(session_id)
+            )
         )
 
     async def list_sessions(
@@ -563,9 +476,11 @@ class HotSessionClient:
         `state = STOPPED AND profile = "review"`."""
         token = ""
         while True:
-            page = await self.stub.ListSessions(
-                pb.ListSessionsRequest(page_size=page_size, page_token=token, filter=filter),
-                metadata=self._metadata,
+            page = await _checked(
+                self.stub.ListSessions(
+                    pb.ListSessionsRequest(page_size=page_size, page_token=token, filter=filter),
+                    metadata=self._metadata,
+                )
             )
             for session in page.sessions:
                 yield session
@@ -577,9 +492,11 @@ class HotSessionClient:
         messages: list[pb.SessionMessage] = []
         token = ""
         while True:
-            page = await self.stub.GetSessionMessages(
-                pb.GetSessionMessagesRequest(session_id=session_id, page_token=token),
-                metadata=self._for(session_id),
+            page = await _checked(
+                self.stub.GetSessionMessages(
+                    pb.GetSessionMessagesRequest(session_id=session_id, page_token=token),
+                    metadata=self._for(session_id),
+                )
             )
             messages.extend(page.messages)
             if not (token := page.next_page_token):
@@ -587,14 +504,18 @@ class HotSessionClient:
 
     async def fork(self, session_id: str) -> pb.Session:
         """A new session (yours) holding a copy of the conversation; open it to go on."""
-        return await self.stub.ForkSession(
-            pb.ForkSessionRequest(session_id=session_id), metadata=self._for(session_id)
+        return await _checked(
+            self.stub.ForkSession(
+                pb.ForkSessionRequest(session_id=session_id), metadata=self._for(session_id)
+            )
         )
 
     async def delete(self, session_id: str) -> None:
         """Remove a session, its process, conversation and workspace."""
-        await self.stub.DeleteSession(
-            pb.DeleteSessionRequest(session_id=session_id), metadata=self._for(session_id)
+        await _checked(
+            self.stub.DeleteSession(
+                pb.DeleteSessionRequest(session_id=session_id), metadata=self._for(session_id)
+            )
         )
 
     async def close(self) -> None:

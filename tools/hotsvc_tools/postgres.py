@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL cluster for the tests: Debian's server binaries, a temporary
-directory, a unix socket only (no TCP port), gone when the test session ends."""
+"""A throwaway PostgreSQL cluster: Debian's server binaries, a temporary directory, a unix
+socket only (no TCP port), gone once stopped. The tests' `postgres_cluster` fixture and
+`make fleet` (hotsvc_tools.fleet) both run one."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ def server_bindir() -> Path:
     found = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
     )
-    assert found, "PostgreSQL's server is missing: run `make setup` (apt-get install postgresql)"
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL's server is missing: run `make setup-dev` (apt-get install postgresql)"
+        )
     return found[-1].parent
 
 
@@ -75,12 +79,17 @@ class Cluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's pid (pg_ctl starts it in a session of its own, not as our child)."""
+        return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@/{database}?host={self.root}&port={PORT}"
 
-    def create_database(self) -> str:
-        """A new empty database; its URL."""
-        name = f"test_{uuid.uuid4().hex[:12]}"
+    def create_database(self, name: str = "") -> str:
+        """A new empty database (named, or a fresh test_ name); its URL."""
+        name = name or f"test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"'.encode())
         return self.url(name)
