@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from hotsvc.claude.content import UserBlock
 from hotsvc.claude.protocol import Event, Result
 from hotsvc.errors import ServiceError
+from hotsvc.permissions import Decision
 from hotsvc.principal import Principal
 from hotsvc.quota import Quotas
 from hotsvc.session import Session
@@ -125,6 +126,9 @@ class Attachment:
         self._input_ended = False
         self._told_go_away = False
         self.ended: ServiceError | None = None
+        if interactive:  # a re-attaching caller is asked what is still waiting
+            for turn_id, ask in session.permissions.waiting():
+                self.notify(turn_id, ask)
 
     @property
     def attached(self) -> bool:
@@ -150,6 +154,16 @@ class Attachment:
     async def reject(self, turn_id: str, error: ServiceError) -> None:
         """Tell the caller a request was refused; counts against the outbox like an event."""
         await self._outbox.put(turn_id, Rejected(error))
+
+    def decide(self, decision: Decision) -> None:
+        """The caller's answer to a permission request; InvalidRequest (the stream stays)
+        for a request that is not waiting."""
+        self.session.permissions.decide(decision, self.principal)
+
+    def notify(self, turn_id: str, event: Event) -> None:
+        """Something the caller must answer (a permission request): queued like a
+        result, it never waits for room."""
+        self._outbox.put_nowait(turn_id, event)
 
     def interrupt(self) -> None:
         """Interrupt the most recently sent turn."""

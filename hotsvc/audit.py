@@ -12,7 +12,8 @@ Events (`event` key), each with `time` (UTC, ISO 8601) and the fields listed:
 | `session.denied` | principal, session, action |
 | `quota.refused` | principal, quota (`sessions`, `turns`), limit |
 | `tokens.reloaded` / `tokens.reload_failed` | file, principals / error |
-| `permission.asked` / `.allowed` / `.denied` | principal, session, tool, input_digest |
+| `permission.asked` / `.allowed` / `.denied` | principal, session, tool, input_digest, |
+| | reason (`caller`, `timeout`, `no_stream`, `not_interactive`, `withdrawn`, `profile`) |
 
 Never a token, a JWT, a prompt's text or a tool's input: callers pass names, ids and
 digests only. Writing never blocks the event loop: lines go through a queue to the
@@ -71,15 +72,17 @@ class AuditLog:
         session: str,
         tool: str,
         tool_input: Mapping[str, object],
+        reason: str = "",
     ) -> None:
         """`permission.asked`, `.allowed` or `.denied`: the tool and a digest of its input
-        (the input itself may hold anything a prompt held)."""
+        (the input itself may hold anything a prompt held), and why when hotsvc answered."""
         self.record(
             f"permission.{outcome}",
             principal=principal,
             session=session,
             tool=tool,
             input_digest=input_digest(tool_input),
+            **({"reason": reason} if reason else {}),
         )
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """The CLI's own questions to hotsvc (control requests it sends on stdout), answered.
 
-Every request gets an answer, so the CLI never waits on us forever.
+Every request gets an answer, so the CLI never waits on us forever. Permission prompts
+(`can_use_tool`) are hotsvc.permissions' to answer; every other kind is refused here.
 """
 
 from __future__ import annotations
@@ -17,17 +18,8 @@ _REFUSED_SUBTYPES: set[str] = set()
 
 
 def answer(session_id: str, request: ControlRequest) -> JsonObject:
-    """The control response to `request` from the process of session `session_id`."""
-    if request.subtype == "can_use_tool":
-        tool = request.request.get("tool_name", "?")
-        return protocol.control_success(
-            request.request_id,
-            {
-                "behavior": "deny",
-                "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
-                "session's profile (allowed_tools or permission_mode) instead",
-            },
-        )
+    """The control response to `request` (not a `can_use_tool`) from the process of
+    session `session_id`."""
     if request.subtype not in _REFUSED_SUBTYPES:
         _REFUSED_SUBTYPES.add(request.subtype)
         log.info(

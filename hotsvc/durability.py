@@ -32,7 +32,7 @@ class Durability:
 
     def path(self, session_id: str, profile: Profile, cwd: str) -> Path:
         """Where the session's CLI keeps its transcript."""
-        env = launch.environment(self._config.env, profile)
+        env = launch.child_environment(self._config, profile, cwd)
         return transcript_path(env, cwd, session_id)
 
     async def settle(self, session_id: str, path: Path, marker: str, offset: int) -> bool:

@@ -14,18 +14,20 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from pathlib import Path
 
 from hotsvc import logs, metrics
+from hotsvc.accounts import Accounts
 from hotsvc.capacity import Slot
 from hotsvc.claude import launch
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
 from hotsvc.containment import Cage, Containment
 from hotsvc.errors import ServiceError, SpawnFailed
+from hotsvc.placement import Place, Placement
 from hotsvc.profiles import Profile
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore
 from hotsvc.tmpdirs import ChildTmpDirs
+from hotsvc.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,16 @@ class Launcher:
         store: SessionStore,
         containment: Containment,
         tmpdirs: ChildTmpDirs,
+        accounts: Accounts | None = None,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._containment = containment
         self._tmpdirs = tmpdirs
+        self.placement = Placement(
+            config, accounts or Accounts(), workspaces or Workspaces(), tmpdirs
+        )
         self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
         self._processes: set[ClaudeProcess] = set()
         self._tasks: asyncio.TaskGroup | None = None
@@ -99,9 +106,12 @@ class Launcher:
         resume: bool = False,
         prime: bool = False,
         fork_of: str = "",
+        cwd: str = "",
     ) -> ClaudeProcess:
         """A new process holding `slot`, for `session_id` (a fresh id if empty); with
-        `fork_of`, a copy of that session's conversation under the new id.
+        `fork_of`, a copy of that session's conversation under the new id. It runs in
+        `cwd` (a resumed session's directory), else in a new workspace or the profile's
+        cwd (hotsvc.placement).
 
         Primed spawns (the warm pools') are bounded in number and answer `initialize`
         before they count as ready. A caller's cold spawn skips both: it is waited on,
@@ -112,7 +122,7 @@ class Launcher:
         try:
             async with self._pool_spawns if prime else contextlib.nullcontext():
                 process = await self._start(
-                    profile, slot, session_id or str(uuid.uuid4()), resume, fork_of
+                    profile, slot, session_id or str(uuid.uuid4()), resume, fork_of, cwd
                 )
                 if prime:
                     await self._prime(process)
@@ -130,7 +140,7 @@ class Launcher:
         return process
 
     async def _start(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
+        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str, cwd: str
     ) -> ClaudeProcess:
         """Start a process the launcher owns from the moment it exists.
 
@@ -141,7 +151,7 @@ class Launcher:
             slot.release()
             raise SpawnFailed("hotsvc is stopping and starts no process")
         starting = self._tasks.create_task(
-            _outcome(self._start_owned(profile, slot, session_id, resume, fork_of))
+            _outcome(self._start_owned(profile, slot, session_id, resume, fork_of, cwd))
         )
         try:
             started = await asyncio.shield(starting)
@@ -153,54 +163,68 @@ class Launcher:
         return started
 
     async def _start_owned(
-        self, profile: Profile, slot: Slot, session_id: str, resume: bool, fork_of: str
+        self,
+        profile: Profile,
+        slot: Slot,
+        session_id: str,
+        resume: bool,
+        fork_of: str,
+        cwd: str,
     ) -> ClaudeProcess:
         assert self._tasks is not None
         # The process's reader and owner tasks, started below, log with its ids.
         logs.bind(session_id=session_id, profile=profile.name)
+        try:
+            place = await self.placement.prepare(profile, session_id, cwd)
+        except BaseException:
+            slot.release()
+            raise
         cage = self._containment.cage()
-        argv = cage.wrap(launch.argv(self._config, profile, session_id, resume, fork_of))
-        tmpdir = self._tmpdirs.make(session_id)
+        command = launch.argv(self._config, profile, session_id, resume, fork_of, place.setpriv())
+        env = launch.child_environment(self._config, profile, place.cwd, place.tmpdir)
         try:
             process = await ClaudeProcess.spawn(
-                argv,
+                cage.wrap(command),
                 session_id=session_id,
-                env={**launch.environment(self._config.env, profile, tmpdir), **cage.env},
-                cwd=profile.cwd or None,
+                env={**env, **cage.env},
+                cwd=place.cwd,
                 line_limit=self._config.max_line_bytes,
             )
         except OSError as exc:
             cage.remove()
             slot.release()
-            await self._tmpdirs.remove(tmpdir)
-            command = self._config.claude_cmd[0]
+            await self.placement.release(place, place.workspace)
+            claude = self._config.claude_cmd[0]
             raise SpawnFailed(
-                f"cannot start Claude Code ({command}): {exc}; check --claude-cmd / "
+                f"cannot start Claude Code ({claude}): {exc}; check --claude-cmd / "
                 "HOTSVC_CLAUDE_CMD and the profile's cwd",
-                metadata={"profile": profile.name, "command": command},
+                metadata={"profile": profile.name, "command": claude},
             ) from exc
+        process.workspace = place.workspace
         cage.pid = process.pid
         self._processes.add(process)
-        self._tasks.create_task(
-            self._own(process, slot, cage, tmpdir), name=f"claude-{process.pid}"
-        )
+        self._tasks.create_task(self._own(process, slot, cage, place), name=f"claude-{process.pid}")
         try:
             await self._store.process_started(process.pid)
         except ServiceError as exc:  # the process runs on; only a crash would orphan it
             log.warning("pid %d not recorded for the orphan sweep: %s", process.pid, exc)
         return process
 
-    async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage, tmpdir: Path) -> None:
+    async def _own(self, process: ClaudeProcess, slot: Slot, cage: Cage, place: Place) -> None:
         try:
             await process.run()
         finally:
-            # Tools the CLI started live in process groups of their own: none outlives it.
-            cage.kill()
-            self._processes.discard(process)
-            self._containment.reap(cage)
-            cage.remove()
-            slot.release()
-            await self._tmpdirs.remove(tmpdir)
+            try:
+                # Tools the CLI started live in process groups of their own: none outlives it.
+                cage.kill()
+                self._processes.discard(process)
+                self._containment.reap(cage)
+                cage.remove()
+                slot.release()
+                # Its workspace too, if no session took it over meanwhile.
+                await self.placement.release(place, process.workspace)
+            finally:
+                process.given_back()  # even if a step failed: nobody waits forever
             try:
                 await self._store.process_ended(process.pid)
             except ServiceError as exc:  # the next start's sweep drops the row

@@ -3,7 +3,8 @@
 Claude Code reads freely under the directory it runs in (`ls -R`, `grep -r` need no
 approval), so a registry, another session's transcript, a token file or the audit log
 under a session's working directory is readable by every session there. Start-up refuses
-such a layout and names both paths.
+such a layout and names both paths. A profile with a `workspace_root` runs each session
+in a directory under it: nothing of hotsvc's may lie under the root either.
 """
 
 from __future__ import annotations
@@ -12,20 +13,27 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from hotsvc.claude.launch import environment
+from hotsvc.claude.launch import child_environment
 from hotsvc.profiles import ConfigError, Profile
 from hotsvc.settings import ServiceConfig
 
 
 def session_dirs(config: ServiceConfig) -> Iterator[tuple[str, Path]]:
-    """Where each profile's sessions run (the service's own directory when unset)."""
+    """Where each profile's sessions run: under its workspace root, else in its cwd (the
+    service's own directory when unset)."""
     for profile in config.profiles.values():
-        yield f"profile {profile.name!r}", Path(profile.cwd or os.getcwd())
+        if profile.workspace_root:
+            yield f"profile {profile.name!r}", Path(profile.workspace_root)
+        else:
+            yield f"profile {profile.name!r}", Path(profile.cwd or os.getcwd())
 
 
 def cli_config_dir(config: ServiceConfig, profile: Profile) -> Path:
-    """Where the profile's Claude Code keeps its config and transcripts."""
-    env = environment(config.env, profile)
+    """Where the profile's Claude Code keeps its config and transcripts (under
+    --session-uids, the parent of each session's own: in the data directory)."""
+    if config.session_uids and config.data_dir is not None:
+        return config.data_dir / "homes"
+    env = child_environment(config, profile, profile.cwd or os.getcwd())
     if configured := env.get("CLAUDE_CONFIG_DIR"):
         return Path(configured)
     return Path(env.get("HOME") or Path.home()) / ".claude"
@@ -58,7 +66,8 @@ def check_layout(config: ServiceConfig) -> None:
             path = raw_path.resolve()
             if path.is_relative_to(session_dir):
                 raise ConfigError(
-                    f"{what} {path} lies inside {session_dir}, the working directory of "
-                    f"{owner}'s sessions, whose Claude Code could read it: move it out, or "
-                    "run the sessions elsewhere (--cwd, or the profile's cwd)"
+                    f"{what} {path} lies inside {session_dir}, where {owner}'s sessions "
+                    "run, whose Claude Code could read it: move it out, or run the "
+                    "sessions elsewhere (--cwd, or the profile's cwd; with a workspace "
+                    "each: --workspace-root, or the profile's workspace_root)"
                 )

@@ -79,7 +79,7 @@ class SessionManager:
         self._pools = {
             name: WarmPool(profile, launcher, capacity) for name, profile in config.profiles.items()
         }
-        self._sessions = Registry(config, store, self._durability, self)
+        self._sessions = Registry(config, store, self._durability, self, self._audit)
         self._creating: set[str] = set()  # caller-chosen ids being opened now
         self._ownership = Ownership(self._sessions, self._quotas, self._audit)
         self._eviction = Eviction(self._sessions, self._pools)
@@ -302,6 +302,7 @@ class SessionManager:
             process.retire()
             raise
         self._sessions.add(session)
+        process.workspace = None  # the session's from now on, not the process's to remove
         logs.bind(session_id=session.id, profile=profile.name)  # the opening stream's lines
         log.info(
             "session %s opened %s (pid %d, profile %s)",

@@ -46,6 +46,10 @@ DEFAULT_CONTROLS = (
 )
 
 
+# Who answers Claude Code's permission prompts: the caller, or nobody (a deny).
+PERMISSION_PROMPTS = ("deny", "caller")
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says what to fix."""
 
@@ -104,7 +108,43 @@ class Profile:
         "network proxy): writes only in the session's working directory",
         group="default profile",
     )
-    cwd: str = setting("", "working directory of the sessions", group="default profile")
+    cwd: str = setting(
+        "",
+        "working directory of the sessions when they have no workspace of their own",
+        group="default profile",
+    )
+    workspace_root: str = setting(
+        "",
+        "each session runs in a new directory of its own under this one (warm processes "
+        "get theirs when spawned), kept while the session exists (every resume runs "
+        "there), removed by DeleteSession; empty = every session runs in --cwd",
+        group="default profile",
+    )
+    workspace_template: str = setting(
+        "",
+        "a directory whose contents are copied into each new workspace",
+        group="default profile",
+    )
+    permission_prompts: str = setting(
+        "deny",
+        "`caller`: a tool use that needs approval is asked of the caller "
+        "(`permission_request` event, answered by `permission_decision`); `deny`: refused",
+        group="default profile",
+        choices=PERMISSION_PROMPTS,
+    )
+    permission_timeout: float = setting(
+        60.0,
+        "seconds a permission request waits for the caller's decision; then it is denied "
+        "(and logged), and the turn goes on",
+        group="default profile",
+        above=0,
+    )
+    caller_may_persist_permissions: bool = setting(
+        False,
+        "let a caller accept permission suggestions that outlive the session (rules "
+        "written to settings files); without it only `session` ones apply",
+        group="default profile",
+    )
     max_turns: int = setting(
         0,
         "agentic turns per user turn (`--max-turns`); 0 = Claude Code's default",
@@ -152,6 +192,13 @@ class Profile:
                 raise ConfigError(
                     f"{where}: {key} {mode!r} is not one of " + ", ".join(PERMISSION_MODES)
                 )
+        if self.permission_prompts not in PERMISSION_PROMPTS:
+            raise ConfigError(
+                f"{where}: permission_prompts {self.permission_prompts!r} is not one of "
+                + ", ".join(PERMISSION_PROMPTS)
+            )
+        if not self.permission_timeout > 0:
+            raise ConfigError(f"{where}: permission_timeout must be > 0 seconds")
 
     def cli_args(self) -> list[str]:
         """The flags this profile adds to Claude Code's base arguments."""
@@ -170,12 +217,20 @@ class Profile:
             args += ["--disallowedTools", ",".join(self.disallowed_tools)]
         if self.max_turns:
             args += ["--max-turns", str(self.max_turns)]
+        if self.permission_prompts == "caller":  # the CLI asks on stdout (can_use_tool)
+            args += ["--permission-prompt-tool", "stdio"]
         return args + list(self.extra_args)
 
     def signature(self) -> tuple[object, ...]:
         """What makes two profiles' processes interchangeable: a warm process started for
         one can serve a session of the other (pools are looked up by it)."""
-        return (tuple(self.cli_args()), self.cwd, tuple(sorted(self.env.items())))
+        return (
+            tuple(self.cli_args()),
+            self.cwd,
+            self.workspace_root,
+            self.workspace_template,
+            tuple(sorted(self.env.items())),
+        )
 
 
 def specs(cls: type) -> Iterator[tuple[Field[Any], Spec, Any]]:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 
+from hotsvc.audit import AuditLog
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.durability import Durability
 from hotsvc.options import SessionOptions, effective
@@ -28,8 +29,10 @@ class Registry(Mapping[str, Session]):
         store: SessionStore,
         durability: Durability,
         source: ProcessSource,
+        audit: AuditLog | None = None,
     ) -> None:
         self._config = config
+        self._audit = audit
         self._store = store
         self._durability = durability
         self._source = source
@@ -99,6 +102,7 @@ class Registry(Mapping[str, Session]):
             turns=turns,
             options=options,
             forked_from=forked_from,
+            audit=self._audit,
             claude_id=process.session_id,
         )
         await self._store.save(
@@ -135,6 +139,7 @@ class Registry(Mapping[str, Session]):
             options=was.options,
             forked_from=was.forked_from,
             model=was.model,
+            audit=self._audit,
             claude_id=was.claude_id,
         )
         session.last_active_at = (

@@ -29,6 +29,7 @@ from hotsvc.session import Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import SessionState, view_of
 from hotsvc.store import SessionRecord, SessionStore, StoredState
+from hotsvc.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Catalog:
         self._manager = manager
         self._store = store
         self._config = config
+        self._workspaces = Workspaces(config.keep_workspaces)
 
     # -- reading -------------------------------------------------------------------
 
@@ -146,11 +148,21 @@ class Catalog:
             files = launch.session_files(
                 self._config, session.profile, session.claude_id, session.cwd
             )
+            if self._config.session_uids and self._config.data_dir is not None:
+                files.append(launch.session_home(self._config.data_dir, session.cwd))
             for path in files:
                 try:
                     await asyncio.to_thread(launch.remove, path)
                 except OSError as exc:  # the record is gone: nothing refers to it any more
                     log.warning("session %s deleted, but not %s: %s", session.id, path, exc)
+            # Its workspace goes with it (CloseSession keeps it: the session resumes there).
+            if self._workspaces.owns(session.profile.workspace_root, session.cwd):
+                try:
+                    await asyncio.to_thread(
+                        self._workspaces.remove, Path(session.cwd), f"session {session.id} deleted"
+                    )
+                except OSError as exc:
+                    log.warning("session %s deleted, but not its workspace: %s", session.id, exc)
 
         await self._manager.delete_session(session_id, principal, remove)
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from hotsvc import control_requests, logs, metrics
+from hotsvc.audit import AuditLog
 from hotsvc.claude import protocol
 from hotsvc.claude.content import user_content
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
 from hotsvc.claude.protocol import (
     AssistantMessage,
+    ControlCancel,
     ControlRequest,
     Event,
     Result,
@@ -36,6 +38,7 @@ from hotsvc.claude.protocol import (
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.framing import Framing
 from hotsvc.options import SessionOptions
+from hotsvc.permissions import Permissions
 from hotsvc.profiles import Profile
 from hotsvc.recycling import recycle_reason
 from hotsvc.settings import ServiceConfig
@@ -83,6 +86,7 @@ class Session:
         options: SessionOptions | None = None,
         forked_from: str = "",
         model: str = "",
+        audit: AuditLog | None = None,
         claude_id: str = "",
     ) -> None:
         self.id = session_id
@@ -94,8 +98,9 @@ class Session:
         self.forked_from = forked_from  # a fork's source, until its first turn
         self.model = model  # as Claude Code last reported it (system/init)
         self.owner = owner
-        # Where its processes run: every resume too (CLI 2.1.197 resumes only there).
-        self.cwd = cwd or profile.cwd or os.getcwd()
+        # Where its processes run: every resume too (CLI 2.1.197 resumes only there). A
+        # new session's is its first process's: a workspace of its own, if it has one.
+        self.cwd = cwd or (process.cwd if process else "") or profile.cwd or os.getcwd()
         self.lost = lost  # its transcript is gone everywhere: it cannot resume
         self.created_at = created_at or time.time()
         self.last_active_at = time.time()
@@ -121,6 +126,14 @@ class Session:
         self._transcript: Path | None = None  # as the CLI names it (--session-mirror)
         self._marker = ""  # uuid of the running turn's last transcript entry so far
         self._framing = Framing()  # of the current process's turns
+        # Permission prompts waiting for the caller (a profile's permission_prompts).
+        self.permissions = Permissions(
+            session_id,
+            owner,
+            audit or AuditLog(None),
+            profile.permission_timeout,
+            profile.caller_may_persist_permissions,
+        )
         if process is not None:
             self._adopt(process)
 
@@ -282,6 +295,11 @@ class Session:
             assert self._tasks is not None
             self._tasks.create_task(self._answer(process, event))
             return None
+        if isinstance(event, ControlCancel):  # a prompt withdrawn (say, by an interrupt)
+            self.permissions.cancel(event.request_id)
+            return None
+        if isinstance(event, ProcessExited):  # nobody waits on its prompts' answers now
+            self.permissions.cancel_all(process)
         if isinstance(event, SystemEvent) and event.model:
             self.model = event.model
         ended, turn = self._ended, self._running
@@ -362,9 +380,22 @@ class Session:
             log.info("interrupt of pid %d failed: %s", process.pid, exc)
 
     async def _answer(self, process: ClaudeProcess, request: ControlRequest) -> None:
+        if request.subtype == "can_use_tool":
+            body = await self.permissions.ask(
+                request,
+                self.attachment,
+                self._running.id if self._running else "",
+                process,
+                relay=self.profile.permission_prompts == "caller",
+            )
+            if body is None:  # withdrawn: the CLI expects no answer
+                return
+            answer = protocol.control_success(request.request_id, body)
+        else:
+            answer = control_requests.answer(self.id, request)
         # If the process is gone, its exit shows up as ProcessExited anyway.
         with contextlib.suppress(ProcessGone):
-            await process.send(control_requests.answer(self.id, request))
+            await process.send(answer)
 
     # -- the process ---------------------------------------------------------------
 
@@ -384,7 +415,7 @@ class Session:
             if self.process is not None and self.process.alive:
                 return False
             if self._retiring is not None:  # two processes must never share a transcript
-                await self._retiring.wait_done()
+                await self._retiring.wait_given_back()  # (nor its directories, nor a uid)
                 self._retiring = None
             self._adopt(await self._source.resume_process(self, progress))
             return True
@@ -407,14 +438,20 @@ class Session:
             process = self.release_process()
         if process is not None:
             await process.close()
+            await process.wait_given_back()
 
     async def close(self) -> int:
-        """End the session for good: turns still queued end with an error result."""
+        """End the session for good: turns still queued end with an error result. Returns
+        once all its process held is free again (CloseSession: its uid is back)."""
         self.closed = True
         self.first_turn_done.set()
         async with self._spawning:
             process = self.release_process()
-        return await process.close() if process is not None else 0
+        if process is None:
+            return 0
+        code = await process.close()
+        await process.wait_given_back()
+        return code
 
 
 async def _emit(turn: Turn, event: Event) -> None:

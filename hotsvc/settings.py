@@ -316,6 +316,24 @@ class ServiceConfig:
         "opened/attached/closed, refusals) to this file; never a token or prompt text",
         group="security",
     )
+    keep_workspaces: bool = setting(
+        False,
+        "keep a session's workspace when DeleteSession removes the session (logged)",
+        group="security",
+    )
+    child_user: str = setting(
+        "",
+        "run every Claude Code process (and its tools) as this account, which owns the "
+        "workspaces (hotsvc as root; util-linux setpriv)",
+        group="security",
+    )
+    session_uids: str = setting(
+        "",
+        "FIRST-LAST: run each live session's processes under a uid of its own from this "
+        "range of unused uids (own group, no login, no home), its workspace 0700 and "
+        "owned by it; needs hotsvc as root and a workspace_root",
+        group="security",
+    )
     # Internal: not flags.
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)  # extra env for every child

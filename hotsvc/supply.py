@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc import metrics
 from hotsvc.capacity import Capacity, Slot
@@ -71,18 +72,37 @@ class ProcessSupply:
         if process is not None:
             self._launcher.stats.warm_starts += 1
             return NewProcess(process, Start.WARM, source)
-        claude_source = ""
-        if source:  # the history to copy must be on this host
-            claude_source = await self._claude_id(source)
-            cwd = fork_of.cwd if fork_of else ""
-            await self._durability.restore(
-                source, self._durability.path(claude_source, profile, cwd)
+        workspace = None
+        if source and fork_of is not None and profile.workspace_root:
+            # A workspace of its own, a copy of its source's (what the history refers to).
+            workspaces = self._launcher.placement.workspaces
+            workspace = await asyncio.to_thread(
+                workspaces.copy, Path(fork_of.cwd), profile.workspace_root, session_id or "fork"
             )
-        slot = await self._slot(progress)
-        # A fork's process has read the history once it answered `initialize` (prime).
-        process = await self._launcher.spawn(
-            profile, slot, session_id=session_id, fork_of=claude_source, prime=bool(source)
-        )
+        try:
+            cwd = str(workspace) if workspace else ""
+            claude_source = ""
+            if source:  # the history to copy must be on this host, where the fork runs
+                claude_source = await self._claude_id(source)
+                where = cwd or (fork_of.cwd if fork_of else "")
+                await self._durability.restore(
+                    source, self._durability.path(claude_source, profile, where)
+                )
+            slot = await self._slot(progress)
+            # A fork's process has read the history once it answered `initialize` (prime).
+            process = await self._launcher.spawn(
+                profile,
+                slot,
+                session_id=session_id,
+                fork_of=claude_source,
+                prime=bool(source),
+                cwd=cwd,
+            )
+        except BaseException:
+            if workspace is not None:
+                await asyncio.to_thread(workspaces.remove, workspace, "its fork failed", False)
+            raise
+        process.workspace = workspace or process.workspace  # until a session takes it
         self._launcher.stats.cold_starts += 1
         return NewProcess(process, Start.COLD, source)
 
@@ -123,6 +143,7 @@ class ProcessSupply:
             session_id=session.claude_id,
             resume=resume,
             fork_of=claude_source if resume else "",
+            cwd=session.cwd,  # its own directory, where its conversation began
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process

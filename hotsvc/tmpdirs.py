@@ -31,9 +31,12 @@ class ChildTmpDirs:
     silently skipped.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, shared: bool = False) -> None:
         self._given = root.absolute() if root is not None else None  # children have other cwds
         self._root: Path | None = None
+        # Children under other accounts (hotsvc.accounts) enter the root, each to its own
+        # directory: 0711, entered but not listed.
+        self._shared = shared
 
     @property
     def root(self) -> Path:
@@ -44,12 +47,14 @@ class ChildTmpDirs:
         """Create the root, emptied of what a previous run left; returns how many went."""
         if self._given is None:
             self._root = Path(tempfile.mkdtemp(prefix="hotsvc-"))
+            if self._shared:
+                os.chmod(self._root, 0o711)
             return 0
         self._given.mkdir(parents=True, exist_ok=True)
         self._root = self._given
         leftovers = list(self._given.iterdir())
         for path in leftovers:
-            _remove(path)
+            remove_tree(path)
         return len(leftovers)
 
     def make(self, session_id: str) -> Path:
@@ -58,15 +63,17 @@ class ChildTmpDirs:
 
     async def remove(self, path: Path) -> None:
         """Delete a child's directory, off the event loop (a tool may have filled it)."""
-        await asyncio.to_thread(_remove, path)
+        await asyncio.to_thread(remove_tree, path)
 
     def close(self) -> None:
         """Remove the root if it is this service's private one (a data dir's stays)."""
         if self._root is not None and self._given is None:
-            _remove(self._root)
+            remove_tree(self._root)
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Remove a file or a directory tree that may hold read-only directories; one
+    already gone is fine."""
     if not path.is_dir() or path.is_symlink():
         path.unlink(missing_ok=True)
         return

@@ -377,7 +377,7 @@ async def test_hotsvc_files_inside_a_session_directory_refuse_to_start(tmp_path:
     # As a new user would: started in a project directory with `--data-dir .hotsvc`.
     message = await serve_fails("--data-dir", ".hotsvc", cwd=work, state=state)
     assert f"the data directory (--data-dir) {work / '.hotsvc'} lies inside {work}," in message
-    assert "(--cwd, or the profile's cwd)" in message
+    assert "(--cwd, or the profile's cwd;" in message
 
     elsewhere = ("--cwd", str(work), "--data-dir", str(tmp_path / "data"))
     tokens = work / "tokens"

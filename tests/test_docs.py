@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import BIN, DEADLINE, Conversation, StartService, hotsvc_token
 from tests.pki import Authority
 
@@ -62,7 +63,15 @@ def service_for(script: str) -> str:
 async def test_recipes_work_as_written(
     start_service: StartService, doc: Path, tmp_path: Path
 ) -> None:
-    live = await start_service(pool_size=1, http_listen="127.0.0.1:0")
+    # The `ask` profile's tools ask the caller (the permission recipe), in workspaces.
+    asks = Profile(
+        name="ask",
+        pool_size=0,
+        permission_prompts="caller",
+        workspace_root=str(tmp_path / "workspaces"),
+    )
+    profiles = {DEFAULT_PROFILE: Profile(name=DEFAULT_PROFILE, pool_size=1), "ask": asks}
+    live = await start_service(profiles=profiles, http_listen="127.0.0.1:0")
     assert live.service.http is not None
     talk = Conversation(live.stub)
     session_id = (await talk.open()).session_id
@@ -83,7 +92,9 @@ async def test_recipes_work_as_written(
         kind = service_for(script)
         if kind not in addresses:
             tls = {"tls_cert": server.cert_path, "tls_key": server.key_path}
-            addresses[kind] = (await start_service(pool_size=1, **tls, **secure[kind])).address
+            addresses[kind] = (
+                await start_service(profiles=profiles, **tls, **secure[kind])
+            ).address
         runnable = script.replace("localhost:50051", addresses[kind])
         runnable = runnable.replace(HTTP_ADDRESS, live.service.http.address)
         proc = await asyncio.create_subprocess_exec(

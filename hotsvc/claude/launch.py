@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from hotsvc.claude.transcripts import config_dir, transcript_path
+from hotsvc.claude.transcripts import config_dir, project_slug, transcript_path
 from hotsvc.profiles import ConfigError, Profile
 from hotsvc.settings import ServiceConfig
 
@@ -38,7 +40,12 @@ NEVER_DAYS = 99999
 
 
 def argv(
-    config: ServiceConfig, profile: Profile, session_id: str, resume: bool, fork_of: str = ""
+    config: ServiceConfig,
+    profile: Profile,
+    session_id: str,
+    resume: bool,
+    fork_of: str = "",
+    identity: Sequence[str] = (),
 ) -> list[str]:
     """The full command line of a session's process.
 
@@ -46,12 +53,16 @@ def argv(
     no transcript, and starts afresh under its id. A fork resumes its source's transcript
     under its own id (`--fork-session --session-id`, both CLI versions): the CLI reads the
     history at start-up and writes the fork's own transcript on its first turn.
+
+    `identity` switches the account first (hotsvc.accounts); the parent-death signal
+    comes after it, since an account switch clears it.
     """
     if fork_of:
         session = ["--resume", fork_of, "--fork-session", "--session-id", session_id]
     else:
         session = ["--resume" if resume else "--session-id", session_id]
     return [
+        *identity,
         *PARENT_DEATH_SIGNAL,
         *config.claude_cmd,
         *BASE_ARGS,
@@ -85,17 +96,40 @@ def environment(
     return env
 
 
+def child_environment(
+    config: ServiceConfig, profile: Profile, cwd: str, tmpdir: Path | None = None
+) -> dict[str, str]:
+    """A child's whole environment, which says where its CLI keeps its files. Under
+    --session-uids each session has a home of its own (its HOME and CLI config dir: the
+    CLI's files of one uid are not another's), found from its working directory, which is
+    its own; under --child-user HOME is that account's unless the env settings set it."""
+    env = environment(config.env, profile, tmpdir)
+    if config.session_uids and config.data_dir is not None:
+        home = session_home(config.data_dir, cwd)
+        env["HOME"] = str(home)
+        env["CLAUDE_CONFIG_DIR"] = str(home / ".claude")
+    elif config.child_user and "HOME" not in {**config.env, **profile.env}:
+        with contextlib.suppress(KeyError):  # an unknown account: refused at start-up
+            env["HOME"] = pwd.getpwnam(config.child_user).pw_dir
+    return env
+
+
+def session_home(data_dir: Path, cwd: str) -> Path:
+    """The home of the session running in `cwd` (its workspace), under --session-uids."""
+    return data_dir.absolute() / "homes" / project_slug(os.path.realpath(cwd))
+
+
 def transcript_of(config: ServiceConfig, profile: Profile, session_id: str, cwd: str = "") -> Path:
     """Where a child of this profile keeps session `session_id`'s transcript."""
-    env = environment(config.env, profile)
-    return transcript_path(env, cwd or profile.cwd or os.getcwd(), session_id)
+    cwd = cwd or profile.cwd or os.getcwd()
+    return transcript_path(child_environment(config, profile, cwd), cwd, session_id)
 
 
 def session_files(config: ServiceConfig, profile: Profile, session_id: str, cwd: str) -> list[Path]:
     """What the CLI keeps of one session under its config directory: the transcript, the
     folder beside it (subagents' transcripts, large tool results) and its session-env."""
     transcript = transcript_of(config, profile, session_id, cwd)
-    env = environment(config.env, profile)
+    env = child_environment(config, profile, cwd)
     cli_dir = config_dir(env, os.path.realpath(cwd))
     return [transcript, transcript.with_suffix(""), cli_dir / "session-env" / session_id]
 

@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotsvc.claude import protocol
 from hotsvc.claude.protocol import ControlResponse, Event, JsonObject
@@ -65,10 +66,14 @@ class ClaudeProcess:
 
     _request_ids = itertools.count(1)
 
-    def __init__(self, proc: asyncio.subprocess.Process, session_id: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, session_id: str, cwd: str = "") -> None:
         self._proc = proc
         self.session_id = session_id
         self.pid = proc.pid
+        self.cwd = cwd or os.getcwd()  # where it runs: a session's processes all run there
+        # A workspace made for this process (hotsvc.workspaces), its to remove until a
+        # session takes it over (Session sets it to None).
+        self.workspace: Path | None = None
         self.started_at = time.monotonic()
         self.last_output = self.started_at  # monotonic time of the last stdout line
         self.listener: Listener = _ignore
@@ -77,6 +82,7 @@ class ClaudeProcess:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._retired = asyncio.Event()
         self._done = asyncio.Event()
+        self._given_back = asyncio.Event()  # its owner has freed what it held
 
     @classmethod
     async def spawn(
@@ -100,7 +106,7 @@ class ClaudeProcess:
             start_new_session=True,
         )
         log.debug("spawned pid %d for session %s: %s", proc.pid, session_id, " ".join(argv))
-        return cls(proc, session_id)
+        return cls(proc, session_id, cwd or "")
 
     @property
     def alive(self) -> bool:
@@ -109,6 +115,15 @@ class ClaudeProcess:
     async def wait_done(self) -> None:
         """Until the process has exited and its listener got ProcessExited."""
         await self._done.wait()
+
+    def given_back(self) -> None:
+        """Its owner (the launcher) has freed all it held: slot, TMPDIR, account."""
+        self._given_back.set()
+
+    async def wait_given_back(self) -> None:
+        """Until it has exited and everything it held is free again (a session uid back
+        in the range, its directories back with the service)."""
+        await self._given_back.wait()
 
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)

@@ -146,6 +146,14 @@ class ControlRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ControlCancel(Event):
+    """The CLI withdraws a control request it sent (e.g. a `can_use_tool` pending when the
+    turn was interrupted): stop waiting for its answer, and send none."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ControlResponse(Event):
     """The CLI's answer to one of our control requests."""
 
@@ -300,6 +308,10 @@ def _control_response(message: JsonObject, line: str) -> Event:
     )
 
 
+def _control_cancel(message: JsonObject, line: str) -> Event:
+    return ControlCancel(str(message.get("request_id", "")), line=line)
+
+
 def _transcript_mirror(message: JsonObject, line: str) -> Event:
     return TranscriptMirror(str(message.get("filePath") or ""), line=line)
 
@@ -313,6 +325,7 @@ _PARSERS = {
     "result": _result,
     "control_request": _control_request,
     "control_response": _control_response,
+    "control_cancel_request": _control_cancel,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from google.protobuf import json_format
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.attachment import GoAway, Heartbeat, Rejected
@@ -15,6 +16,7 @@ from hotsvc.grpc.content import check_length, fill_block, struct
 from hotsvc.grpc.resources import STATE, options
 from hotsvc.grpc.status import code_of
 from hotsvc.opening import OpenRequest
+from hotsvc.permissions import Decision, PermissionAsk
 from hotsvc.snapshot import Opened, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
 
@@ -32,6 +34,8 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 MAX_RAW_JSON_BYTES = 1024 * 1024
 MAX_DELTA_CHARS = 64 * 1024
 SMALL_TEXT_CHARS = 256 * 1024  # at most 1 MiB of UTF-8: no event from it can be too large
+# A deny's message goes to Claude as the tool's error: a note, not a document.
+MAX_DECISION_MESSAGE_CHARS = 16 * 1024
 TRUNCATED = "\n[... {} characters cut by hotsvc: an event must fit in 4 MiB]"
 
 
@@ -170,6 +174,8 @@ def event_response(
             response.error.CopyFrom(stream_error(error))
         case ControlOutcome():
             _fill_control(response.control_result, event)
+        case PermissionAsk():
+            _fill_permission(response.permission_request, event)
         case _:
             return None  # stream bookkeeping, echoed user text, unknown types
     if include_raw_json:
@@ -205,6 +211,48 @@ def _fill_control(message: pb.ControlResult, outcome: ControlOutcome) -> None:
     message.response.CopyFrom(struct(outcome.response))
     message.error = outcome.error
     message.error_code = outcome.error_code
+
+
+def _fill_permission(message: pb.PermissionRequest, ask: PermissionAsk) -> None:
+    message.request_id = ask.request_id
+    message.tool_name = ask.tool_name
+    message.input.CopyFrom(struct(ask.input))
+    message.tool_use_id = ask.tool_use_id
+    message.blocked_path = ask.blocked_path
+    message.suggestions.extend(struct(s) for s in ask.suggestions)
+    message.description = ask.description
+    message.time_left.FromNanoseconds(int(ask.time_left * 1e9))
+
+
+def permission_decision(message: pb.PermissionDecision) -> Decision:
+    """A caller's PermissionDecision; the request_id is checked against the waiting ones
+    by the session (hotsvc.permissions)."""
+    field = "permission_decision"
+    check_length(f"{field}.request_id", message.request_id)
+    if not message.request_id:
+        raise InvalidRequest(
+            f"{field}.request_id is empty: answer the request_id of a `permission_request` event",
+            field=f"{field}.request_id",
+        )
+    if len(message.message) > MAX_DECISION_MESSAGE_CHARS:
+        raise InvalidRequest(
+            f"{field}.message has {len(message.message)} characters, over the limit of "
+            f"{MAX_DECISION_MESSAGE_CHARS}: say it in fewer words",
+            field=f"{field}.message",
+        )
+    updated = (
+        json_format.MessageToDict(message.updated_input)
+        if message.HasField("updated_input")
+        else None
+    )
+    return Decision(
+        message.request_id,
+        message.allow,
+        updated,
+        message.message,
+        message.interrupt,
+        tuple(message.apply_suggestions),
+    )
 
 
 def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:

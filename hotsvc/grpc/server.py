@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,6 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from hotsession.v1 import hotsession_pb2 as pb
 
+from hotsvc import hostdirs
+from hotsvc.accounts import Accounts
 from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.auth.tokens import TokenFileError
@@ -37,6 +40,7 @@ from hotsvc.settings import ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
 from hotsvc.telemetry import Telemetry
 from hotsvc.tmpdirs import ChildTmpDirs
+from hotsvc.workspaces import Workspaces
 
 if TYPE_CHECKING:
     from hotsvc.http.server import HttpFace
@@ -61,6 +65,8 @@ class Service:
         self.config = config
         check_layout(config)
         launch.check_sandbox(config.profiles.values())
+        self.accounts = Accounts(config.child_user, config.session_uids)
+        hostdirs.check(config, self.accounts)
         self.authenticator = Authenticator.from_config(config)
         check_http(config, self.authenticator)
         credentials = server_credentials(config)
@@ -88,8 +94,15 @@ class Service:
         self.containment = Containment(
             str(data_dir.resolve()) if data_dir else "", config.containment
         )
-        tmpdirs = ChildTmpDirs(data_dir / "tmp" if data_dir else None)
-        self.launcher = Launcher(config, self.store, self.containment, tmpdirs)
+        tmpdirs = ChildTmpDirs(data_dir / "tmp" if data_dir else None, self.accounts.enabled)
+        self.launcher = Launcher(
+            config,
+            self.store,
+            self.containment,
+            tmpdirs,
+            self.accounts,
+            Workspaces(config.keep_workspaces),
+        )
         self.manager = SessionManager(
             config, self.store, self.launcher, Capacity(config.max_sessions), self.audit
         )
@@ -152,7 +165,9 @@ class Service:
         log.info("session store %s (replica %s)", self.store.describe(), self.store.replica_id)
         try:
             async with asyncio.TaskGroup() as tasks:
-                if swept := await self.store.sweep_orphans() + self.containment.sweep():
+                hostdirs.prepare(self.config, self.accounts)  # the store's files too
+                swept = await self.store.sweep_orphans() + self.containment.sweep()
+                if swept := swept + self.accounts.sweep(self._owned_roots()):
                     log.warning("ended %d processes left by a previous run", swept)
                 tasks.create_task(self.launcher.run(), name="launcher")
                 manager_started = asyncio.Event()
@@ -176,6 +191,13 @@ class Service:
             await self.store.close()
             self.audit.close()
         log.info("hotsvc stopped")
+
+    def _owned_roots(self) -> list[Path]:
+        """Where directories a session uid may still own after a crash lie."""
+        roots = [Path(p.workspace_root) for p in self.config.profiles.values() if p.workspace_root]
+        if self.config.data_dir is not None:
+            roots.append(self.config.data_dir / "homes")
+        return roots
 
     def reload_tokens(self) -> None:
         """SIGHUP: read --auth-tokens again; a bad file keeps the old table, and says why."""

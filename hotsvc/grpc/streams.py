@@ -111,6 +111,13 @@ class Streams:
                         await attachment.reject(turn.turn_id, exc)
                 case "interrupt":
                     attachment.interrupt()
+                case "permission_decision":
+                    try:
+                        attachment.decide(
+                            converters.permission_decision(request.permission_decision)
+                        )
+                    except errors.InvalidRequest as exc:  # a wrong answer: the stream stays
+                        await attachment.reject("", exc)
                 case "control":
                     await self._control(request.control, attachment, tasks)
                 case "open":
@@ -123,7 +130,8 @@ class Streams:
                     )
                 case _:
                     raise errors.InvalidRequest(
-                        "empty PromptRequest: set one of open, turn, interrupt or control",
+                        "empty PromptRequest: set one of open, turn, interrupt, "
+                        "permission_decision or control",
                         field="request",
                     )
 

@@ -29,6 +29,8 @@ class Options:
     disallowed_tools: tuple[str, ...]
     persist: bool
     replay: bool  # --replay-user-messages: echo each user message back
+    # --permission-prompt-tool stdio: ask the host (`can_use_tool`) instead of denying.
+    permission_prompt_tool: str = ""
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -74,6 +76,7 @@ def parse_options(argv: list[str]) -> Options:
         disallowed_tools=tools(ns.disallowedTools),
         persist=not ns.no_session_persistence,
         replay=ns.replay,
+        permission_prompt_tool=ns.permission_prompt_tool or "",
     )
 
 

@@ -152,6 +152,18 @@ class Turns:
         denials: list[Json] = []
         if self._may_run(command):
             output, is_error = await run_bash(command, self.cwd)
+        elif self.opts.permission_prompt_tool == "stdio":
+            answer = await self._ask_permission(tool_id, tool_input)
+            body = answer.get("response") or {}
+            if answer.get("subtype") == "success" and body.get("behavior") == "allow":
+                updated = body.get("updatedInput") or tool_input
+                output, is_error = await run_bash(str(updated.get("command", command)), self.cwd)
+            else:
+                output = str(body.get("message") or answer.get("error") or "denied")
+                is_error = True
+                denials.append(
+                    {"tool_name": "Bash", "tool_use_id": tool_id, "tool_input": tool_input}
+                )
         else:
             output, is_error = f"{command} needs approval: {PERMISSION_HINT}", True
             denials.append({"tool_name": "Bash", "tool_use_id": tool_id, "tool_input": tool_input})
@@ -162,6 +174,46 @@ class Turns:
         text = tool_report(output, is_error)
         await self.stream.api_call([Block.text(words(text), self.knobs.token_delay)], "end_turn")
         self._finish(text, started, num_turns=2, denials=denials)
+
+    async def _ask_permission(self, tool_id: str, tool_input: Json) -> Json:
+        """Ask the host whether the tool may run (`can_use_tool`, shaped like the real
+        CLI's); an interrupt meanwhile withdraws the request (`control_cancel_request`)."""
+        request_id = str(uuid.uuid4())
+        answer = self.asked[request_id] = asyncio.get_running_loop().create_future()
+        command = str(tool_input["command"])
+        self.out.send(
+            {
+                "type": "control_request",
+                "request_id": request_id,
+                "request": {
+                    "subtype": "can_use_tool",
+                    "tool_name": "Bash",
+                    "display_name": "Bash",
+                    "input": tool_input,
+                    "description": TOOL_DESCRIPTION,
+                    "permission_suggestions": [
+                        {
+                            "type": "addRules",
+                            "rules": [{"toolName": "Bash", "ruleContent": command}],
+                            "behavior": "allow",
+                            "destination": "localSettings",
+                        },
+                        {"type": "setMode", "mode": "acceptEdits", "destination": "session"},
+                    ],
+                    "blocked_path": self.cwd,
+                    "tool_use_id": tool_id,
+                },
+            }
+        )
+        interrupted = asyncio.ensure_future(self._interrupt.wait())
+        await asyncio.wait({answer, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not answer.done():
+            self.asked.pop(request_id, None)
+            self.out.send({"type": "control_cancel_request", "request_id": request_id})
+            raise Interrupted
+        response: Json = answer.result()
+        return response
 
     def _may_run(self, command: str) -> bool:
         return (

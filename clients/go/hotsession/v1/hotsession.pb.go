@@ -316,7 +316,9 @@ type PromptRequest_Interrupt struct {
 }
 
 type PromptRequest_PermissionDecision struct {
-	// Answers a `permission_request` event.
+	// Answers a `permission_request` event. One for a request that is not waiting
+	// (answered, timed out, withdrawn by an interrupt) is refused with an `error`
+	// event (INVALID_ARGUMENT); the stream stays.
 	PermissionDecision *PermissionDecision `protobuf:"bytes,4,opt,name=permission_decision,json=permissionDecision,proto3,oneof"`
 }
 
@@ -602,9 +604,9 @@ type PermissionDecision struct {
 	Allow     bool   `protobuf:"varint,2,opt,name=allow,proto3" json:"allow,omitempty"`
 	// The input to run instead of the requested one; unset runs it as requested.
 	UpdatedInput *structpb.Struct `protobuf:"bytes,3,opt,name=updated_input,json=updatedInput,proto3" json:"updated_input,omitempty"`
-	// Shown to Claude when denying.
+	// Shown to Claude when denying (at most 16384 characters).
 	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
-	// Deny and stop the turn.
+	// Deny and stop the turn (even with `allow`).
 	Interrupt bool `protobuf:"varint,5,opt,name=interrupt,proto3" json:"interrupt,omitempty"`
 	// Indexes into PermissionRequest.suggestions to apply with an allow. Only
 	// suggestions with destination "session" apply unless the profile sets
@@ -1065,7 +1067,10 @@ func (*PromptResponse_ControlResult) isPromptResponse_Event() {}
 
 func (*PromptResponse_Error) isPromptResponse_Event() {}
 
-// PermissionRequest is Claude Code asking to run a tool.
+// PermissionRequest is Claude Code asking to run a tool (a profile with
+// permission_prompts = "caller"). Answer it with a PermissionDecision on the same
+// stream within `time_left`; else it is denied with a message saying so. A stream
+// that re-attaches is sent the requests still waiting.
 type PermissionRequest struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

@@ -31,6 +31,8 @@ type HotSessionClient interface {
 	CloseSession(ctx context.Context, in *CloseSessionRequest, opts ...grpc.CallOption) (*CloseSessionResponse, error)
 	// Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
 	// stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+	// It cannot send a PermissionDecision, so a permission prompt (a profile with
+	// permission_prompts = "caller") is denied at once, and Claude is told why.
 	Ask(ctx context.Context, in *AskRequest, opts ...grpc.CallOption) (HotSession_AskClient, error)
 	// GetSession describes one session the caller may see, live or not (AIP-131).
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*Session, error)
@@ -197,6 +199,8 @@ type HotSessionServer interface {
 	CloseSession(context.Context, *CloseSessionRequest) (*CloseSessionResponse, error)
 	// Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
 	// stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+	// It cannot send a PermissionDecision, so a permission prompt (a profile with
+	// permission_prompts = "caller") is denied at once, and Claude is told why.
 	Ask(*AskRequest, HotSession_AskServer) error
 	// GetSession describes one session the caller may see, live or not (AIP-131).
 	GetSession(context.Context, *GetSessionRequest) (*Session, error)

@@ -69,6 +69,8 @@ class HotSession(Protocol):
         """
         Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
         stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        It cannot send a PermissionDecision, so a permission prompt (a profile with
+        permission_prompts = "caller") is denied at once, and Claude is told why.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -342,6 +344,8 @@ class HotSessionClient(ConnectClient):
         """
         Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
         stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        It cannot send a PermissionDecision, so a permission prompt (a profile with
+        permission_prompts = "caller") is denied at once, and Claude is told why.
         """
         return self.execute_server_stream(
             request=request,

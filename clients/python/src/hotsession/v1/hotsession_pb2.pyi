@@ -145,7 +145,10 @@ class PromptRequest(_message.Message):
 
     @_builtins.property
     def permission_decision(self) -> Global___PermissionDecision:
-        """Answers a `permission_request` event."""
+        """Answers a `permission_request` event. One for a request that is not waiting
+        (answered, timed out, withdrawn by an interrupt) is refused with an `error`
+        event (INVALID_ARGUMENT); the stream stays.
+        """
 
     @_builtins.property
     def control(self) -> Global___ControlRequest:
@@ -313,9 +316,9 @@ class PermissionDecision(_message.Message):
     request_id: _builtins.str
     allow: _builtins.bool
     message: _builtins.str
-    """Shown to Claude when denying."""
+    """Shown to Claude when denying (at most 16384 characters)."""
     interrupt: _builtins.bool
-    """Deny and stop the turn."""
+    """Deny and stop the turn (even with `allow`)."""
     @_builtins.property
     def updated_input(self) -> _struct_pb2.Struct:
         """The input to run instead of the requested one; unset runs it as requested."""
@@ -511,7 +514,11 @@ Global___PromptResponse: _TypeAlias = PromptResponse  # noqa: Y015
 
 @_typing.final
 class PermissionRequest(_message.Message):
-    """PermissionRequest is Claude Code asking to run a tool."""
+    """PermissionRequest is Claude Code asking to run a tool (a profile with
+    permission_prompts = "caller"). Answer it with a PermissionDecision on the same
+    stream within `time_left`; else it is denied with a message saying so. A stream
+    that re-attaches is sent the requests still waiting.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

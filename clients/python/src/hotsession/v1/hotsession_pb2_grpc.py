@@ -116,6 +116,8 @@ class HotSessionServicer:
     def Ask(self, request, context):
         """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
         stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        It cannot send a PermissionDecision, so a permission prompt (a profile with
+        permission_prompts = "caller") is denied at once, and Claude is told why.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,6 +55,8 @@ class HotSessionStub:
     Ask: _grpc.UnaryStreamMultiCallable[_hotsession_pb2.AskRequest, _hotsession_pb2.PromptResponse]
     """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
     stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+    It cannot send a PermissionDecision, so a permission prompt (a profile with
+    permission_prompts = "caller") is denied at once, and Claude is told why.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionRequest, _hotsession_pb2.Session]
     """GetSession describes one session the caller may see, live or not (AIP-131)."""
@@ -93,6 +95,8 @@ class HotSessionAsyncStub(HotSessionStub):
     Ask: _aio.UnaryStreamMultiCallable[_hotsession_pb2.AskRequest, _hotsession_pb2.PromptResponse]  # type: ignore[assignment]
     """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
     stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+    It cannot send a PermissionDecision, so a permission prompt (a profile with
+    permission_prompts = "caller") is denied at once, and Claude is told why.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_hotsession_pb2.GetSessionRequest, _hotsession_pb2.Session]  # type: ignore[assignment]
     """GetSession describes one session the caller may see, live or not (AIP-131)."""
@@ -152,6 +156,8 @@ class HotSessionServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_hotsession_pb2.PromptResponse], _abc.AsyncIterator[_hotsession_pb2.PromptResponse]]:
         """Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
         stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+        It cannot send a PermissionDecision, so a permission prompt (a profile with
+        permission_prompts = "caller") is denied at once, and Claude is told why.
         """
 
     @_abc_1.abstractmethod

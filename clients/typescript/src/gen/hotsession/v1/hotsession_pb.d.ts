@@ -51,7 +51,9 @@ export declare type PromptRequest = Message<"hotsession.v1.PromptRequest"> & {
     case: "interrupt";
   } | {
     /**
-     * Answers a `permission_request` event.
+     * Answers a `permission_request` event. One for a request that is not waiting
+     * (answered, timed out, withdrawn by an interrupt) is refused with an `error`
+     * event (INVALID_ARGUMENT); the stream stays.
      *
      * @generated from field: hotsession.v1.PermissionDecision permission_decision = 4;
      */
@@ -239,14 +241,14 @@ export declare type PermissionDecision = Message<"hotsession.v1.PermissionDecisi
   updatedInput?: JsonObject | undefined;
 
   /**
-   * Shown to Claude when denying.
+   * Shown to Claude when denying (at most 16384 characters).
    *
    * @generated from field: string message = 4;
    */
   message: string;
 
   /**
-   * Deny and stop the turn.
+   * Deny and stop the turn (even with `allow`).
    *
    * @generated from field: bool interrupt = 5;
    */
@@ -460,7 +462,10 @@ export declare type PromptResponse = Message<"hotsession.v1.PromptResponse"> & {
 export declare const PromptResponseSchema: GenMessage<PromptResponse>;
 
 /**
- * PermissionRequest is Claude Code asking to run a tool.
+ * PermissionRequest is Claude Code asking to run a tool (a profile with
+ * permission_prompts = "caller"). Answer it with a PermissionDecision on the same
+ * stream within `time_left`; else it is denied with a message saying so. A stream
+ * that re-attaches is sent the requests still waiting.
  *
  * @generated from message hotsession.v1.PermissionRequest
  */
@@ -2025,6 +2030,8 @@ export declare const HotSession: GenService<{
   /**
    * Ask runs one turn as a server-streaming RPC, for callers that cannot hold a bidi
    * stream (gRPC-Web, Connect, HTTP): the same events as Prompt, exactly one result.
+   * It cannot send a PermissionDecision, so a permission prompt (a profile with
+   * permission_prompts = "caller") is denied at once, and Claude is told why.
    *
    * @generated from rpc hotsession.v1.HotSession.Ask
    */
