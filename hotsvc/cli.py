@@ -17,7 +17,8 @@ from pathlib import Path
 from hotsvc import settings
 from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 
 def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:

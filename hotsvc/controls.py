@@ -25,8 +25,9 @@ from hotsvc.claude.process import ControlError, ProcessGone
 from hotsvc.claude.protocol import Event, JsonObject
 from hotsvc.errors import InvalidRequest, ServiceError, StoreUnavailable
 from hotsvc.options import SessionOptions, check_permission_mode, effective
+from hotsvc.profiles import Profile
 from hotsvc.session import Session
-from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from hotsvc.claude import launch
 from hotsvc.claude.filewatch import wait_until_holds
 from hotsvc.claude.transcripts import transcript_path
 from hotsvc.errors import ServiceError
-from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.profiles import Profile
+from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore, TranscriptCopy
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from hotsvc.claude import launch
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
 from hotsvc.containment import Cage, Containment
 from hotsvc.errors import ServiceError, SpawnFailed
-from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.profiles import Profile
+from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore
 from hotsvc.tmpdirs import ChildTmpDirs
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hotsvc.claude.launch import environment
-from hotsvc.settings import ConfigError, Profile, ServiceConfig
+from hotsvc.profiles import ConfigError, Profile
+from hotsvc.settings import ServiceConfig
 
 
 def session_dirs(config: ServiceConfig) -> Iterator[tuple[str, Path]]:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from hotsvc.errors import InvalidRequest, PermissionDenied
-from hotsvc.settings import PERMISSION_MODES, Profile
+from hotsvc.profiles import PERMISSION_MODES, Profile
 
 # "manual" is 2.1.330's name for "default": the same rank.
 _RANK = {mode: index for index, mode in enumerate(PERMISSION_MODES)}

@@ -11,7 +11,7 @@ from hotsvc.claude.process import ClaudeProcess, Listener, ProcessExited
 from hotsvc.claude.protocol import Event
 from hotsvc.errors import ServiceError
 from hotsvc.launcher import Launcher
-from hotsvc.settings import Profile
+from hotsvc.profiles import Profile
 
 log = logging.getLogger(__name__)
 

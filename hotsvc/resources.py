@@ -21,7 +21,8 @@ from hotsvc import paging
 from hotsvc.claude import launch
 from hotsvc.claude.messages import Message, read_messages
 from hotsvc.claude.protocol import Usage
-from hotsvc.manager import SessionManager, check_session_id
+from hotsvc.manager import SessionManager
+from hotsvc.opening import check_session_id
 from hotsvc.options import SessionOptions
 from hotsvc.principal import Principal
 from hotsvc.session import Session

@@ -15,13 +15,11 @@ import functools
 import logging
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import psutil
-
+from hotsvc import control_requests
 from hotsvc.claude import protocol
 from hotsvc.claude.content import user_content
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
@@ -36,8 +34,11 @@ from hotsvc.claude.protocol import (
     UserMessage,
 )
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
+from hotsvc.framing import Framing
 from hotsvc.options import SessionOptions
-from hotsvc.settings import Profile, ServiceConfig
+from hotsvc.profiles import Profile
+from hotsvc.recycling import recycle_reason
+from hotsvc.settings import ServiceConfig
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
 from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 
@@ -46,10 +47,6 @@ if TYPE_CHECKING:
     from hotsvc.durability import Durability
 
 log = logging.getLogger(__name__)
-
-# Control request subtypes from the CLI that hotsvc refused, each logged once.
-_REFUSED_SUBTYPES: set[str] = set()
-
 
 # Told how a wait for a process is getting on (e.g. a place in the queue for a slot).
 OnProgress = Callable[[str], Awaitable[None]]
@@ -119,10 +116,7 @@ class Session:
         self._durability = durability
         self._transcript: Path | None = None  # as the CLI names it (--session-mirror)
         self._marker = ""  # uuid of the running turn's last transcript entry so far
-        self._turn_uuid = ""  # the uuid of the running turn's user message
-        self._echoed = False  # its echo has come: results from now on are the turn's
-        self.untrusted = 0  # results dropped by the framing on the current process
-        self._names_messages = False  # its results carry user_message_uuids
+        self._framing = Framing()  # of the current process's turns
         if process is not None:
             self._adopt(process)
 
@@ -212,7 +206,8 @@ class Session:
         finally:
             turn.finish(result)
             self.first_turn_done.set()
-        if reason := self._recycle_reason():
+        untrusted = self._framing.untrusted
+        if reason := recycle_reason(self.process, self._config, self.process_turns, untrusted):
             log.info("session %s: recycling its process (%s)", self.id, reason)
             await self.stop()
 
@@ -246,8 +241,7 @@ class Session:
             written_at = time.monotonic()
             # Our user message's uuid: its echo opens the turn (--replay-user-messages), its
             # transcript entry is the turn's first durability marker.
-            self._turn_uuid = self._marker = str(uuid.uuid4())
-            self._echoed = False
+            self._marker = self._framing.begin()
             offset = _size(self.transcript_path())
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
                 content = user_content(turn.text, turn.content)
@@ -284,15 +278,16 @@ class Session:
             if isinstance(event, Result):
                 log.warning("session %s: dropped a result no turn was waiting for", self.id)
             return None  # between turns, or a released process's last words
-        if isinstance(event, Result) and not self._answers_turn(event):
+        if isinstance(event, Result) and not self._framing.ends_turn(
+            event, self._watchdog.tools_running, self.id
+        ):
             return None
         if isinstance(event, Result | ProcessExited):
             if not ended.done():
                 ended.set_result(event)
             return None
-        if isinstance(event, UserMessage) and event.uuid == self._turn_uuid:
-            self._echoed = True  # the echo of our own message: the turn has begun
-            return None
+        if isinstance(event, UserMessage) and self._framing.is_echo(event):
+            return None  # the echo of our own message: the turn has begun
         if isinstance(event, TranscriptMirror):
             self._transcript = Path(event.path)
             return None
@@ -300,33 +295,6 @@ class Session:
             self._marker = event.uuid
         self._watchdog.observe(event)
         return turn.emit(event)
-
-    def _answers_turn(self, result: Result) -> bool:
-        """Whether a `result` ends the running turn. A genuine one comes after the turn's
-        own echo, once every tool has returned, and (CLI 2.1.330 on) names the turn's
-        message. Any other is a late one of an earlier turn, or a line a tool forged on
-        the CLI's stdout: dropped, and the process replaced after the turn, since its
-        stream can no longer be trusted."""
-        if result.user_message_uuids:
-            self._names_messages = True  # this CLI names them: a result that does not lies
-        why = (
-            "it came before the turn's own message was echoed"
-            if not self._echoed
-            else "a tool was still running"
-            if self._watchdog.tools_running
-            else "it does not name the turn's message"
-            if self._names_messages and self._turn_uuid not in result.user_message_uuids
-            else ""
-        )
-        if why:
-            self.untrusted += 1
-            log.warning(
-                "session %s: dropped a result that is not the running turn's: %s; "
-                "the process will be replaced after the turn",
-                self.id,
-                why,
-            )
-        return not why
 
     def transcript_path(self) -> Path:
         if self._transcript is None:
@@ -379,40 +347,16 @@ class Session:
             log.info("interrupt of pid %d failed: %s", process.pid, exc)
 
     async def _answer(self, process: ClaudeProcess, request: ControlRequest) -> None:
-        """Answer the CLI's own questions so it never waits on us forever."""
-        if request.subtype == "can_use_tool":
-            tool = request.request.get("tool_name", "?")
-            answer = protocol.control_success(
-                request.request_id,
-                {
-                    "behavior": "deny",
-                    "message": f"hotsvc does not relay permission prompts; allow {tool} in the "
-                    "session's profile (allowed_tools or permission_mode) instead",
-                },
-            )
-        else:
-            # An empty success would count as a real answer (to a dialog, say): refuse.
-            answer = protocol.control_error(
-                request.request_id, f"hotsvc does not handle {request.subtype!r} requests"
-            )
-            if request.subtype not in _REFUSED_SUBTYPES:
-                _REFUSED_SUBTYPES.add(request.subtype)
-                log.info(
-                    "refusing Claude Code's %r control requests (first in session %s)",
-                    request.subtype,
-                    self.id,
-                )
         # If the process is gone, its exit shows up as ProcessExited anyway.
         with contextlib.suppress(ProcessGone):
-            await process.send(answer)
+            await process.send(control_requests.answer(self.id, request))
 
     # -- the process ---------------------------------------------------------------
 
     def _adopt(self, process: ClaudeProcess) -> None:
         self.process = process
         self.process_turns = 0
-        self.untrusted = 0
-        self._names_messages = False
+        self._framing = Framing()
         process.listener = functools.partial(self._route, process)
 
     async def ensure_process(self, progress: OnProgress | None = None) -> bool:
@@ -441,24 +385,6 @@ class Session:
             self._retiring = process
         return process
 
-    def _recycle_reason(self) -> str:
-        """Why the process should be replaced before the next turn, or "" to keep it."""
-        process, config = self.process, self._config
-        if process is None or not process.alive:
-            return ""
-        if self.untrusted:
-            return "its stdout carried a result that was not its turn's"
-        if config.recycle_after_turns and self.process_turns >= config.recycle_after_turns:
-            return f"{self.process_turns} turns"
-        age = time.monotonic() - process.started_at
-        if config.recycle_after_seconds and age >= config.recycle_after_seconds:
-            return f"{age:.0f}s old"
-        if config.recycle_above_rss_mb:
-            rss_mb = resident_mb(process.pid)
-            if rss_mb >= config.recycle_above_rss_mb:
-                return f"{rss_mb} MB resident"
-        return ""
-
     async def stop(self) -> None:
         """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
         self.first_turn_done.set()  # no first turn on this process to keep the refill for
@@ -479,14 +405,6 @@ class Session:
 async def _emit(turn: Turn, event: Event) -> None:
     if (pending := turn.emit(event)) is not None:
         await pending
-
-
-def resident_mb(pid: int) -> int:
-    """Resident memory of `pid` in MB, 0 if it is gone."""
-    try:
-        return psutil.Process(pid).memory_info().rss // (1024 * 1024)
-    except psutil.Error:
-        return 0
 
 
 def _size(path: Path) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotsvc.claude.protocol import Result
+from hotsvc.launcher import SpawnStats
+from hotsvc.pool import WarmPool
+from hotsvc.principal import Principal
 from hotsvc.session import Session
 
 
@@ -106,4 +110,37 @@ def view_of(session: Session) -> SessionView:
         session.profile.name,
         session.attached,
         session.owner,
+    )
+
+
+def snapshot_of(
+    pools: Iterable[WarmPool],
+    sessions: Iterable[Session],
+    stats: SpawnStats,
+    max_sessions: int,
+    draining: bool,
+    viewer: Principal | None,
+) -> Snapshot:
+    """With a `viewer`, only the sessions it may use are listed (the counts and pool
+    figures stay service-wide)."""
+    views = [view_of(s) for s in sessions]
+    live = sum(1 for v in views if v.state not in (SessionState.STOPPED, SessionState.LOST))
+    return Snapshot(
+        pools=tuple(
+            PoolView(p.profile.name, p.size, p.target, tuple(p.idle_pids())) for p in pools
+        ),
+        sessions=tuple(v for v in views if viewer is None or viewer.may_use(v.owner)),
+        live_sessions=live,
+        stopped_sessions=len(views) - live,
+        spawns=SpawnView(
+            stats.spawned,
+            stats.failed,
+            stats.in_flight,
+            stats.replaced,
+            stats.warm_starts,
+            stats.cold_starts,
+            stats.mean_ready_seconds,
+        ),
+        max_sessions=max_sessions,
+        draining=draining,
     )

@@ -25,7 +25,8 @@ from hotsvc.grpc.server import Service
 from hotsvc.grpc.status import DOMAIN
 from hotsvc.local import local_model_env
 from hotsvc.localmodel import LocalModelServer
-from hotsvc.settings import DEFAULT_PROFILE, Profile, ServiceConfig
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
+from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore, open_store
 from tests.postgres import Cluster
 

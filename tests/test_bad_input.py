@@ -13,7 +13,7 @@ import grpc
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
-from hotsvc.settings import DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import Conversation, Refusal, StartService, refusal
 
 

@@ -13,7 +13,7 @@ from hotsvc.controls import ControlOutcome
 from hotsvc.errors import InvalidRequest
 from hotsvc.grpc import converters, resources
 from hotsvc.grpc.content import TurnLimits, TurnRequest, struct, turn_request
-from hotsvc.manager import OpenRequest
+from hotsvc.opening import OpenRequest
 from hotsvc.options import SessionOptions
 from hotsvc.resources import SessionResource
 from hotsvc.snapshot import (

@@ -19,7 +19,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.localmodel import DISCLAIMER, LocalModelServer
 from hotsvc.localmodel.script import slow_words
-from hotsvc.settings import DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import EMULATOR_CMD, REAL_CLAUDE, Conversation, StartService
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]

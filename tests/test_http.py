@@ -25,7 +25,7 @@ from hotsession.v1.hotsession_connect import HotSessionClient
 from hotsvc.grpc.server import Service
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
-from hotsvc.settings import ConfigError
+from hotsvc.profiles import ConfigError
 from tests.conftest import (
     DEADLINE,
     REAL_CLAUDE,
@@ -292,6 +292,46 @@ async def test_tokens_and_tls_guard_the_http_face(
     mine = await curl(*tls, *bearer, "--http1.1", f"{url}/hot/status")
     assert (mine.version, mine.status) == ("HTTP/1.1", 200)
     assert [s["owner"] for s in mine.json()["sessions"]] == ["alice"]
+
+
+async def test_cors_lets_an_allowed_browser_origin_call_with_a_token(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    token = await hotsvc_token(tokens, "alice")
+    app = "https://app.example.com"
+    _, address = await start_http(
+        start_service, local_model, auth_tokens=tokens, http_cors_origins=(app,), pool_size=1
+    )
+    pool_status = f"http://{address}/{SERVICE}/PoolStatus"
+
+    def preflight(origin: str) -> tuple[str, ...]:
+        return (
+            "-X",
+            "OPTIONS",
+            "-H",
+            f"origin: {origin}",
+            "-H",
+            "access-control-request-method: POST",
+            "-H",
+            "access-control-request-headers: authorization,content-type,connect-protocol-version",
+            pool_status,
+        )
+
+    # The preflight carries no credentials: answered before authentication.
+    allowed = await curl(*preflight(app))
+    assert allowed.status == 200
+    assert allowed.headers["access-control-allow-origin"] == app
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    refused = await curl(*preflight("https://evil.example.com"))
+    assert refused.status == 400 and "access-control-allow-origin" not in refused.headers
+
+    call = ("-H", f"origin: {app}", "-H", "content-type: application/json", "-d", "{}")
+    anonymous = await curl(*call, pool_status)
+    assert (anonymous.status, anonymous.json()["code"]) == (401, "unauthenticated")
+    answered = await curl(*call, "-H", f"authorization: Bearer {token}", pool_status)
+    assert answered.status == 200 and answered.json()["targetSize"] == 1
+    assert answered.headers["access-control-allow-origin"] == app
 
 
 async def test_http_with_only_client_certificates_is_refused(tmp_path: Path) -> None:

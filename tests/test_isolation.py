@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hotsvc.localmodel import LocalModelServer
-from hotsvc.settings import DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import CLAUDE_VERSIONS, Conversation, StartService
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]

@@ -12,7 +12,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.cli import build_parser, config_from_args
-from hotsvc.settings import ConfigError
+from hotsvc.profiles import ConfigError
 from tests.conftest import (
     DEADLINE,
     Conversation,

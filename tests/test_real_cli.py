@@ -20,7 +20,7 @@ from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
-from hotsvc.settings import DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService, eventually
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]

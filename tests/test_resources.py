@@ -15,7 +15,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 from hotsvc.claude.transcripts import transcript_path
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import MODEL_NAME, NO_NUMBER_TEXT
-from hotsvc.settings import DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import (
     CLAUDE_VERSIONS,
     DEADLINE,

@@ -15,7 +15,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.localmodel.script import slow_words
-from hotsvc.settings import DEFAULT_CONTROLS, DEFAULT_PROFILE, Profile
+from hotsvc.profiles import DEFAULT_CONTROLS, DEFAULT_PROFILE, Profile
 from tests.conftest import (
     CLAUDE_VERSIONS,
     DEADLINE,

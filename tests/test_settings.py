@@ -9,7 +9,8 @@ import pytest
 
 from hotsvc import settings
 from hotsvc.cli import build_parser
-from hotsvc.settings import ConfigError, from_args
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import from_args
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

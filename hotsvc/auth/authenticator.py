@@ -20,7 +20,8 @@ from hotsvc.auth.jwts import JwtConfigError, JwtRejected, JwtVerifier
 from hotsvc.auth.tokens import TokenFile, TokenFileError
 from hotsvc.errors import Unauthenticated
 from hotsvc.principal import LOCAL, Principal
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 

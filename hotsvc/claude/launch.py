@@ -9,7 +9,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hotsvc.claude.transcripts import config_dir, transcript_path
-from hotsvc.settings import ConfigError, Profile, ServiceConfig
+from hotsvc.profiles import ConfigError, Profile
+from hotsvc.settings import ServiceConfig
 
 # The stream-json session every process runs; partial messages give token deltas.
 BASE_ARGS = (

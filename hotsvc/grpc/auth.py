@@ -27,7 +27,8 @@ from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
 from hotsvc.grpc.status import grpc_status
 from hotsvc.principal import Principal
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from hotsvc.errors import InvalidRequest, ServiceError
 from hotsvc.grpc.content import check_length, fill_block, struct
 from hotsvc.grpc.resources import STATE, options
 from hotsvc.grpc.status import code_of
-from hotsvc.manager import OpenRequest
+from hotsvc.opening import OpenRequest
 from hotsvc.snapshot import Opened, SessionView, Snapshot, SpawnView, Start
 from hotsvc.turn import TurnStarted
 

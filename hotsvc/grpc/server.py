@@ -32,7 +32,8 @@ from hotsvc.http.auth import check_config as check_http
 from hotsvc.launcher import Launcher
 from hotsvc.layout import check_layout
 from hotsvc.manager import SessionManager
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 from hotsvc.store import default_replica_id, open_store, store_url
 from hotsvc.tmpdirs import ChildTmpDirs
 

@@ -24,6 +24,7 @@ from typing import Any
 from hotsession.v1.hotsession_connect import HotSessionASGIApplication
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from starlette.middleware.cors import CORSMiddleware
 
 from hotsvc.audit import AuditLog
 from hotsvc.auth.authenticator import Authenticator
@@ -31,7 +32,8 @@ from hotsvc.grpc.api import HotSessionAPI
 from hotsvc.http.auth import Authenticating
 from hotsvc.http.connect import ConnectHotSession
 from hotsvc.http.routes import PlainRoutes
-from hotsvc.settings import ConfigError, ServiceConfig
+from hotsvc.profiles import ConfigError
+from hotsvc.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,40 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ConfigError(f"--http-listen {address!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+# What a browser's Connect client (connect-web) sends and must be able to read.
+CORS_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    "connect-protocol-version",
+    "connect-timeout-ms",
+    "connect-accept-encoding",
+    "connect-content-encoding",
+    "hotsvc-session-id",
+    "traceparent",
+    "x-user-agent",
+)
+CORS_RESPONSE_HEADERS = (
+    "connect-content-encoding",
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+)
+
+
+def cors(app: Any, origins: tuple[str, ...]) -> Any:  # any ASGI app
+    """Outside authentication: a preflight carries no credentials and must be answered."""
+    if not origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=list(CORS_RESPONSE_HEADERS),
+        max_age=7200,
+    )
 
 
 class HttpFace:
@@ -74,7 +110,7 @@ class HttpFace:
             else:
                 await plain(scope, receive, send)
 
-        self.app = Authenticating(dispatch, authenticator, audit)
+        self.app = cors(Authenticating(dispatch, authenticator, audit), config.http_cors_origins)
         self._config = self._hypercorn(config)
         self._stop = asyncio.Event()
 

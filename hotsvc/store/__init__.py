@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from hotsvc.settings import ConfigError
+from hotsvc.profiles import ConfigError
 from hotsvc.store.base import (
     LeaseInfo,
     SessionRecord,
