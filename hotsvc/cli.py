@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hotsvc import settings
@@ -67,6 +67,15 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return config
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """--event-loop: uvloop's factory, or None for asyncio's own loop."""
+    if name != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "token":
@@ -98,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 flush=True,
             )
         try:
-            asyncio.run(serve(config))
+            with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+                runner.run(serve(config))
         # At start: a wrong --store or a database down; files or a layout that cannot work.
         except (StoreUnavailable, ConfigError) as exc:
             raise SystemExit(f"hotsvc: {exc}") from None

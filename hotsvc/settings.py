@@ -131,6 +131,12 @@ class ServiceConfig:
     )
     shutdown_grace: float = setting(10.0, "seconds running turns get on SIGTERM", minimum=0)
     log_level: str = setting("INFO", "logging level")
+    event_loop: str = setting(
+        "uvloop",
+        "the event loop `hotsvc serve` runs on: `uvloop` (libuv; measured to cut the "
+        "service's CPU per hot turn, see docs/benchmarks.md) or `asyncio` (the standard one)",
+        choices=("uvloop", "asyncio"),
+    )
     containment: str = setting(
         "auto",
         "how every process a child starts is ended with it: `cgroup` (a cgroup v2 per "

@@ -6,7 +6,7 @@ import enum
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from hotsvc.claude.content import UserBlock
 from hotsvc.claude.protocol import Event, Result
@@ -15,6 +15,8 @@ from hotsvc.claude.protocol import Event, Result
 @dataclass(frozen=True, slots=True)
 class TurnStarted(Event):
     """hotsvc's own event: the turn left the queue and was written to the process."""
+
+    visible: ClassVar[bool] = True
 
     text: str
 
