@@ -27,8 +27,11 @@ from hotsvc.turn import Turn, TurnState
 
 log = logging.getLogger(__name__)
 
-# Events held for a stream that is not reading; past this the session's reader waits.
+# Events held for a stream that is not reading; past either bound the session's reader
+# waits (a few large events are held back as surely as many small ones).
 OUTBOX_EVENTS = 256
+OUTBOX_BYTES = 4 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 256  # an event's own objects, beside its line
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +76,27 @@ class Outbox:
     (`put_nowait`) never wait. No asyncio.Queue: one deque and at most one waiter a side,
     so an event costs an append and, when the stream is idle, one wake-up."""
 
-    def __init__(self, bound: int) -> None:
-        self._items: collections.deque[tuple[str, Event, bool]] = collections.deque()
+    def __init__(self, bound: int, byte_bound: int = OUTBOX_BYTES) -> None:
+        self._items: collections.deque[tuple[str, Event, int]] = collections.deque()
         self._counted = 0  # events from `put` still waiting: what the bound limits
+        self._bytes = 0  # and their size (lines as the CLI wrote them)
         self._bound = bound
+        self._byte_bound = byte_bound
         self._reader: asyncio.Future[None] | None = None  # the stream, waiting for items
         self._room: asyncio.Future[None] | None = None  # the producer, waiting for room
         self.closed = False
         self.last_sent = time.monotonic()
 
-    def put(self, turn_id: str, event: Event) -> Awaitable[None] | None:
+    def put(self, turn_id: str, event: Event) -> asyncio.Future[None] | None:
         """Queue an event; an awaitable when the producer should wait before the next."""
         if self.closed:
             return None
-        self._items.append((turn_id, event, True))
+        size = len(event.line) + EVENT_OVERHEAD_BYTES
+        self._items.append((turn_id, event, size))
         self._counted += 1
+        self._bytes += size
         self._wake_reader()
-        if self._counted < self._bound:
+        if self._counted < self._bound and self._bytes < self._byte_bound:
             return None
         if self._room is None or self._room.done():
             self._room = asyncio.get_running_loop().create_future()
@@ -97,7 +104,7 @@ class Outbox:
 
     def put_nowait(self, turn_id: str, event: Event) -> None:
         if not self.closed:
-            self._items.append((turn_id, event, False))
+            self._items.append((turn_id, event, 0))
             self._wake_reader()
 
     def empty(self) -> bool:
@@ -110,10 +117,11 @@ class Outbox:
                 await self._reader
             finally:
                 self._reader = None
-        turn_id, event, counted = self._items.popleft()
-        if counted:
+        turn_id, event, size = self._items.popleft()
+        if size:
             self._counted -= 1
-            if self._counted < self._bound // 2 + 1:
+            self._bytes -= size
+            if self._counted <= self._bound // 2 and self._bytes <= self._byte_bound // 2:
                 self._free_room()
         self.last_sent = time.monotonic()
         return turn_id, event
@@ -122,7 +130,7 @@ class Outbox:
         """Drop everything from now on, and free any producer waiting for room."""
         self.closed = True
         self._items.clear()
-        self._counted = 0
+        self._counted = self._bytes = 0
         self._free_room()
 
     def _wake_reader(self) -> None:
