@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # uvloop starts children with fork(): gRPC's fork handlers would only log, per spawn,
+    # that they skip themselves (no child of ours ever uses gRPC).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:

@@ -100,7 +100,13 @@ class ServiceConfig:
         "a Prompt stream must send its `open` within this many seconds, else DEADLINE_EXCEEDED",
         above=0,
     )
-    max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
+    max_concurrent_spawns: int = setting(
+        0,
+        "Claude Code processes starting at once (pool refills, cold spawns, resumes); the "
+        "rest wait in a fair line, told their place; 0 = the number of cores",
+        minimum=0,
+        shown_default="0 (the core count)",
+    )
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     max_image_bytes: int = setting(
         5 * 1024 * 1024,
@@ -279,7 +285,7 @@ class ServiceConfig:
     ready_timeout: float = 60.0  # a warm process must answer `initialize` within this
 
     def __post_init__(self) -> None:
-        warm = sum(profile.pool_size for profile in self.profiles.values())
+        warm = sum(profile.pool_bounds()[0] for profile in self.profiles.values())
         if self.max_sessions and warm > self.max_sessions:
             # Health would never become SERVING: it waits for the pools to fill.
             raise ConfigError(

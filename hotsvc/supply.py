@@ -17,6 +17,7 @@ from hotsvc.profiles import Profile
 from hotsvc.session import OnProgress, Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import Start
+from hotsvc.spawnqueue import OnPlace
 from hotsvc.store import LeaseKeeper, SessionStore, StoredState
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,12 @@ class ProcessSupply:
         slot = await self._slot(progress)
         # A fork's process has read the history once it answered `initialize` (prime).
         process = await self._launcher.spawn(
-            profile, slot, session_id=session_id, fork_of=source, prime=bool(source)
+            profile,
+            slot,
+            session_id=session_id,
+            fork_of=source,
+            prime=bool(source),
+            on_place=self._on_place(progress),
         )
         self._launcher.stats.cold_starts += 1
         return NewProcess(process, Start.COLD, source)
@@ -108,9 +114,20 @@ class ProcessSupply:
             session_id=session.id,
             resume=resume,
             fork_of=source if resume else "",
+            on_place=self._on_place(progress),
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
+
+    @staticmethod
+    def _on_place(progress: OnProgress | None) -> OnPlace | None:
+        if progress is None:
+            return None
+
+        async def on_place(place: int, waiting: int) -> None:
+            await progress(f"waiting to start Claude Code: {place} of {waiting} in line")
+
+        return on_place
 
     def _warm_pool(self, profile: Profile) -> WarmPool | None:
         signature = profile.signature()
