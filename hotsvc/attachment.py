@@ -9,10 +9,12 @@ and the go-away notice, and on detach applies the disconnect policy to its turns
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hotsvc.claude.content import UserBlock
 from hotsvc.claude.protocol import Event, Result
@@ -26,17 +28,24 @@ from hotsvc.turn import Turn, TurnState
 
 log = logging.getLogger(__name__)
 
-# Events held for a stream that is not reading; past this the session's reader waits.
+# Events held for a stream that is not reading; past either bound the session's reader
+# waits (a few large events are held back as surely as many small ones).
 OUTBOX_EVENTS = 256
+OUTBOX_BYTES = 4 * 1024 * 1024
+EVENT_OVERHEAD_BYTES = 256  # an event's own objects, beside its line
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Event):
+    visible: ClassVar[bool] = True
+
     turn_running: bool
 
 
 @dataclass(frozen=True, slots=True)
 class GoAway(Event):
+    visible: ClassVar[bool] = True
+
     time_left: float
     reason: str
 
@@ -44,6 +53,8 @@ class GoAway(Event):
 @dataclass(frozen=True, slots=True)
 class Rejected(Event):
     """A request refused without ending the stream (e.g. a turn past the pending limit)."""
+
+    visible: ClassVar[bool] = True
 
     error: ServiceError
 
@@ -61,44 +72,76 @@ _END = Event()  # no more items
 
 
 class Outbox:
-    """Events for one stream. `put` waits for room; results and notices never wait."""
+    """Events for one stream, in order. `put` returns an awaitable once `bound` events are
+    waiting (the producer's cue to stop until the stream catches up); results and notices
+    (`put_nowait`) never wait. No asyncio.Queue: one deque and at most one waiter a side,
+    so an event costs an append and, when the stream is idle, one wake-up."""
 
-    def __init__(self, bound: int) -> None:
-        self._items: asyncio.Queue[tuple[str, Event, bool]] = asyncio.Queue()
-        self._room = asyncio.Semaphore(bound)
+    def __init__(self, bound: int, byte_bound: int = OUTBOX_BYTES) -> None:
+        self._items: collections.deque[tuple[str, Event, int]] = collections.deque()
+        self._counted = 0  # events from `put` still waiting: what the bound limits
+        self._bytes = 0  # and their size (lines as the CLI wrote them)
         self._bound = bound
+        self._byte_bound = byte_bound
+        self._reader: asyncio.Future[None] | None = None  # the stream, waiting for items
+        self._room: asyncio.Future[None] | None = None  # the producer, waiting for room
         self.closed = False
         self.last_sent = time.monotonic()
 
-    async def put(self, turn_id: str, event: Event) -> None:
+    def put(self, turn_id: str, event: Event) -> asyncio.Future[None] | None:
+        """Queue an event; an awaitable when the producer should wait before the next."""
         if self.closed:
-            return
-        await self._room.acquire()
-        if self.closed:
-            return
-        self._items.put_nowait((turn_id, event, True))
+            return None
+        size = len(event.line) + EVENT_OVERHEAD_BYTES
+        self._items.append((turn_id, event, size))
+        self._counted += 1
+        self._bytes += size
+        self._wake_reader()
+        if self._counted < self._bound and self._bytes < self._byte_bound:
+            return None
+        if self._room is None or self._room.done():
+            self._room = asyncio.get_running_loop().create_future()
+        return self._room
 
     def put_nowait(self, turn_id: str, event: Event) -> None:
         if not self.closed:
-            self._items.put_nowait((turn_id, event, False))
+            self._items.append((turn_id, event, 0))
+            self._wake_reader()
 
     def empty(self) -> bool:
-        return self._items.empty()
+        return not self._items
 
     async def get(self) -> Item:
-        turn_id, event, counted = await self._items.get()
-        if counted:
-            self._room.release()
+        while not self._items:
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        turn_id, event, size = self._items.popleft()
+        if size:
+            self._counted -= 1
+            self._bytes -= size
+            if self._counted <= self._bound // 2 and self._bytes <= self._byte_bound // 2:
+                self._free_room()
         self.last_sent = time.monotonic()
         return turn_id, event
 
     def close(self) -> None:
         """Drop everything from now on, and free any producer waiting for room."""
         self.closed = True
-        while not self._items.empty():
-            self._items.get_nowait()
-        for _ in range(self._bound):
-            self._room.release()
+        self._items.clear()
+        self._counted = self._bytes = 0
+        self._free_room()
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def _free_room(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+        self._room = None
 
 
 class Attachment:
@@ -153,7 +196,8 @@ class Attachment:
 
     async def reject(self, turn_id: str, error: ServiceError) -> None:
         """Tell the caller a request was refused; counts against the outbox like an event."""
-        await self._outbox.put(turn_id, Rejected(error))
+        if (room := self._outbox.put(turn_id, Rejected(error))) is not None:
+            await room
 
     def decide(self, decision: Decision) -> None:
         """The caller's answer to a permission request; InvalidRequest (the stream stays)
@@ -190,8 +234,6 @@ class Attachment:
     # -- TurnSink: what the session sends ------------------------------------------
 
     def emit(self, turn: Turn, event: Event) -> Awaitable[None] | None:
-        if self._outbox.closed:
-            return None
         return self._outbox.put(turn.id, event)
 
     def finished(self, turn: Turn, result: Result) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hotsvc import console, flags, logs, settings
@@ -71,6 +71,15 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     return config
 
 
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """--event-loop: uvloop's factory, or None for asyncio's own loop."""
+    if name != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "token":
@@ -85,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
     logs.configure(config.log_level, config.log_format, sys.stderr)
+    # uvloop starts children with fork(): gRPC's fork handlers would only log, per spawn,
+    # that they skip themselves (no child of ours ever uses gRPC).
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:
@@ -102,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 env["ANTHROPIC_BASE_URL"],
             )
         try:
-            asyncio.run(serve(config))
+            with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+                runner.run(serve(config))
         # At start: a wrong --store or a database down; files or a layout that cannot work.
         except (StoreUnavailable, ConfigError) as exc:
             raise SystemExit(f"hotsvc: {exc}") from None

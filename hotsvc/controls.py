@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from hotsvc.claude.process import ControlError, ProcessGone
 from hotsvc.claude.protocol import Event, JsonObject
@@ -41,6 +42,8 @@ CONTROL_TIMEOUT_SECONDS = 60.0
 @dataclass(frozen=True, slots=True)
 class ControlOutcome(Event):
     """The answer to one control request: the CLI's response, or its error."""
+
+    visible: ClassVar[bool] = True
 
     request_id: str
     subtype: str

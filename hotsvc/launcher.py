@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable
@@ -25,6 +26,7 @@ from hotsvc.errors import ServiceError, SpawnFailed
 from hotsvc.placement import Place, Placement
 from hotsvc.profiles import Profile
 from hotsvc.settings import ServiceConfig
+from hotsvc.spawnqueue import OnPlace, SpawnQueue
 from hotsvc.store import SessionStore
 from hotsvc.tmpdirs import ChildTmpDirs
 from hotsvc.workspaces import Workspaces
@@ -64,7 +66,7 @@ class Launcher:
         self.placement = Placement(
             config, accounts or Accounts(), workspaces or Workspaces(), tmpdirs
         )
-        self._pool_spawns = asyncio.Semaphore(config.max_concurrent_spawns)
+        self.spawns = SpawnQueue(config.max_concurrent_spawns or os.cpu_count() or 2)
         self._processes: set[ClaudeProcess] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._stopped = asyncio.Event()
@@ -107,25 +109,27 @@ class Launcher:
         prime: bool = False,
         fork_of: str = "",
         cwd: str = "",
+        refill: bool = False,
+        on_place: OnPlace | None = None,
     ) -> ClaudeProcess:
         """A new process holding `slot`, for `session_id` (a fresh id if empty); with
         `fork_of`, a copy of that session's conversation under the new id. It runs in
         `cwd` (a resumed session's directory), else in a new workspace or the profile's
         cwd (hotsvc.placement).
 
-        Primed spawns (the warm pools') are bounded in number and answer `initialize`
-        before they count as ready. A caller's cold spawn skips both: it is waited on,
-        and its first turn does the start-up work anyway.
+        Every spawn holds a place in the SpawnQueue until the CLI has started (answered
+        `initialize`), so a burst of opens starts a few processes at a time; a caller
+        waiting for a place is told it (`on_place`), pool refills (`refill`) wait behind
+        every caller. Primed spawns (the warm pools') also load what a first turn would.
         """
         started = time.monotonic()
         self.stats.in_flight += 1
         try:
-            async with self._pool_spawns if prime else contextlib.nullcontext():
+            async with self.spawns.place(on_place, refill):
                 process = await self._start(
                     profile, slot, session_id or str(uuid.uuid4()), resume, fork_of, cwd
                 )
-                if prime:
-                    await self._prime(process)
+                await self._prime(process, full=prime)
         except BaseException:
             self.stats.failed += 1
             if not self.stopping:  # a spawn cut short by shutdown is no failure to alert on
@@ -230,17 +234,20 @@ class Launcher:
             except ServiceError as exc:  # the next start's sweep drops the row
                 log.warning("pid %d's end not recorded: %s", process.pid, exc)
 
-    async def _prime(self, process: ClaudeProcess) -> None:
+    async def _prime(self, process: ClaudeProcess, full: bool = True) -> None:
         """Have the CLI finish its start-up work now, not on the session's first turn.
 
         `initialize` is the SDK's handshake: an answer means the process is up. A
         `get_context_usage` summary then makes it load what a first turn would (measured
         here: a first turn ~117 ms instead of ~140 ms) with no API call and nothing added
-        to the conversation. A CLI without it is still ready, just less primed.
+        to the conversation. A CLI without it is still ready, just less primed. Only the
+        handshake (`full=False`) for a caller's cold spawn, whose first turn follows.
         """
         try:
             async with asyncio.timeout(self._config.ready_timeout):
                 await process.request("initialize", hooks=None)
+                if not full:  # a caller's own spawn: its first turn comes right away
+                    return
                 with contextlib.suppress(ControlError):
                     await process.request("get_context_usage", detail="summary")
         except (ProcessGone, ControlError, TimeoutError) as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 
 from hotsvc.capacity import Capacity, Slot
 from hotsvc.claude.process import ClaudeProcess, Listener, ProcessExited
@@ -17,14 +19,24 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 REFILL_HOLD_SECONDS = 2.0
+# The elastic pool's memory: its target is the new sessions asked of it this long ago or
+# later (between pool_min and pool_max), so a sustained burst finds processes warm.
+DEMAND_WINDOW_SECONDS = 10.0
 
 
 class WarmPool:
-    """Keeps `profile.pool_size` idle processes ready; refills in the background."""
+    """Keeps `target` idle processes ready; refills in the background.
+
+    Elastic between the profile's pool_min and pool_max: every new session asked of the
+    pool (warm or not) counts for DEMAND_WINDOW_SECONDS, and the target is that count,
+    bounded; past a burst the pool shrinks back, one idle process at a time.
+    """
 
     def __init__(self, profile: Profile, launcher: Launcher, capacity: Capacity) -> None:
         self.profile = profile
-        self.target = profile.pool_size
+        self.low, self.high = profile.pool_bounds()
+        self.target = self.low
+        self._demand: collections.deque[float] = collections.deque()  # when sessions asked
         self._launcher = launcher
         self._capacity = capacity
         self._idle: list[ClaudeProcess] = []
@@ -44,18 +56,37 @@ class WarmPool:
 
     async def run(self) -> None:
         """Refill until cancelled; spawns under way belong to this task's group."""
-        if self.target == 0:
+        if self.low == 0:
             self.filled.set()
         async with asyncio.TaskGroup() as spawns:
             while True:
                 await self._wait_for_hold()
                 self._wake.clear()
+                self._retarget()
                 while self.target - len(self._idle) - self._spawning > 0 and (
                     slot := self._capacity.try_acquire()
                 ):
                     self._spawning += 1
                     spawns.create_task(self._spawn_one(slot))
-                await self._wake.wait()
+                if len(self._idle) > self.target:  # the burst is over: one fewer
+                    self._idle.pop(0).retire()
+                if self.target > self.low or len(self._idle) > self.target:
+                    # the demand ages out of the window: look again then
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._next_change())
+                else:
+                    await self._wake.wait()
+
+    def _retarget(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        while self._demand and self._demand[0] <= now - DEMAND_WINDOW_SECONDS:
+            self._demand.popleft()
+        self.target = min(self.high, max(self.low, len(self._demand)))
+
+    def _next_change(self) -> float:
+        if not self._demand:
+            return DEMAND_WINDOW_SECONDS
+        return max(0.01, self._demand[0] + DEMAND_WINDOW_SECONDS - time.monotonic())
 
     async def _wait_for_hold(self) -> None:
         """A session's first turn runs before the refill's start-up burst slows it down."""
@@ -71,6 +102,9 @@ class WarmPool:
         on a small machine a spawn's start-up burst would otherwise slow down the very
         first turn the warm process was kept for.
         """
+        if self.high > self.low:
+            self._demand.append(time.monotonic())
+            self._retarget()
         while self._idle:
             process = self._idle.pop()
             if process.alive:
@@ -97,7 +131,7 @@ class WarmPool:
 
     async def _spawn_one(self, slot: Slot) -> None:
         try:
-            process = await self._launcher.spawn(self.profile, slot, prime=True)
+            process = await self._launcher.spawn(self.profile, slot, prime=True, refill=True)
         except ServiceError as exc:
             if self._launcher.stopping:  # shutting down: expected, not an error
                 log.info("warm pool %r: no refill while stopping", self.profile.name)
@@ -112,7 +146,7 @@ class WarmPool:
             process.listener = self._listener(process)
             self._idle.append(process)
             self._capacity.changed()  # an open waiting for a slot may reclaim this one
-            if len(self._idle) >= self.target:
+            if len(self._idle) >= self.low:
                 self.filled.set()
         finally:
             self._spawning -= 1

@@ -85,7 +85,24 @@ class Profile:
     """
 
     name: str = DEFAULT_PROFILE
-    pool_size: int = setting(2, "idle warm processes per profile; 0 spawns on demand", minimum=0)
+    pool_size: int = setting(
+        2,
+        "idle warm processes per profile; 0 spawns on demand (the fixed-size shorthand for "
+        "pool_min = pool_max)",
+        minimum=0,
+    )
+    pool_min: int = setting(
+        -1,
+        "the elastic pool's fewest idle warm processes, kept however quiet it is; -1 = pool_size",
+        minimum=-1,
+    )
+    pool_max: int = setting(
+        -1,
+        "the elastic pool's most idle warm processes: its target follows the new sessions "
+        "of the last 10 s up to this many, so a sustained burst is served warm; "
+        "-1 = pool_size (no growth)",
+        minimum=-1,
+    )
     model: str = setting("", "Claude model (`--model`)", group="default profile")
     system_prompt: str = setting(
         "", "replaces Claude Code's system prompt", group="default profile"
@@ -220,6 +237,12 @@ class Profile:
         if self.permission_prompts == "caller":  # the CLI asks on stdout (can_use_tool)
             args += ["--permission-prompt-tool", "stdio"]
         return args + list(self.extra_args)
+
+    def pool_bounds(self) -> tuple[int, int]:
+        """(pool_min, pool_max) with pool_size standing in for an unset one."""
+        low = self.pool_size if self.pool_min < 0 else self.pool_min
+        high = self.pool_size if self.pool_max < 0 else self.pool_max
+        return low, max(low, high)
 
     def signature(self) -> tuple[object, ...]:
         """What makes two profiles' processes interchangeable: a warm process started for

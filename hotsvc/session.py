@@ -323,7 +323,7 @@ class Session:
         if event.uuid and isinstance(event, AssistantMessage | ToolResult | UserMessage):
             self._marker = event.uuid
         self._watchdog.observe(event)
-        return turn.emit(event)
+        return turn.emit(event) if event.visible else None
 
     def transcript_path(self) -> Path:
         if self._transcript is None:

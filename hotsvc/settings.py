@@ -109,7 +109,13 @@ class ServiceConfig:
         "a Prompt stream must send its `open` within this many seconds, else DEADLINE_EXCEEDED",
         above=0,
     )
-    max_concurrent_spawns: int = setting(2, "pool spawns at once", minimum=1)
+    max_concurrent_spawns: int = setting(
+        0,
+        "Claude Code processes starting at once (pool refills, cold spawns, resumes); the "
+        "rest wait in a fair line, told their place; 0 = the number of cores",
+        minimum=0,
+        shown_default="0 (the core count)",
+    )
     max_turn_chars: int = setting(1024 * 1024, "longest accepted turn text", minimum=1)
     max_image_bytes: int = setting(
         5 * 1024 * 1024,
@@ -179,6 +185,12 @@ class ServiceConfig:
         "largest request message accepted over gRPC; 0 = `--max-turn-bytes` plus 1 MiB, "
         "so an oversized turn is told the turn limit",
         minimum=0,
+    )
+    event_loop: str = setting(
+        "uvloop",
+        "the event loop `hotsvc serve` runs on: `uvloop` (libuv; measured to cut the "
+        "service's CPU per hot turn, see docs/benchmarks.md) or `asyncio` (the standard one)",
+        choices=("uvloop", "asyncio"),
     )
     containment: str = setting(
         "auto",
@@ -341,7 +353,7 @@ class ServiceConfig:
     max_sessions_chosen: str = ""  # how the default --max-sessions was chosen, if it was
 
     def __post_init__(self) -> None:
-        warm = sum(profile.pool_size for profile in self.profiles.values())
+        warm = sum(profile.pool_bounds()[0] for profile in self.profiles.values())
         if self.max_sessions is None or (self.max_sessions_chosen and warm > self.max_sessions):
             cap, chosen = memory.default_max_sessions(self.session_memory_mb, warm)
             object.__setattr__(self, "max_sessions", cap)  # frozen: set once, here

@@ -19,6 +19,7 @@ from hotsvc.profiles import Profile
 from hotsvc.session import OnProgress, Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import Start
+from hotsvc.spawnqueue import OnPlace
 from hotsvc.store import LeaseKeeper, SessionStore, StoredState
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class ProcessSupply:
                 fork_of=claude_source,
                 prime=bool(source),
                 cwd=cwd,
+                on_place=self._on_place(progress),
             )
         except BaseException:
             if workspace is not None:
@@ -144,6 +146,7 @@ class ProcessSupply:
             resume=resume,
             fork_of=claude_source if resume else "",
             cwd=session.cwd,  # its own directory, where its conversation began
+            on_place=self._on_place(progress),
         )
         log.info("session %s resumed in pid %d", session.id, process.pid)
         return process
@@ -152,6 +155,16 @@ class ProcessSupply:
         """The id Claude Code knows session `session_id`'s conversation by."""
         record = await self._store.get(session_id)
         return (record.claude_id if record else "") or session_id
+
+    @staticmethod
+    def _on_place(progress: OnProgress | None) -> OnPlace | None:
+        if progress is None:
+            return None
+
+        async def on_place(place: int, waiting: int) -> None:
+            await progress(f"waiting to start Claude Code: {place} of {waiting} in line")
+
+        return on_place
 
     def _warm_pool(self, profile: Profile) -> WarmPool | None:
         signature = profile.signature()

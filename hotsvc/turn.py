@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from hotsvc import observe
 from hotsvc.claude.content import UserBlock
@@ -17,6 +17,8 @@ from hotsvc.claude.protocol import AssistantMessage, Event, Result, TextDelta
 @dataclass(frozen=True, slots=True)
 class TurnStarted(Event):
     """hotsvc's own event: the turn left the queue and was written to the process."""
+
+    visible: ClassVar[bool] = True
 
     text: str
 

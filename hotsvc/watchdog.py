@@ -64,8 +64,13 @@ class Watchdog:
     async def watch(
         self, process: ClaudeProcess, ended: asyncio.Future[Ending], emit: Emit
     ) -> Ending:
-        """The turn's end, or the watchdog's after stopping a silent turn."""
+        """The turn's end, or the watchdog's after stopping a silent turn.
+
+        One wake-up future and one timer per quiet window, not per event: the process
+        stamps `last_output` as lines come, and the timer, when it fires, re-arms from
+        the last stamp if the turn was not quiet after all."""
         self._tools.clear()
+        loop = asyncio.get_running_loop()
         started = time.monotonic()
         interval = self._config.heartbeat_interval
         next_progress = started + interval
@@ -75,13 +80,17 @@ class Watchdog:
             limit = self._limit()
             if quiet_since + limit <= now:
                 return await self._stop(process, ended, emit, limit)
-            wait = quiet_since + limit - now
+            wake_at = quiet_since + limit
             if self._tools:
-                wait = min(wait, max(0.0, next_progress - now))
-            self._tools_changed = asyncio.get_running_loop().create_future()
-            await asyncio.wait(
-                (ended, self._tools_changed), timeout=wait, return_when=asyncio.FIRST_COMPLETED
-            )
+                wake_at = min(wake_at, next_progress)
+            woken = self._tools_changed = loop.create_future()
+            timer = loop.call_at(loop.time() + max(0.0, wake_at - now), _wake, woken)
+            ended.add_done_callback(woken_by_end := _waker(woken))
+            try:
+                await woken
+            finally:
+                timer.cancel()
+                ended.remove_done_callback(woken_by_end)
             if ended.done():
                 return ended.result()
             if self._tools and time.monotonic() >= next_progress:
@@ -121,3 +130,12 @@ class Watchdog:
             f"{what} (pid {process.pid}) produced no output for {limit:g}s and Claude Code did "
             "not answer an interrupt, so it was killed; the next turn resumes the conversation",
         )
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _waker(future: asyncio.Future[None]) -> Callable[[asyncio.Future[Ending]], None]:
+    return lambda _: _wake(future)

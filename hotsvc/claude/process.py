@@ -1,11 +1,11 @@
 """One Claude Code child process: one reader, control requests, a bounded close.
 
-Modelled on the Claude Agent SDK's subprocess transport. One task reads stdout line by
-line and hands each event straight to the process's current `listener` (awaiting it, so a
-listener that cannot keep up stops the reading and the pipe pushes back on the CLI);
-control responses go to the request waiting for them. Writes need no lock: each line is
-one `write()` call. Close escalates from closing stdin to SIGTERM to SIGKILL of the
-process group, each step bounded in time.
+Modelled on the Claude Agent SDK's subprocess transport. stdout is split into lines in the
+pipe's own callback, and each event goes straight to the process's current `listener`
+(a listener that cannot keep up returns an awaitable: the reading pauses until it is
+done, and the pipe pushes back on the CLI); control responses go to the request waiting
+for them. Writes need no lock: each line is one `write()` call. Close escalates from
+closing stdin to SIGTERM to SIGKILL of the process group, each step bounded in time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from hotsvc.claude import protocol
 from hotsvc.claude.protocol import ControlResponse, Event, JsonObject
@@ -28,6 +29,7 @@ from hotsvc.claude.protocol import ControlResponse, Event, JsonObject
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20
+STDERR_LINE_LIMIT = 64 * 1024
 CLOSE_STEP_SECONDS = 2.0
 
 
@@ -61,28 +63,82 @@ def _ignore(event: Event) -> None:
         log.debug("dropped an event no session was listening for: %s", type(event).__name__)
 
 
+class _Pipes(asyncio.SubprocessProtocol):
+    """The child's pipes as callbacks into its ClaudeProcess (no StreamReader, no task per
+    line: a chunk of stdout is split and routed in the callback that received it)."""
+
+    def __init__(self) -> None:
+        self.owner: ClaudeProcess | None = None
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if self.owner is not None:
+            if fd == 1:
+                self.owner._stdout_data(data)
+            else:
+                self.owner._stderr_data(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self.owner is not None:
+            self.owner._pipe_lost(fd)
+
+    def process_exited(self) -> None:
+        if self.owner is not None:
+            self.owner._exited()
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner._writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner._writable.set()
+
+
 class ClaudeProcess:
     """A running `claude -p --input-format stream-json ...` child and its pipes."""
 
     _request_ids = itertools.count(1)
 
-    def __init__(self, proc: asyncio.subprocess.Process, session_id: str, cwd: str = "") -> None:
-        self._proc = proc
+    def __init__(
+        self,
+        transport: asyncio.SubprocessTransport,
+        pipes: _Pipes,
+        session_id: str,
+        line_limit: int,
+        cwd: str = "",
+    ) -> None:
+        self._transport = transport
         self.session_id = session_id
-        self.pid = proc.pid
+        self.pid = transport.get_pid()
         self.cwd = cwd or os.getcwd()  # where it runs: a session's processes all run there
         # A workspace made for this process (hotsvc.workspaces), its to remove until a
         # session takes it over (Session sets it to None).
         self.workspace: Path | None = None
         self.started_at = time.monotonic()
-        self.last_output = self.started_at  # monotonic time of the last stdout line
+        self.last_output = self.started_at  # monotonic time of the last stdout data
         self.listener: Listener = _ignore
         self.exit_code: int | None = None
+        self._line_limit = line_limit
         self._pending: dict[str, asyncio.Future[ControlResponse]] = {}
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._stderr_buffer = b""
+        self._buffer = bytearray()  # stdout after the last complete line
+        self._skipping = False  # inside a line over the limit: dropped up to its newline
+        self._blocked: Awaitable[None] | None = None  # a listener asked the reader to wait
+        self._wake = asyncio.Event()  # for run(): blocked, or stdout ended
+        self._stdout_open = True
+        self._stderr_closed = asyncio.Event()
+        self._returncode: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._stdin_open = True
         self._retired = asyncio.Event()
         self._done = asyncio.Event()
         self._given_back = asyncio.Event()  # its owner has freed what it held
+        pipes.owner = self
+        # Output that arrived before we were told of the transport (in spawn()).
+        if transport.get_returncode() is not None:
+            self._exited()
 
     @classmethod
     async def spawn(
@@ -94,19 +150,21 @@ class ClaudeProcess:
         cwd: str | None,
         line_limit: int,
     ) -> ClaudeProcess:
-        proc = await asyncio.create_subprocess_exec(
+        pipes = _Pipes()
+        transport, _ = await asyncio.get_running_loop().subprocess_exec(
+            lambda: pipes,
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
-            limit=line_limit,
             # Own process group: close() signals the CLI and any tool it started.
             start_new_session=True,
         )
-        log.debug("spawned pid %d for session %s: %s", proc.pid, session_id, " ".join(argv))
-        return cls(proc, session_id, cwd or "")
+        process = cls(transport, pipes, session_id, line_limit, cwd or "")
+        log.debug("spawned pid %d for session %s: %s", process.pid, session_id, " ".join(argv))
+        return process
 
     @property
     def alive(self) -> bool:
@@ -131,31 +189,44 @@ class ClaudeProcess:
     # -- the reader (run by the launcher, which owns every process) -----------------
 
     async def run(self) -> None:
-        """Read the child's output until it exits; end it when retire() asks."""
+        """Deliver the child's output until it exits; end it when retire() asks.
+
+        Lines are routed by the pipe's callback as they come (`_stdout_data`); this task
+        only waits for a listener that asked the reading to stop (then stdout is paused
+        and the pipe pushes back on the CLI), and for the end.
+        """
         try:
             async with asyncio.TaskGroup() as tasks:
-                stderr = tasks.create_task(self._read_stderr())
                 closer = tasks.create_task(self._close_when_retired())
-                await self._read_stdout()
-                self.exit_code = await self._proc.wait()
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    while self._blocked is not None:
+                        blocked, self._blocked = self._blocked, None
+                        await blocked
+                        self._take_lines(b"")  # the lines that waited behind it
+                    if self._blocked is None and not self._stdout_open:
+                        break
+                    self._resume_reading()
+                self._flush_last_line()
+                self.exit_code = await self._returncode
                 closer.cancel()
                 # stderr closes with stdout unless a tool still holds it: bounded wait.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(stderr), CLOSE_STEP_SECONDS)
-                stderr.cancel()
+                    await asyncio.wait_for(self._stderr_closed.wait(), CLOSE_STEP_SECONDS)
         except asyncio.CancelledError:
             self.kill()
             raise
         finally:
             if self.exit_code is None:
-                self.exit_code = (
-                    self._proc.returncode if self._proc.returncode is not None else -signal.SIGKILL
-                )
+                code = self._transport.get_returncode()
+                self.exit_code = code if code is not None else -signal.SIGKILL
             for answer in self._pending.values():
                 if not answer.done():
                     answer.set_exception(ProcessGone(f"claude process {self.pid} exited"))
             # Tools the CLI started in its group must not outlive it.
             self._signal_group(signal.SIGKILL)
+            self._transport.close()
         try:
             await self._deliver(ProcessExited(self.exit_code, self.stderr_tail()))
         finally:
@@ -167,75 +238,112 @@ class ClaudeProcess:
         if pending is not None:
             await pending
 
-    async def _read_stdout(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
-        while line := await self._read_line(stdout):
-            self.last_output = time.monotonic()
-            try:
-                event = protocol.parse_line(line.decode(errors="replace").rstrip("\r\n"))
-            except ValueError:
-                log.warning(
-                    "pid %d: skipped a stdout line that is not JSON: %.200r", self.pid, line
-                )
-                continue
-            if isinstance(event, ControlResponse):
-                answer = self._pending.get(event.request_id)
-                if answer is not None and not answer.done():
-                    answer.set_result(event)
-                continue
-            await self._deliver(event)
+    def _stdout_data(self, data: bytes | bytearray) -> None:
+        self.last_output = time.monotonic()
+        self._take_lines(data)
 
-    async def _read_line(self, stdout: asyncio.StreamReader) -> bytes:
-        """Next non-empty line; a line over the reader's limit is dropped, not fatal."""
-        while True:
-            try:
-                line = await stdout.readline()
-            except ValueError:
-                log.error("pid %d: dropped a stdout line over the line limit", self.pid)
-                await self._skip_rest_of_line(stdout)
+    def _take_lines(self, data: bytes | bytearray) -> None:
+        """Route every complete line; stop at a listener that asks to wait."""
+        if self._blocked is not None:  # run() routes what is buffered once it may
+            self._buffer += data
+            return
+        if self._buffer:
+            self._buffer += data
+            data = self._buffer
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            line, start = data[start:end], end + 1
+            if self._skipping:
+                self._skipping = False
                 continue
-            if not line or line.strip():
-                return line
+            self._line(line)
+            if self._blocked is not None:
+                break
+        rest = data[start:]
+        if len(rest) > self._line_limit and self._blocked is None:
+            log.error("pid %d: dropped a stdout line over the line limit", self.pid)
+            self._skipping, rest = True, b""
+        self._buffer = bytearray(rest)
+        if self._blocked is not None:
+            self._pause_reading()
+            self._wake.set()
 
-    @staticmethod
-    async def _skip_rest_of_line(stdout: asyncio.StreamReader) -> None:
-        # readline() discarded what it buffered; the rest of that line may still be coming.
-        while True:
-            try:
-                await stdout.readuntil(b"\n")
-                return
-            except asyncio.LimitOverrunError as exc:
-                await stdout.readexactly(exc.consumed)
-            except asyncio.IncompleteReadError:
-                return
+    def _flush_last_line(self) -> None:
+        """A last line without its newline still counts (as readline() gave it)."""
+        if self._buffer and not self._skipping:
+            line, self._buffer = bytes(self._buffer), bytearray()
+            self._line(line)
+        self._blocked = None  # nothing reads on: a listener waiting on room is moot
 
-    async def _read_stderr(self) -> None:
-        stderr = self._proc.stderr
-        assert stderr is not None
-        while True:
-            try:
-                raw = await stderr.readline()
-            except ValueError:
-                continue  # an absurdly long stderr line: the tail loses it, nothing else
-            if not raw:
-                return
+    def _line(self, raw: bytes | bytearray) -> None:
+        if not raw.strip():
+            return
+        try:
+            event = protocol.parse_line(raw)
+        except ValueError:
+            log.warning("pid %d: skipped a stdout line that is not JSON: %.200r", self.pid, raw)
+            return
+        if isinstance(event, ControlResponse):
+            answer = self._pending.get(event.request_id)
+            if answer is not None and not answer.done():
+                answer.set_result(event)
+            return
+        try:
+            self._blocked = self.listener(event)
+        except Exception:  # a listener's bug must not stop the reading
+            log.exception("pid %d: the listener failed on %s", self.pid, type(event).__name__)
+
+    # (uvloop's pipe transports have these methods without being asyncio's classes)
+    def _pause_reading(self) -> None:
+        stdout = cast(asyncio.ReadTransport | None, self._transport.get_pipe_transport(1))
+        if stdout is not None and not stdout.is_closing():
+            stdout.pause_reading()
+
+    def _resume_reading(self) -> None:
+        stdout = cast(asyncio.ReadTransport | None, self._transport.get_pipe_transport(1))
+        if stdout is not None and not stdout.is_closing():
+            stdout.resume_reading()
+
+    def _stderr_data(self, data: bytes | bytearray) -> None:
+        *lines, rest = (self._stderr_buffer + bytes(data)).split(b"\n")
+        # An absurdly long stderr line: the tail loses it, nothing else.
+        self._stderr_buffer = rest if len(rest) <= STDERR_LINE_LIMIT else b""
+        for raw in lines:
             if text := raw.decode(errors="replace").rstrip():
                 self._stderr_tail.append(text)
                 log.debug("pid %d stderr: %s", self.pid, text)
 
+    def _pipe_lost(self, fd: int) -> None:
+        if fd == 0:
+            self._stdin_open = False
+            self._writable.set()  # a writer waiting for room finds the pipe gone
+        elif fd == 1:
+            self._stdout_open = False
+            self._wake.set()
+        elif fd == 2:
+            self._stderr_data(b"\n")
+            self._stderr_closed.set()
+
+    def _exited(self) -> None:
+        if not self._returncode.done():
+            code = self._transport.get_returncode()
+            self._returncode.set_result(code if code is not None else -signal.SIGKILL)
+
     # -- writing ------------------------------------------------------------------
 
     async def send(self, message: JsonObject) -> None:
-        """Write one JSON line; raises ProcessGone if the child can no longer read."""
-        stdin = self._proc.stdin
-        if stdin is None or stdin.is_closing() or not self.alive:
+        """Write one JSON line; raises ProcessGone if the child can no longer read.
+
+        No lock: each line is one write() on the pipe's transport, which keeps lines
+        whole and in order; a writer waits only while the pipe's buffer is full."""
+        stdin = cast(asyncio.WriteTransport | None, self._transport.get_pipe_transport(0))
+        if not self._stdin_open or not self.alive or stdin is None or stdin.is_closing():
             raise ProcessGone(f"claude process {self.pid} has exited")
-        try:
-            stdin.write(protocol.encode(message))
-            await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            raise ProcessGone(f"claude process {self.pid} closed its stdin") from exc
+        stdin.write(protocol.encode(message))
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if not self._stdin_open:
+            raise ProcessGone(f"claude process {self.pid} closed its stdin")
 
     async def request(self, subtype: str, **fields: object) -> JsonObject:
         """Send a control_request and wait for its control_response (bound it with a timeout)."""
@@ -267,7 +375,7 @@ class ClaudeProcess:
 
     async def close(self, step_timeout: float = CLOSE_STEP_SECONDS) -> int:
         """End the child: close stdin, then SIGTERM, then SIGKILL its group; returns its code."""
-        stdin = self._proc.stdin
+        stdin = self._transport.get_pipe_transport(0)
         if stdin is not None and not stdin.is_closing():
             stdin.close()
         for sig in (None, signal.SIGTERM, signal.SIGKILL):

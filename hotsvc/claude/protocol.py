@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import msgspec
 
 JsonObject = dict[str, Any]
 
@@ -24,12 +26,16 @@ class Event:
 
     line: str = field(default="", repr=False, kw_only=True)
     uuid: str = field(default="", repr=False, kw_only=True)
+    # Whether callers see it (hotsvc.grpc.converters makes a response of it): the session
+    # passes only these on, so bookkeeping lines never wake the stream.
+    visible: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
 class SystemEvent(Event):
     """`system` messages: `init` at the start of every turn, `status`, `api_retry`, ..."""
 
+    visible: ClassVar[bool] = True
     subtype: str
     status: str = ""
     model: str = ""  # init: the model the turn runs with
@@ -48,6 +54,7 @@ class ApiRetry(SystemEvent):
 class TextDelta(Event):
     """A `stream_event` content_block_delta carrying text (needs --include-partial-messages)."""
 
+    visible: ClassVar[bool] = True
     text: str
     index: int
 
@@ -81,6 +88,8 @@ ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
 
 @dataclass(frozen=True, slots=True)
 class AssistantMessage(Event):
+    visible: ClassVar[bool] = True
+
     message_id: str
     model: str
     content: tuple[ContentBlock, ...]
@@ -90,6 +99,8 @@ class AssistantMessage(Event):
 
 @dataclass(frozen=True, slots=True)
 class ToolResult(Event):
+    visible: ClassVar[bool] = True
+
     tool_use_id: str
     content: str
     is_error: bool
@@ -121,6 +132,7 @@ class Usage:
 class Result(Event):
     """The end of a turn: the CLI's `result` line, or one hotsvc made when the turn failed."""
 
+    visible: ClassVar[bool] = True
     text: str
     is_error: bool
     subtype: str
@@ -171,8 +183,73 @@ class Unknown(Event):
     type: str
 
 
-def parse_line(line: str) -> Event:
+class _Delta(msgspec.Struct):
+    type: Any = None
+    text: Any = None
+
+
+class _Stream(msgspec.Struct):
+    type: Any = None
+    index: Any = None
+    delta: _Delta | None = None
+
+
+class _Head(msgspec.Struct):
+    """What routes a line. Decoding into it skips every other field without building it,
+    so the lines no caller sees (most of a turn's) cost a fraction of a full parse."""
+
+    type: Any = None
+    subtype: Any = None
+    status: Any = None
+    model: Any = None
+    filePath: Any = None  # the CLI's spelling
+    event: _Stream | None = None
+
+
+_head = msgspec.json.Decoder(_Head)
+# Lines read in full: what callers see of them needs more than the head.
+_FULL = {"assistant", "user", "result", "control_request", "control_response"}
+
+
+def parse_line(line: str | bytes | bytearray) -> Event:
     """Parse one stdout line; raises ValueError when it is not a JSON object."""
+    raw: bytes | bytearray
+    if isinstance(line, str):
+        text, raw = line, line.encode()
+    else:
+        raw, text = line, line.decode(errors="replace")
+    text = text.rstrip("\r\n")
+    try:
+        head = _head.decode(raw)
+    except msgspec.DecodeError:  # not JSON, not an object, or an odd shape: the slow way
+        return _parse_slow(text)
+    kind = head.type
+    if not isinstance(kind, str):
+        return Unknown(str(kind), line=text)
+    if kind in _FULL or (kind == "system" and head.subtype == "api_retry"):
+        try:
+            message = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return _parse_slow(text)
+        return _PARSERS[kind](message, text)
+    if kind == "stream_event":
+        event = head.event
+        if event is None:
+            return StreamEvent("", line=text)
+        delta = event.delta
+        if event.type == "content_block_delta" and delta is not None and delta.type == "text_delta":
+            return TextDelta(str(delta.text or ""), int(event.index or 0), line=text)
+        return StreamEvent(str(event.type or ""), line=text)
+    if kind == "system":
+        subtype = str(head.subtype or "")
+        model = str(head.model or "") if subtype == "init" else ""
+        return SystemEvent(subtype, status=str(head.status or ""), model=model, line=text)
+    if kind == "transcript_mirror":
+        return TranscriptMirror(str(head.filePath or ""), line=text)
+    return Unknown(kind, line=text)
+
+
+def _parse_slow(line: str) -> Event:
     message = json.loads(line)
     if not isinstance(message, dict):
         raise ValueError("stream-json line is not an object")

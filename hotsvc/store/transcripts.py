@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 RAW = 0
 ZLIB = 1
+INLINE_READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,12 @@ class TranscriptCopy:
         if known is None:
             stored = await self._store.transcript_lines(session_id)
             known = await asyncio.to_thread(_skip_lines, path, stored)
-        lines, cursor = await asyncio.to_thread(_read_new, path, known)
+        # A turn's new lines are a few KB just written (in the page cache): read on the loop,
+        # which costs less than a thread's round trip; anything larger off it.
+        if _size(path) - known.offset <= INLINE_READ_BYTES:
+            lines, cursor = _read_new(path, known)
+        else:
+            lines, cursor = await asyncio.to_thread(_read_new, path, known)
         first = cursor.lines - len(lines)
         stored = await self._store.append_transcript(session_id, lines, first) if lines else first
         self._cursors[session_id] = cursor
@@ -92,6 +98,13 @@ class TranscriptCopy:
 
     def forget(self, session_id: str) -> None:
         self._cursors.pop(session_id, None)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _inode(path: Path) -> int:
