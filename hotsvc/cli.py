@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hotsvc import console, flags, logs, settings
+from hotsvc import flags, logs, settings
 from hotsvc.errors import StoreUnavailable
 from hotsvc.local import local_model, wants_local_model
 from hotsvc.profiles import ConfigError
@@ -38,6 +38,8 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
     token.add_argument(
         "--file", type=Path, required=True, help="the --auth-tokens file (created 0600)"
     )
+    from hotsvc import console  # imports grpc: main() prepares its environment first
+
     console.add_commands(commands, environ)
     return parser
 
@@ -81,6 +83,13 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Before anything imports grpc, which reads it once: uvloop starts children with
+    # fork(), and gRPC's fork handlers then log a line per spawn and now and then crash
+    # the child between fork and exec (SIGSEGV, seen as a spawn that "did not start").
+    # No child of ours uses gRPC.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    from hotsvc import console  # imports grpc
+
     args = build_parser().parse_args(argv)
     if args.command == "token":
         make_token(args)
@@ -94,9 +103,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         raise SystemExit(f"hotsvc: {exc}") from None
     logs.configure(config.log_level, config.log_format, sys.stderr)
-    # uvloop starts children with fork(): gRPC's fork handlers would only log, per spawn,
-    # that they skip themselves (no child of ours ever uses gRPC).
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from hotsvc.grpc.server import serve  # grpc loads only once the config is known to be good
 
     with contextlib.ExitStack() as stack:
