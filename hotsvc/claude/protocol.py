@@ -207,8 +207,16 @@ class _Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(_Head)
-# Lines read in full: what callers see of them needs more than the head.
-_FULL = {"assistant", "user", "result", "control_request", "control_response"}
+# Lines read in full: what callers see of them, or what answers or withdraws a control
+# request, needs more than the head.
+_FULL = {
+    "assistant",
+    "user",
+    "result",
+    "control_request",
+    "control_response",
+    "control_cancel_request",
+}
 
 
 def parse_line(line: str | bytes | bytearray) -> Event:
