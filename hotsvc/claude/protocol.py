@@ -207,8 +207,17 @@ class _Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(_Head)
-# Lines read in full: what callers see of them needs more than the head.
-_FULL = {"assistant", "user", "result", "control_request", "control_response"}
+# Lines read in full: what callers see of them, or the request_id a control line names,
+# needs more than the head. A kind missing here reads as Unknown (a withdrawn permission
+# prompt once did, so it waited until its timeout).
+_FULL = {
+    "assistant",
+    "user",
+    "result",
+    "control_request",
+    "control_response",
+    "control_cancel_request",
+}
 
 
 def parse_line(line: str | bytes | bytearray) -> Event:
