@@ -119,6 +119,17 @@ STARTS = ("warm", "cold", "attached", "resumed")
 EVICTION_REASONS = ("idle", "capacity", "recycle")
 RESUME_OUTCOMES = ("ok", "failed", "lost")
 AUTH_REASONS = ("missing", "malformed", "token", "jwt", "unexpected")
+# allow/deny: the caller's answer (a deny with interrupt too); the rest: hotsvc denied it
+# for want of one (hotsvc.permissions), or the CLI withdrew the prompt.
+PERMISSION_DECISIONS = (
+    "allow",
+    "deny",
+    "timeout",
+    "no_stream",
+    "not_interactive",
+    "profile",
+    "withdrawn",
+)
 TOKEN_KINDS = ("input", "output", "cache_creation_input", "cache_read_input")
 
 # Series that exist from the start at 0, so rate() sees their first increment.
@@ -130,6 +141,8 @@ for _outcome in RESUME_OUTCOMES:
     RESUMES.labels(_outcome)
 for _reason in AUTH_REASONS:
     AUTH_FAILURES.labels(_reason)
+for _decision in PERMISSION_DECISIONS:
+    PERMISSION_REQUESTS.labels(_decision)
 
 
 def prepare(profiles: Iterable[str]) -> None:
@@ -202,9 +215,9 @@ def resumed(outcome: str) -> None:
 
 def permission_requested(decision: str) -> None:
     """The permission bridge's hook: one of Claude Code's `can_use_tool` prompts was
-    answered. `decision` is a bounded word (allow, deny, timeout, no_stream, ...), never
-    the tool's input or the principal."""
-    PERMISSION_REQUESTS.labels(decision).inc()
+    answered (or withdrawn). `decision`: one of PERMISSION_DECISIONS, never the tool's
+    input or the principal."""
+    PERMISSION_REQUESTS.labels(decision if decision in PERMISSION_DECISIONS else "other").inc()
 
 
 def auth_failed(reason: str) -> None:

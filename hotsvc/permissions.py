@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hotsvc import metrics
 from hotsvc.audit import AuditLog
 from hotsvc.claude.protocol import ControlRequest, Event, JsonObject
 from hotsvc.errors import InvalidRequest, clip
@@ -282,6 +283,12 @@ class Permissions:
     def _record(
         self, outcome: str, principal: str, tool: str, tool_input: object, reason: str
     ) -> None:
+        """Audit one step of a prompt; an answer (any but "asked") is also counted, once,
+        here where every path to one passes, so the audit log and the metric agree."""
+        if outcome != "asked":
+            # A caller's answer is allow/deny; hotsvc's own denies say why (the reason).
+            decision = "allow" if outcome == "allowed" else "deny" if reason == "caller" else reason
+            metrics.permission_requested(decision)
         self._audit.permission(
             outcome,
             principal=principal,

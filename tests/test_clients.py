@@ -38,9 +38,8 @@ CONSUMERS = Path(__file__).resolve().parent / "clients"
 # Safety nets only: every wait below is for an event (a line printed, a process exit).
 START_DEADLINE = 60.0
 RUN_DEADLINE = 600.0  # a cold Go build cache compiles grpc-go first
-# Set once the service relays permission prompts (issue 11's bridge): the consumers then
-# answer one with a callback (profile "caller").
-PERMISSIONS = False
+# The consumers answer a permission prompt with their client's callback (profile "caller").
+PERMISSIONS = True
 
 SETUP_NODE = codegen.SETUP_HINT["typescript"] + " (Node >= 20 and npm come with the machine image)"
 
@@ -157,8 +156,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = home / "work"  # the sessions' directory: hotsvc's own files stay out of it
     work.mkdir()
     config = []
-    if PERMISSIONS:  # profile "caller": permission prompts go to the caller (issue 11)
-        (home / "hotsvc.toml").write_text('[profiles.caller]\npermission_prompts = "caller"\n')
+    if PERMISSIONS:  # profile "caller": permission prompts go to the caller
+        # A profile inherits no --cwd: it names the sessions' directory itself.
+        (home / "hotsvc.toml").write_text(
+            f'[profiles.caller]\npermission_prompts = "caller"\ncwd = "{work}"\n'
+        )
         config = ["--config", str(home / "hotsvc.toml")]
     args = [
         *config,

@@ -30,6 +30,7 @@ from tests.conftest import (
     pid_alive,
     pool_refilled,
 )
+from tests.test_permissions import LocalModel, asked, decide, start, tool_results
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -236,11 +237,45 @@ async def test_recycling_counts_as_an_eviction(start_service: StartService) -> N
     await talk.finish()
 
 
+async def test_permission_prompts_are_counted_by_decision(
+    start_service: StartService, local_model: LocalModel, tmp_path: Path
+) -> None:
+    # The real CLI asks (can_use_tool); the caller allows one write and denies another,
+    # and an Ask, which cannot answer, is denied by hotsvc.
+    live = await start(start_service, local_model, tmp_path / "workspaces", metrics_listen=METRICS)
+    before = await scrape(live)
+    talk = Conversation(live.stub)
+    await talk.open()
+    await decide(talk, (await asked(talk, "write file yes.txt")).request_id, allow=True)
+    assert not tool_results(await talk.until_result())[0].is_error
+    await decide(talk, (await asked(talk, "write file no.txt")).request_id, allow=False)
+    assert tool_results(await talk.until_result())[0].is_error
+    await talk.finish()
+    call = live.stub.Ask(
+        pb.AskRequest(turn=pb.UserTurn(text="write file asked.txt")), timeout=DEADLINE
+    )
+    assert tool_results([event async for event in call])[0].is_error
+
+    after = await scrape(live)
+    # Exactly one per prompt, under its decision, and nothing under any other.
+    assert decisions(after, before) == {"allow": 1, "deny": 1, "not_interactive": 1}
+    documented(after)
+
+
 async def dead(pid: int) -> None:
     async def gone() -> bool:
         return not pid_alive(pid)
 
     await eventually(gone, f"pid {pid} exits")
+
+
+def decisions(after: Scrape, before: Scrape) -> dict[str, float]:
+    """hotsvc_permission_requests_total's moves, by decision (those that moved)."""
+    moves = {
+        s.labels["decision"]: s.value - before.value(s.name, **s.labels)
+        for s in after.families["hotsvc_permission_requests"]
+    }
+    return {decision: moved for decision, moved in moves.items() if moved}
 
 
 def evictions(after: Scrape, before: Scrape) -> dict[str, float]:

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 from hotsession.client import HotSessionClient
 from hotsession.v1 import hotsession_pb2 as pb
 
+from hotsvc import metrics
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import (
@@ -37,7 +38,9 @@ async def start(
     **fields: Any,
 ) -> Live:
     _, env = local_model
-    service = {k: fields.pop(k) for k in ("on_disconnect", "audit_log") if k in fields}
+    service = {
+        k: fields.pop(k) for k in ("on_disconnect", "audit_log", "metrics_listen") if k in fields
+    }
     profile = Profile(
         name=DEFAULT_PROFILE,
         pool_size=0,
@@ -74,6 +77,20 @@ async def decide(talk: Conversation, request_id: str, **decision: Any) -> None:
 
 def tool_results(events: list[pb.PromptResponse]) -> list[pb.ToolResult]:
     return [e.tool_result for e in events if e.HasField("tool_result")]
+
+
+def counted() -> dict[str, float]:
+    """hotsvc_permission_requests_total by decision, in this (the service's) process."""
+    return {
+        s.labels["decision"]: s.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "hotsvc_permission_requests"
+        for s in family.samples
+    }
+
+
+def moved(before: dict[str, float]) -> dict[str, float]:
+    return {d: n - before.get(d, 0.0) for d, n in counted().items() if n != before.get(d, 0.0)}
 
 
 def workspace_of(root: Path) -> Path:
@@ -132,8 +149,10 @@ async def test_a_caller_who_never_answers_gets_the_timeout_deny_and_one_result(
     )
     talk = Conversation(live.stub)
     await talk.open()
+    before = counted()
     await talk.send_turn("write file unanswered.txt", turn_id="first")
     events = await talk.until_result()
+    assert moved(before) == {"timeout": 1}
     (request,) = [e.permission_request for e in events if e.HasField("permission_request")]
     (refused,) = tool_results(events)
     assert refused.is_error and "did not answer the permission request within 0.5s" in (
@@ -231,10 +250,12 @@ async def test_an_interrupt_withdraws_a_waiting_request(
     live = await start(start_service, local_model, tmp_path / "workspaces")
     talk = Conversation(live.stub)
     await talk.open()
+    before = counted()
     request = await asked(talk, "write file withdrawn.txt")
     await talk.send(pb.PromptRequest(interrupt=pb.Interrupt()))
     result = (await talk.until_result())[-1].result
     assert result.is_error
+    assert moved(before) == {"withdrawn": 1}  # answered with nothing, counted once
     await decide(talk, request.request_id, allow=True)
     refusal = (await until(talk, "error"))[-1].error
     assert refusal.metadata["requestId"] == request.request_id

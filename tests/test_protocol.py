@@ -10,6 +10,7 @@ from hotsvc.claude import protocol
 from hotsvc.claude.protocol import (
     ApiRetry,
     AssistantMessage,
+    ControlCancel,
     ControlRequest,
     ControlResponse,
     Result,
@@ -268,6 +269,16 @@ def test_control_lines() -> None:
     )
     assert isinstance(error, ControlResponse) and not error.ok
     assert error.error == "Unsupported control request subtype: list_models"
+    # The CLI withdrawing a can_use_tool it asked (an interrupt, say).
+    raw = line({"type": "control_cancel_request", "request_id": "881a"})
+    assert protocol.parse_line(raw) == ControlCancel("881a", line=raw)
+
+
+@pytest.mark.parametrize("kind", sorted(protocol._PARSERS))
+def test_the_fast_path_reads_every_known_kind_as_the_full_parse_does(kind: str) -> None:
+    # A kind the head-only decode does not route must be read in full (_FULL).
+    raw = line({"type": kind, "request_id": "r1", "subtype": "s", "filePath": "/f"})
+    assert protocol.parse_line(raw) == protocol._parse_slow(raw)
 
 
 def test_unknown_types_keep_their_line_and_bad_lines_raise() -> None:

@@ -207,8 +207,9 @@ class _Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(_Head)
-# Lines read in full: what callers see of them, or what answers or withdraws a control
-# request, needs more than the head.
+# Lines read in full: what callers see of them, or the request_id a control line names,
+# needs more than the head. A kind missing here reads as Unknown (a withdrawn permission
+# prompt once did, so it waited until its timeout).
 _FULL = {
     "assistant",
     "user",
