@@ -238,6 +238,7 @@ async def run(args: argparse.Namespace) -> str:
         if name in only:
             print(f"bench: {name} (load average {load_average()})", file=sys.stderr, flush=True)
             parts.append(await make())
+            print(parts[-1].text, flush=True)  # as it comes: a later part's failure keeps it
 
     async with real_cli_env() as env:
         pinned_label = f"pinned CLI {await version(pinned, env)}"
@@ -256,9 +257,7 @@ async def run(args: argparse.Namespace) -> str:
         f"{' '.join(bench_kit.serve_args) or 'none'}; opens retried because the CLI "
         f"process died as it started: {len(bench_kit.spawn_failures)}.\n"
     )
-    return "\n".join(
-        [header, *(p.text for p in parts), targets_table([t for p in parts for t in p.targets])]
-    )
+    return header + "\n" + targets_table([t for p in parts for t in p.targets])
 
 
 async def version(claude_cmd: list[str], env: dict[str, str]) -> str:

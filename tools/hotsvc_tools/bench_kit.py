@@ -111,6 +111,7 @@ async def hotsvc_turn(call: PromptCall, text: str = PROMPT) -> str:
 
 # `hotsvc serve` flags for every server of the run, after each part's own (bench --serve-args).
 serve_args: list[str] = []
+OPEN_ATTEMPTS = 10
 # Opens that failed because the CLI process died as it started (see `open_session`).
 spawn_failures: list[str] = []
 
@@ -119,7 +120,7 @@ async def open_session(stub: pb_grpc.HotSessionAsyncStub) -> tuple[PromptCall, p
     """A new session's stream, past any `progress` events of a wait in line. An open whose
     process died as it started is retried, as a caller would, and counted: under uvloop a
     child forked from the busy gRPC server sometimes dies of SIGSEGV before its exec."""
-    for attempt in range(3):
+    for attempt in range(OPEN_ATTEMPTS):
         call = stub.Prompt(request_iterator=None)
         await call.write(pb.PromptRequest(open=pb.OpenSession()))
         try:
@@ -131,7 +132,7 @@ async def open_session(stub: pb_grpc.HotSessionAsyncStub) -> tuple[PromptCall, p
             if exc.code() != grpc.StatusCode.UNAVAILABLE or "did not start" not in details:
                 raise
             spawn_failures.append(details)
-            if attempt == 2:
+            if attempt == OPEN_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
