@@ -1,9 +1,15 @@
-"""`make bench`: hotsvc against the floor, side by side in one run.
+"""`make bench`: hotsvc against the floor, side by side in one run, every figure of issue 15.
 
-- hot turn: a turn on a hot session through hotsvc, versus the same turn written straight
-  to the same kind of process over its pipes (the floor);
-- first turn: a new session from the warm pool through hotsvc, versus spawning the CLI and
-  sending the turn (what a caller without hotsvc does).
+Parts (`--only PART`, repeatable; all by default):
+- hot: a hot turn through hotsvc versus the same turn written straight to the same kind of
+  process over its pipes, gRPC alone with the same events (the floor under any grpcio
+  service), and the service's own CPU per hot turn; with the pinned CLI and an older one
+  (`--claude-cmd`);
+- first: a new session's first turn from the warm pool, versus its later hot turns and a
+  cold `claude -p` per prompt;
+- throughput, memory, burst: concurrent sessions, idle sessions, a burst of opens
+  (hotsvc_tools.bench_load);
+- emulator: hot and first turns with the stand-in CLI (no model, no node).
 
 Measurements alternate between the two sides so drift on the machine hits both alike.
 """
@@ -12,96 +18,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import datetime
+import functools
 import os
-import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
-from hotsvc.claude import protocol
-from hotsvc.claude.launch import BASE_ARGS
-from hotsvc.local import local_model_env
-from hotsvc_tools.paths import PROJECT_CLAUDE
+from hotsvc_tools import bench_kit, bench_load
+from hotsvc_tools.bench_kit import (
+    PROMPT,
+    DirectProcess,
+    Part,
+    PromptCall,
+    Series,
+    Target,
+    hotsvc_turn,
+    load_average,
+    ms,
+    open_session,
+    ratio_line,
+    read_event,
+    real_cli_env,
+    serving,
+    table,
+    targets_table,
+    timed,
+    wait_pool_full,
+)
+from hotsvc_tools.hotturn import cpu
+from hotsvc_tools.paths import PROJECT_CLAUDE, REPO
 
-PROMPT = "Remember 42"
-
-
-@dataclass
-class Series:
-    name: str
-    seconds: list[float] = field(default_factory=list)
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.seconds)
-
-
-class DirectProcess:
-    """The floor: a CLI process driven over its pipes with no service in between."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def spawn(cls, claude_cmd: list[str], env: dict[str, str]) -> DirectProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *claude_cmd,
-            *BASE_ARGS,
-            "--session-id",
-            str(uuid.uuid4()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=env,
-            limit=64 * 1024 * 1024,
-        )
-        return cls(proc)
-
-    async def turn(self, text: str) -> str:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(protocol.encode(protocol.user_message(text)))
-        await self.proc.stdin.drain()
-        # Decode every line, as any caller must to use the events.
-        while line := await self.proc.stdout.readline():
-            message = json.loads(line)
-            if message.get("type") == "result":
-                return str(message.get("result", ""))
-        raise RuntimeError("the CLI exited mid-turn")
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
-
-
-PromptCall = grpc.aio.StreamStreamCall[pb.PromptRequest, pb.PromptResponse]
-
-
-async def read_event(call: PromptCall) -> pb.PromptResponse:
-    response = await call.read()
-    if not isinstance(response, pb.PromptResponse):
-        raise RuntimeError(f"Prompt stream ended: {await call.code()}")
-    return response
-
-
-async def hotsvc_turn(call: PromptCall, text: str) -> str:
-    await call.write(pb.PromptRequest(turn=pb.UserTurn(text=text)))
-    while not (response := await read_event(call)).HasField("result"):
-        pass
-    return response.result.text
+OLD_CLAUDE = REPO / "tests" / "claude-versions" / "2.1.197" / "node_modules" / ".bin" / "claude"
+PARTS = ("hot", "first", "throughput", "memory", "burst", "emulator")
 
 
 class ReplayServicer(pb_grpc.HotSessionServicer):
@@ -135,7 +90,7 @@ async def bench_grpc_floor(events: list[pb.PromptResponse], turns: int) -> Serie
             await call.write(pb.PromptRequest(open=pb.OpenSession()))
             await read_event(call)
             for _ in range(5 + turns):
-                await timed(series, lambda: hotsvc_turn(call, PROMPT))
+                await timed(series, lambda: hotsvc_turn(call))
             del series.seconds[:5]
             call.cancel()
     finally:
@@ -143,228 +98,198 @@ async def bench_grpc_floor(events: list[pb.PromptResponse], turns: int) -> Serie
     return series
 
 
-async def capture_turn(call: PromptCall, text: str) -> list[pb.PromptResponse]:
-    await call.write(pb.PromptRequest(turn=pb.UserTurn(text=text)))
+async def capture_turn(call: PromptCall) -> list[pb.PromptResponse]:
+    await call.write(pb.PromptRequest(turn=pb.UserTurn(text=PROMPT)))
     events = [await read_event(call)]
     while not events[-1].HasField("result"):
         events.append(await read_event(call))
     return events
 
 
-async def timed(series: Series, action: Callable[[], Awaitable[object]]) -> None:
-    started = time.perf_counter()
-    await action()
-    series.seconds.append(time.perf_counter() - started)
-
-
-async def start_server(
-    claude_cmd: list[str], env: dict[str, str], pool_size: int
-) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotsvc.cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--claude-cmd",
-        " ".join(claude_cmd),
-        "--pool-size",
-        str(pool_size),
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = (await proc.stdout.readline()).decode()
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
-async def wait_pool_full(stub: pb_grpc.HotSessionAsyncStub, target: int) -> None:
-    # Outside the timed part: the next warm measurement must find a full pool. PoolStatus
-    # has no push form, so poll it.
-    while (await stub.PoolStatus(pb.PoolStatusRequest())).pool_size < target:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-
-
 async def bench_hot(
-    stub: pb_grpc.HotSessionAsyncStub, claude_cmd: list[str], env: dict[str, str], turns: int
-) -> tuple[Series, Series, list[pb.PromptResponse]]:
+    claude_cmd: list[str], env: dict[str, str], label: str, turns: int, cpu_turns: int
+) -> Part:
+    """Hot turns alternating between hotsvc and a direct pipe, then hotsvc's CPU over a
+    block of hot turns of its own. No pool, so no idle process runs beside them."""
     via, direct = Series("hot turn via hotsvc"), Series("hot turn direct (floor)")
-    call = stub.Prompt(request_iterator=None)
-    await call.write(pb.PromptRequest(open=pb.OpenSession()))
-    await read_event(call)
-    floor = await DirectProcess.spawn(claude_cmd, env)
-    try:
-        events = await capture_turn(call, PROMPT)
-        for _ in range(5):  # warm both paths up before measuring
-            await hotsvc_turn(call, PROMPT)
-            await floor.turn(PROMPT)
-        for _ in range(turns):
-            await timed(via, lambda: hotsvc_turn(call, PROMPT))
-            await timed(direct, lambda: floor.turn(PROMPT))
-    finally:
-        call.cancel()
-        await floor.close()
-    return via, direct, events
+    async with serving(claude_cmd, env, "--pool-size", "0") as served:
+        call, _ = await open_session(served.stub)
+        floor = await DirectProcess.spawn(claude_cmd, env)
+        try:
+            events = await capture_turn(call)
+            await floor.turn()
+            for _ in range(5):  # warm both paths up before measuring
+                await hotsvc_turn(call)
+                await floor.turn()
+            for _ in range(turns):
+                await timed(via, lambda: hotsvc_turn(call))
+                await timed(direct, floor.turn)
+            await floor.close()
+            before, started = cpu(served.pid), time.perf_counter()
+            for _ in range(cpu_turns):
+                await hotsvc_turn(call)
+            per_turn = (cpu(served.pid) - before) / cpu_turns
+            wall = (time.perf_counter() - started) / cpu_turns
+        finally:
+            call.cancel()
+            await floor.close()
+    grpc_alone = await bench_grpc_floor(events, turns)
+    p50, p99 = via.p50 / direct.p50, via.p99 / direct.p99
+    lines = [f"### Hot turn, {label}", "", *table([via, direct, grpc_alone]), ""]
+    lines += [
+        ratio_line(via, direct),
+        f"- hotsvc adds **{ms(via.p50 - direct.p50)} ms** at p50 and "
+        f"{ms(via.p99 - direct.p99)} ms at p99; the floor, {len(events)} events through "
+        f"gRPC alone: {ms(grpc_alone.p50)} ms at p50, {ms(grpc_alone.p99)} ms at p99",
+        f"- service CPU per hot turn (its own process, children excluded, over {cpu_turns} "
+        f"turns): **{ms(per_turn)} ms** (wall {ms(wall)} ms per turn)",
+    ]
+    return Part(
+        "\n".join(lines) + "\n",
+        [
+            Target(
+                f"{label}: service CPU per hot turn ≤ 1.0 ms",
+                f"{ms(per_turn)} ms",
+                per_turn <= 1e-3,
+            ),
+            Target(f"{label}: hot p50 via hotsvc / direct ≤ 1.05", f"{p50:.3f}", p50 <= 1.05),
+            Target(f"{label}: hot p99 via hotsvc / direct ≤ 1.10", f"{p99:.3f}", p99 <= 1.10),
+            Target(
+                f"{label}: hotsvc's added ms at p50 / p99 (floor: gRPC alone)",
+                f"{ms(via.p50 - direct.p50)} / {ms(via.p99 - direct.p99)} "
+                f"({ms(grpc_alone.p50)} / {ms(grpc_alone.p99)})",
+                None,
+            ),
+        ],
+    )
 
 
 async def one_shot(claude_cmd: list[str], env: dict[str, str]) -> None:
     """What a caller without hotsvc does: `claude -p PROMPT`, one process per prompt."""
     proc = await asyncio.create_subprocess_exec(
-        *claude_cmd,
-        "-p",
-        PROMPT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+        *claude_cmd, "-p", PROMPT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
     output, _ = await proc.communicate()
     if proc.returncode != 0 or b"OK" not in output:
         raise RuntimeError(f"claude -p failed ({proc.returncode}): {output[-200:]!r}")
 
 
 async def bench_first(
-    stub: pb_grpc.HotSessionAsyncStub,
-    claude_cmd: list[str],
-    env: dict[str, str],
-    sessions: int,
-    pool_size: int,
-    cold_one_shot: bool,
-) -> tuple[Series, Series]:
-    warm = Series("first turn, warm pool via hotsvc")
-    cold = Series(
-        "cold spawn per prompt (claude -p)" if cold_one_shot else "first turn, cold spawn"
-    )
-
-    async def warm_first() -> None:
-        call = stub.Prompt(request_iterator=None)
-        await call.write(pb.PromptRequest(open=pb.OpenSession()))
-        opened = (await read_event(call)).opened
-        assert opened.start == pb.SESSION_START_WARM, opened
-        await hotsvc_turn(call, PROMPT)
-        call.cancel()
-        await stub.DeleteSession(pb.DeleteSessionRequest(session_id=opened.session_id))
+    claude_cmd: list[str], env: dict[str, str], label: str, sessions: int, cold_one_shot: bool
+) -> Part:
+    """Per new session: its first turn from a full warm pool, then its next hot turns
+    (the pool full again first, so its refill does not land on them), and a cold start."""
+    pool_size, hot_turns = 2, 3
+    warm, hot = Series("first turn, warm pool via hotsvc"), Series("its next hot turns")
+    cold = Series("cold spawn per prompt (claude -p)" if cold_one_shot else "cold spawn, turn")
 
     async def cold_first() -> None:
         if cold_one_shot:
             return await one_shot(claude_cmd, env)
         process = await DirectProcess.spawn(claude_cmd, env)
-        await process.turn(PROMPT)
+        await process.turn()
         await process.close()
 
-    for _ in range(sessions):
-        await wait_pool_full(stub, pool_size)
-        await timed(warm, warm_first)
-        await timed(cold, cold_first)
-    return warm, cold
+    async with serving(claude_cmd, env, "--pool-size", str(pool_size)) as served:
+        for _ in range(sessions):
+            await wait_pool_full(served.stub, pool_size)
+            call, opened = await open_session(served.stub)
+            assert opened.start == pb.SESSION_START_WARM, opened
+            await timed(warm, functools.partial(hotsvc_turn, call))
+            await wait_pool_full(served.stub, pool_size)
+            for _ in range(hot_turns):
+                await timed(hot, functools.partial(hotsvc_turn, call))
+            call.cancel()
+            await served.stub.DeleteSession(pb.DeleteSessionRequest(session_id=opened.session_id))
+            await timed(cold, cold_first)
+    first_hot = warm.p50 / hot.p50
+    lines = [f"### New session, {label}", "", *table([warm, hot, cold]), ""]
+    lines += [ratio_line(warm, hot), ratio_line(warm, cold)]
+    return Part(
+        "\n".join(lines) + "\n",
+        [
+            Target(
+                f"{label}: first turn / hot turn ≤ 2.0 (p50)", f"{first_hot:.2f}", first_hot <= 2.0
+            )
+        ],
+    )
 
 
-def report(title: str, series: list[Series], ratios: list[tuple[Series, Series]]) -> str:
-    lines = [f"### {title}", "", "| measure | p50 ms | p99 ms | n |", "| --- | --- | --- | --- |"]
-    lines += [
-        f"| {s.name} | {s.p50 * 1e3:.2f} | {s.pct(0.99) * 1e3:.2f} | {len(s.seconds)} |"
-        for s in series
-    ]
-    lines.append("")
-    lines += [
-        f"- {a.name} / {b.name}: **{a.p50 / b.p50:.3f}** at p50, "
-        f"{a.pct(0.99) / b.pct(0.99):.3f} at p99"
-        for a, b in ratios
-    ]
-    return "\n".join(lines) + "\n"
-
-
-async def run(
-    claude_cmd: list[str],
-    title: str,
-    turns: int,
-    sessions: int,
-    extra_env: dict[str, str],
-    cold_one_shot: bool = False,
-) -> str:
-    pool_size = 2
+async def bench_emulator(turns: int, sessions: int) -> Part:
+    emulator = [str(Path(sys.executable).parent / "hotsvc-emulator")]
     with tempfile.TemporaryDirectory() as config_dir:
-        env = {**os.environ, "CLAUDE_CONFIG_DIR": config_dir, **extra_env}
-        server, address = await start_server(claude_cmd, env, pool_size)
-        try:
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = pb_grpc.HotSessionStub(channel)
-                await wait_pool_full(stub, pool_size)
-                via, direct, events = await bench_hot(stub, claude_cmd, env, turns)
-                first = await bench_first(stub, claude_cmd, env, sessions, pool_size, cold_one_shot)
-        finally:
-            server.terminate()
-            await server.wait()
-    grpc_alone = await bench_grpc_floor(events, turns)
-    warm, cold = first
-    text = report(
-        title, [via, direct, grpc_alone, warm, cold], [(via, direct), (warm, cold), (warm, via)]
-    )
-    added, grpc_cost = via.p50 - direct.p50, grpc_alone.p50
-    return text + (
-        f"- hotsvc adds {added * 1e3:.2f} ms per hot turn at p50; {len(events)} events "
-        f"through gRPC alone cost {grpc_cost * 1e3:.2f} ms of it\n"
-    )
+        env = {**os.environ, "CLAUDE_CONFIG_DIR": config_dir, "HOTSVC_EMU_TOKEN_DELAY": "0"}
+        label = "stand-in CLI (hotsvc-emulator, zero token delay)"
+        hot = await bench_hot(emulator, env, label, turns, turns)
+        first = await bench_first(emulator, env, label, sessions, cold_one_shot=False)
+    return Part(hot.text + "\n" + first.text)  # its targets are the real CLI's
 
 
-async def local_model_process() -> tuple[asyncio.subprocess.Process, str]:
-    """The scripted model in its own process, so it does not share the bench's CPU time."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotsvc.localmodel",
-        "--listen",
-        "127.0.0.1:0",
-        "--quiet",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await proc.stdout.readline()).decode()
-    return proc, line.split()[-1]
-
-
-async def run_real(turns: int, sessions: int) -> str:
+async def run(args: argparse.Namespace) -> str:
+    only = set(args.only or PARTS)
+    bench_kit.serve_args[:] = args.serve_args.split()
+    pinned, old = [str(PROJECT_CLAUDE)], args.claude_cmd.split()
     if not PROJECT_CLAUDE.exists():
         raise SystemExit(f"{PROJECT_CLAUDE} is missing: run `make setup-dev`")
-    model, url = await local_model_process()
-    try:
-        with tempfile.TemporaryDirectory() as home:
-            env = {**local_model_env(url, Path(home) / ".claude"), "HOME": home, "TMPDIR": home}
-            return await run(
-                [str(PROJECT_CLAUDE)],
-                "Real Claude Code CLI against the local scripted model",
-                turns,
-                sessions,
-                env,
-                cold_one_shot=True,
-            )
-    finally:
-        model.terminate()
-        await model.wait()
+    parts: list[Part] = []
+
+    async def part(name: str, make: Callable[[], Awaitable[Part]]) -> None:
+        if name in only:
+            print(f"bench: {name} (load average {load_average()})", file=sys.stderr, flush=True)
+            parts.append(await make())
+            print(parts[-1].text, flush=True)  # as it comes: a later part's failure keeps it
+
+    async with real_cli_env() as env:
+        pinned_label = f"pinned CLI {await version(pinned, env)}"
+        old_label = f"older CLI {await version(old, env)}" if old else ""
+        await part("hot", lambda: bench_hot(pinned, env, pinned_label, args.turns, args.cpu_turns))
+        if old:
+            await part("hot", lambda: bench_hot(old, env, old_label, args.turns, args.cpu_turns))
+        await part("first", lambda: bench_first(pinned, env, pinned_label, args.sessions, True))
+        await part("throughput", lambda: bench_load.throughput(pinned, env, args.window))
+        await part("memory", lambda: bench_load.memory(pinned, env, args.idle_sessions))
+        await part("burst", lambda: bench_load.burst(pinned, env, args.burst))
+    await part("emulator", lambda: bench_emulator(args.emulator_turns, args.emulator_sessions))
+    header = (
+        f"Recorded {datetime.date.today()}, load average at the end {load_average()} "
+        f"(1, 5, 15 min), {os.cpu_count()} cores; `hotsvc serve` extra flags: "
+        f"{' '.join(bench_kit.serve_args) or 'none'}; opens retried because the CLI "
+        f"process died as it started: {len(bench_kit.spawn_failures)}.\n"
+    )
+    return header + "\n" + targets_table([t for p in parts for t in p.targets])
+
+
+async def version(claude_cmd: list[str], env: dict[str, str]) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *claude_cmd, "--version", stdout=asyncio.subprocess.PIPE, env=env
+    )
+    output, _ = await proc.communicate()
+    return output.decode().split()[0] if output else "?"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m hotsvc_tools.bench", description=__doc__)
-    parser.add_argument("--turns", type=int, default=300)
-    parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--real-turns", type=int, default=100)
-    parser.add_argument("--real-sessions", type=int, default=10)
-    args = parser.parse_args()
-    emulator = [str(Path(sys.executable).parent / "hotsvc-emulator")]
-    print(
-        asyncio.run(
-            run(
-                emulator,
-                "Stand-in CLI (hotsvc-emulator), zero token delay",
-                args.turns,
-                args.sessions,
-                {"HOTSVC_EMU_TOKEN_DELAY": "0"},
-            )
-        )
+    parser = argparse.ArgumentParser(
+        prog="python -m hotsvc_tools.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    print(asyncio.run(run_real(args.real_turns, args.real_sessions)))
+    parser.add_argument("--only", action="append", choices=PARTS, help="run this part; repeat")
+    parser.add_argument(
+        "--claude-cmd",
+        default=str(OLD_CLAUDE) if OLD_CLAUDE.exists() else "",
+        help="the older CLI the hot part also runs ('' for none; default: %(default)s)",
+    )
+    parser.add_argument("--turns", type=int, default=200, help="hot turns per side")
+    parser.add_argument("--cpu-turns", type=int, default=300, help="hot turns for CPU/turn")
+    parser.add_argument("--sessions", type=int, default=10, help="new sessions (first)")
+    parser.add_argument("--window", type=float, default=6.0, help="seconds per throughput window")
+    parser.add_argument("--idle-sessions", default="16,64", help="memory: idle session counts")
+    parser.add_argument("--burst", type=int, default=32, help="sessions opened at once")
+    parser.add_argument("--serve-args", default="", help="more `hotsvc serve` flags, every server")
+    parser.add_argument("--emulator-turns", type=int, default=300)
+    parser.add_argument("--emulator-sessions", type=int, default=20)
+    print(asyncio.run(run(parser.parse_args())))
 
 
 if __name__ == "__main__":
