@@ -118,8 +118,8 @@ spawn_failures: list[str] = []
 
 async def open_session(stub: pb_grpc.HotSessionAsyncStub) -> tuple[PromptCall, pb.SessionOpened]:
     """A new session's stream, past any `progress` events of a wait in line. An open whose
-    process died as it started is retried, as a caller would, and counted: under uvloop a
-    child forked from the busy gRPC server sometimes dies of SIGSEGV before its exec."""
+    process died as it started is retried, as a caller would, and counted: the count should
+    stay 0 (a uvloop fork in a busy gRPC server once crashed children; docs/benchmarks.md)."""
     for attempt in range(OPEN_ATTEMPTS):
         call = stub.Prompt(request_iterator=None)
         await call.write(pb.PromptRequest(open=pb.OpenSession()))
