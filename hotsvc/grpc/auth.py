@@ -14,7 +14,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -26,6 +26,7 @@ from hotsvc.audit import AuditLog
 from hotsvc.auth.admission import admit
 from hotsvc.auth.authenticator import Authenticator
 from hotsvc.errors import Unauthenticated
+from hotsvc.grpc.handlers import Handler, Interceptor, rewrap
 from hotsvc.grpc.status import grpc_status
 from hotsvc.principal import Principal
 from hotsvc.profiles import ConfigError
@@ -43,12 +44,6 @@ _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("hotsvc_p
 # grpc-stubs lack the aio context's abort_with_status and type metadata loosely.
 Context = Any
 Admit = Callable[[Context], Awaitable[None]]
-if TYPE_CHECKING:  # generic only in grpc-stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    Interceptor = grpc.aio.ServerInterceptor
 
 
 def current_principal() -> Principal:
@@ -93,21 +88,8 @@ class AuthInterceptor(Interceptor):
 
 
 def guarded(handler: Handler, admit: Admit) -> Handler:
-    """`handler` with `admit` run first. grpc.aio tells a handler that writes with
-    `context.write` (a coroutine function) from one that yields (an async generator
-    function) by its kind, so the wrapper keeps the kind of what it wraps."""
-    codec: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, admit), **codec)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, admit), **codec)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, admit), **codec)
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, admit), **codec)
+    """`handler` with `admit` run first."""
+    return rewrap(handler, functools.partial(_wrap, admit=admit))
 
 
 def _wrap(behavior: Callable[..., Any], admit: Admit) -> Callable[..., Any]:

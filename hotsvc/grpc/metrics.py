@@ -9,22 +9,17 @@ Go spells them ("OK", "Canceled", "ResourceExhausted"), as those dashboards expe
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram
 
+from hotsvc.grpc.handlers import Handler, Interceptor, grpc_type, rewrap
 from hotsvc.metrics import REGISTRY
-
-if TYPE_CHECKING:  # generic only in grpc-stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    Interceptor = grpc.aio.ServerInterceptor
 
 LABELS = ["grpc_type", "grpc_service", "grpc_method"]
 
@@ -81,16 +76,6 @@ class _Call:
         self.sent = SENT.labels(*self.labels)
 
 
-def grpc_type(handler: Handler) -> str:
-    if handler.request_streaming and handler.response_streaming:
-        return "bidi_stream"
-    if handler.request_streaming:
-        return "client_stream"
-    if handler.response_streaming:
-        return "server_stream"
-    return "unary"
-
-
 class MetricsInterceptor(Interceptor):
     async def intercept_service(
         self,
@@ -101,22 +86,9 @@ class MetricsInterceptor(Interceptor):
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED itself
             return handler
         service, _, method = handler_call_details.method.strip("/").rpartition("/")
-        return _instrumented(handler, _Call(grpc_type(handler), service, method))
-
-
-def _instrumented(handler: Handler, call: _Call) -> Handler:
-    codec: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, call), **codec)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, call), **codec)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, call), **codec)
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, call), **codec)
+        return rewrap(
+            handler, functools.partial(_wrap, call=_Call(grpc_type(handler), service, method))
+        )
 
 
 class _CountingContext:
@@ -148,7 +120,7 @@ async def _counted(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[A
 
 def _wrap(behavior: Callable[..., Any], call: _Call) -> Callable[..., Any]:
     """`behavior` counted; an async generator stays one (grpc.aio tells writers from
-    generators by their kind, see hotsvc.grpc.auth.guarded)."""
+    generators by their kind, see hotsvc.grpc.handlers.rewrap)."""
     streaming_requests = call.kind in ("client_stream", "bidi_stream")
 
     def begin(request: Any, context: Any) -> tuple[Any, _CountingContext]:
