@@ -234,25 +234,19 @@ export class Session {
 
   /** Ends the session and its process (CloseSession; the conversation is kept), then the stream. */
   async close(): Promise<void> {
-    this.#closed = true;
-    try {
-      await this.#rpc.closeSession(
-        { sessionId: this.sessionId },
-        { headers: { "hotsvc-session-id": this.sessionId } },
-      );
-    } catch (err) {
-      throw toHotSessionError(err);
-    } finally {
-      this.#drop();
-      await this.#reader;
-    }
+    await this.#end("closeSession");
   }
 
   /** Removes the session for good (DeleteSession), then the stream. */
   async delete(): Promise<void> {
+    await this.#end("deleteSession");
+  }
+
+  /** Ends the session with `method`, then drops the stream and waits for its reader. */
+  async #end(method: "closeSession" | "deleteSession"): Promise<void> {
     this.#closed = true;
     try {
-      await this.#rpc.deleteSession(
+      await this.#rpc[method](
         { sessionId: this.sessionId },
         { headers: { "hotsvc-session-id": this.sessionId } },
       );
