@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hotsvc.claude.content import UserBlock
-from hotsvc.claude.protocol import Event, Result
+from hotsvc.claude.events import Event, Result
 from hotsvc.errors import ServiceError
 from hotsvc.permissions import Decision
 from hotsvc.principal import Principal

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from hotsvc.claude import protocol
-from hotsvc.claude.protocol import ControlRequest, JsonObject
+from hotsvc.claude.events import ControlRequest, JsonObject
 
 log = logging.getLogger(__name__)
 

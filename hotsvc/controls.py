@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from hotsvc.claude.events import Event, JsonObject
 from hotsvc.claude.process import ControlError, ProcessGone
-from hotsvc.claude.protocol import Event, JsonObject
 from hotsvc.errors import InvalidRequest, ServiceError, StoreUnavailable
 from hotsvc.options import SessionOptions, check_permission_mode, effective
 from hotsvc.profiles import Profile

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from hotsvc.claude.protocol import Result, UserMessage
+from hotsvc.claude.events import Result, UserMessage
 
 log = logging.getLogger(__name__)
 

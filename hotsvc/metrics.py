@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-from hotsvc.claude.protocol import Usage
+from hotsvc.claude.events import Usage
 
 # No `_created` series: go-grpc-prometheus has none, and dashboards don't use them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in 0.26

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from hotsvc import metrics
 
 if TYPE_CHECKING:
-    from hotsvc.claude.protocol import Result
+    from hotsvc.claude.events import Result
     from hotsvc.turn import Turn
 
 

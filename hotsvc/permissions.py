@@ -28,7 +28,7 @@ from typing import Protocol
 
 from hotsvc import metrics
 from hotsvc.audit import AuditLog
-from hotsvc.claude.protocol import ControlRequest, Event, JsonObject
+from hotsvc.claude.events import ControlRequest, Event, JsonObject
 from hotsvc.errors import InvalidRequest, clip
 from hotsvc.principal import Principal
 

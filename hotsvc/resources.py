@@ -19,8 +19,8 @@ from typing import Generic, TypeVar
 
 from hotsvc import paging
 from hotsvc.claude import launch
+from hotsvc.claude.events import Usage
 from hotsvc.claude.messages import Message, read_messages
-from hotsvc.claude.protocol import Usage
 from hotsvc.manager import SessionManager
 from hotsvc.opening import check_session_id
 from hotsvc.options import SessionOptions

@@ -23,8 +23,7 @@ from hotsvc import control_requests, logs, metrics
 from hotsvc.audit import AuditLog
 from hotsvc.claude import protocol
 from hotsvc.claude.content import user_content
-from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
-from hotsvc.claude.protocol import (
+from hotsvc.claude.events import (
     AssistantMessage,
     ControlCancel,
     ControlRequest,
@@ -35,6 +34,7 @@ from hotsvc.claude.protocol import (
     TranscriptMirror,
     UserMessage,
 )
+from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.framing import Framing
 from hotsvc.options import SessionOptions

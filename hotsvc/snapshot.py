@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from hotsvc.claude.protocol import Result
+from hotsvc.claude.events import Result
 from hotsvc.launcher import SpawnStats
 from hotsvc.pool import WarmPool
 from hotsvc.principal import Principal

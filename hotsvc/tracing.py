@@ -30,7 +30,7 @@ from opentelemetry.trace import Status, StatusCode
 from hotsvc import observe
 
 if TYPE_CHECKING:
-    from hotsvc.claude.protocol import Result
+    from hotsvc.claude.events import Result
     from hotsvc.turn import Turn
 
 log = logging.getLogger(__name__)

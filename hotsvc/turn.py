@@ -11,7 +11,7 @@ from typing import ClassVar, Literal, Protocol
 
 from hotsvc import observe
 from hotsvc.claude.content import UserBlock
-from hotsvc.claude.protocol import AssistantMessage, Event, Result, TextDelta
+from hotsvc.claude.events import AssistantMessage, Event, Result, TextDelta
 
 
 @dataclass(frozen=True, slots=True)

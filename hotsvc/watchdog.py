@@ -15,8 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from hotsvc import metrics
-from hotsvc.claude.process import ClaudeProcess, ProcessExited
-from hotsvc.claude.protocol import (
+from hotsvc.claude.events import (
     AssistantMessage,
     Event,
     Result,
@@ -24,6 +23,7 @@ from hotsvc.claude.protocol import (
     ToolResult,
     ToolUseBlock,
 )
+from hotsvc.claude.process import ClaudeProcess, ProcessExited
 from hotsvc.settings import ServiceConfig
 from hotsvc.turn import hotsvc_result
 

@@ -6,8 +6,23 @@ import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.attachment import GoAway, Heartbeat
-from hotsvc.claude import protocol
 from hotsvc.claude.content import DocumentBlock, ImageBlock, ToolResultBlock, user_content
+from hotsvc.claude.events import (
+    ApiRetry,
+    AssistantMessage,
+    Event,
+    Result,
+    StreamEvent,
+    SystemEvent,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ToolResult,
+    ToolUseBlock,
+    Unknown,
+    Usage,
+    UserMessage,
+)
 from hotsvc.claude.messages import Message, Role
 from hotsvc.controls import ControlOutcome
 from hotsvc.errors import InvalidRequest
@@ -27,13 +42,13 @@ from hotsvc.snapshot import (
 )
 from hotsvc.turn import TurnStarted
 
-RESULT = protocol.Result(
+RESULT = Result(
     text="42",
     is_error=False,
     subtype="success",
     duration_ms=12,
     num_turns=1,
-    usage=protocol.Usage(10, 5, 1, 2),
+    usage=Usage(10, 5, 1, 2),
     total_cost_usd=0.5,
     line='{"type":"result"}',
 )
@@ -67,22 +82,22 @@ def test_opened_carries_the_last_result_only_when_asked() -> None:
     [
         (TurnStarted("hi"), "turn_started", lambda r: r.turn_started.text == "hi"),
         (
-            protocol.TextDelta("O", 1),
+            TextDelta("O", 1),
             "text_delta",
             lambda r: (r.text_delta.text, r.text_delta.block_index) == ("O", 1),
         ),
         (
-            protocol.ToolResult("toolu_1", "out", True),
+            ToolResult("toolu_1", "out", True),
             "tool_result",
             lambda r: (r.tool_result.tool_use_id, r.tool_result.is_error) == ("toolu_1", True),
         ),
         (
-            protocol.SystemEvent("status", status="requesting"),
+            SystemEvent("status", status="requesting"),
             "progress",
             lambda r: (r.progress.subtype, r.progress.status.status) == ("status", "requesting"),
         ),
         (
-            protocol.ApiRetry("api_retry", attempt=2, error_status=529),
+            ApiRetry("api_retry", attempt=2, error_status=529),
             "progress",
             lambda r: (r.progress.api_retry.attempt, r.progress.api_retry.error_status) == (2, 529),
         ),
@@ -105,7 +120,7 @@ def test_opened_carries_the_last_result_only_when_asked() -> None:
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, str) else v,
 )
-def test_each_event_kind(event: protocol.Event, field: str, check: object) -> None:
+def test_each_event_kind(event: Event, field: str, check: object) -> None:
     response = converters.event_response(event, "s1", "t1", include_raw_json=False)
     assert response is not None
     assert (response.session_id, response.turn_id, response.WhichOneof("event")) == (
@@ -118,14 +133,14 @@ def test_each_event_kind(event: protocol.Event, field: str, check: object) -> No
 
 
 def test_assistant_blocks_and_raw_json() -> None:
-    event = protocol.AssistantMessage(
+    event = AssistantMessage(
         message_id="m1",
         model="x",
         line='{"type":"assistant"}',
         content=(
-            protocol.TextBlock("a"),
-            protocol.ThinkingBlock("hm"),
-            protocol.ToolUseBlock("toolu_1", "Bash", {"command": "ls", "n": 2}),
+            TextBlock("a"),
+            ThinkingBlock("hm"),
+            ToolUseBlock("toolu_1", "Bash", {"command": "ls", "n": 2}),
         ),
     )
     response = converters.event_response(event, "s1", "t1", include_raw_json=True)
@@ -137,9 +152,9 @@ def test_assistant_blocks_and_raw_json() -> None:
 
 def test_bookkeeping_events_are_not_sent() -> None:
     for event in (
-        protocol.StreamEvent("message_stop"),
-        protocol.UserMessage("echo"),
-        protocol.Unknown("transcript_mirror"),
+        StreamEvent("message_stop"),
+        UserMessage("echo"),
+        Unknown("transcript_mirror"),
     ):
         assert converters.event_response(event, "s", "t", include_raw_json=True) is None
 
@@ -182,7 +197,7 @@ def test_no_response_is_larger_than_a_default_client_accepts() -> None:
     limit = 4 * 1024 * 1024
     # A result whose text alone is over the limit (4-byte characters), with its line.
     text = "𝄞" * 1_200_000
-    result = protocol.Result(text=text, is_error=False, subtype="success", line=text)
+    result = Result(text=text, is_error=False, subtype="success", line=text)
     (response,) = converters.responses(result, "s", "t", include_raw_json=True)
     assert response.ByteSize() <= limit
     assert response.raw_json_truncated and response.raw_json == ""
@@ -192,7 +207,7 @@ def test_no_response_is_larger_than_a_default_client_accepts() -> None:
     (started,) = converters.responses(TurnStarted(text), "s", "t", include_raw_json=False)
     assert started.ByteSize() <= limit
     # A long delta is split, in order, and nothing is lost.
-    delta = protocol.TextDelta("x" * 200_000, 0, line="x" * 200_000)
+    delta = TextDelta("x" * 200_000, 0, line="x" * 200_000)
     pieces = list(converters.responses(delta, "s", "t", include_raw_json=True))
     assert len(pieces) == 4 and "".join(p.text_delta.text for p in pieces) == delta.text
     # Small events are untouched.
@@ -243,7 +258,7 @@ def test_a_turns_content_becomes_blocks_within_the_limits() -> None:
         "look",
         "t1",
         (
-            protocol.TextBlock("and"),
+            TextBlock("and"),
             ImageBlock("image/png", b"\x89PNG"),
             DocumentBlock("text/plain", b"notes", "N"),
         ),
@@ -354,7 +369,7 @@ def test_a_session_resource_and_its_messages() -> None:
         turns=3,
         model="claude",
         cwd="/w",
-        usage=protocol.Usage(1, 2, 3, 4),
+        usage=Usage(1, 2, 3, 4),
         cost_usd=0.25,
         options=SessionOptions(model="claude"),
         replica_id="host",
@@ -376,8 +391,8 @@ def test_a_session_resource_and_its_messages() -> None:
         "u1",
         Role.ASSISTANT,
         (
-            protocol.ThinkingBlock("hm"),
-            protocol.ToolUseBlock("t1", "Bash", {"command": "ls"}),
+            ThinkingBlock("hm"),
+            ToolUseBlock("t1", "Bash", {"command": "ls"}),
             ToolResultBlock("t1", "a b", is_error=True),
         ),
         created_at=3.0,

@@ -11,7 +11,22 @@ from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
 from hotsvc.attachment import EVENT_OVERHEAD_BYTES, GoAway, Heartbeat, Outbox, Rejected
-from hotsvc.claude import protocol
+from hotsvc.claude.events import (
+    ApiRetry,
+    AssistantMessage,
+    ControlRequest,
+    ControlResponse,
+    Event,
+    Result,
+    StreamEvent,
+    SystemEvent,
+    TextBlock,
+    TextDelta,
+    ToolResult,
+    TranscriptMirror,
+    Unknown,
+    UserMessage,
+)
 from hotsvc.claude.process import ClaudeProcess, ProcessExited
 from hotsvc.controls import ControlOutcome
 from hotsvc.errors import CapacityExhausted
@@ -24,11 +39,11 @@ from tests.conftest import DEADLINE, Conversation, ServerProcess, eventually
 
 async def test_the_outbox_holds_the_producer_back_past_either_bound() -> None:
     outbox = Outbox(4, byte_bound=10_000)
-    small = protocol.TextDelta("x", 0)
+    small = TextDelta("x", 0)
     assert all(outbox.put("t", small) is None for _ in range(3))
     room = outbox.put("t", small)  # the 4th event: the producer must wait
     assert room is not None and not room.done()
-    outbox.put_nowait("t", protocol.Result("done", False, "success"))  # never waits
+    outbox.put_nowait("t", Result("done", False, "success"))  # never waits
     for _ in range(2):
         await outbox.get()
     assert room.done(), "draining to half the bound frees the producer"
@@ -36,7 +51,7 @@ async def test_the_outbox_holds_the_producer_back_past_either_bound() -> None:
         await outbox.get()
     assert outbox.empty()
 
-    big = protocol.TextDelta("y", 0, line="y" * (10_000 - EVENT_OVERHEAD_BYTES))
+    big = TextDelta("y", 0, line="y" * (10_000 - EVENT_OVERHEAD_BYTES))
     room = outbox.put("t", big)  # one event as large as the byte bound
     assert room is not None and not room.done()
     await outbox.get()
@@ -45,28 +60,28 @@ async def test_the_outbox_holds_the_producer_back_past_either_bound() -> None:
 
 async def test_a_closed_outbox_frees_its_producer_and_drops_what_waits() -> None:
     outbox = Outbox(1)
-    room = outbox.put("t", protocol.TextDelta("x", 0))
+    room = outbox.put("t", TextDelta("x", 0))
     assert room is not None
     outbox.close()
     assert room.done() and outbox.empty()
-    assert outbox.put("t", protocol.TextDelta("x", 0)) is None
+    assert outbox.put("t", TextDelta("x", 0)) is None
 
 
 def test_only_visible_events_become_responses() -> None:
     """The session passes on only `visible` events: exactly those callers are sent."""
-    events: list[protocol.Event] = [
-        protocol.SystemEvent("init", model="m"),
-        protocol.ApiRetry("api_retry", attempt=1),
-        protocol.TextDelta("hi", 0),
-        protocol.StreamEvent("message_start"),
-        protocol.AssistantMessage("m1", "model", (protocol.TextBlock("hi"),)),
-        protocol.ToolResult("tu1", "out", False),
-        protocol.UserMessage("[Request interrupted by user]"),
-        protocol.TranscriptMirror("/tmp/x.jsonl"),
-        protocol.Result("OK", False, "success"),
-        protocol.ControlRequest("r1", "can_use_tool", {}),
-        protocol.ControlResponse("r1", True, {}),
-        protocol.Unknown("command_lifecycle"),
+    events: list[Event] = [
+        SystemEvent("init", model="m"),
+        ApiRetry("api_retry", attempt=1),
+        TextDelta("hi", 0),
+        StreamEvent("message_start"),
+        AssistantMessage("m1", "model", (TextBlock("hi"),)),
+        ToolResult("tu1", "out", False),
+        UserMessage("[Request interrupted by user]"),
+        TranscriptMirror("/tmp/x.jsonl"),
+        Result("OK", False, "success"),
+        ControlRequest("r1", "can_use_tool", {}),
+        ControlResponse("r1", True, {}),
+        Unknown("command_lifecycle"),
         TurnStarted("hello"),
         Heartbeat(True),
         GoAway(1.0, "draining"),
@@ -104,17 +119,17 @@ async def test_the_reader_routes_lines_in_order_and_drops_what_it_cannot_read() 
         "w(json.dumps({'type': 'result', 'subtype': 'success', 'result': 'OK'}))\n"  # no \\n
     )
     process = await spawn_printing(script)
-    seen: list[protocol.Event] = []
+    seen: list[Event] = []
     process.listener = seen.append
     async with asyncio.timeout(DEADLINE):
         await process.run()
     assert [type(e) for e in seen] == [
-        protocol.SystemEvent,
-        protocol.TextDelta,
-        protocol.Result,
+        SystemEvent,
+        TextDelta,
+        Result,
         ProcessExited,
     ]
-    assert isinstance(seen[1], protocol.TextDelta) and seen[1].text == "hi"
+    assert isinstance(seen[1], TextDelta) and seen[1].text == "hi"
     assert isinstance(seen[-1], ProcessExited) and seen[-1].returncode == 0
 
 
@@ -131,8 +146,8 @@ async def test_a_listener_that_waits_pauses_the_reader_without_losing_a_line() -
     held: list[asyncio.Future[None]] = []
     loop = asyncio.get_running_loop()
 
-    def listener(event: protocol.Event) -> asyncio.Future[None] | None:
-        if isinstance(event, protocol.SystemEvent):
+    def listener(event: Event) -> asyncio.Future[None] | None:
+        if isinstance(event, SystemEvent):
             seen.append(event.status)
             if len(seen) % 100 == 0:  # every 100th event makes the reader wait
                 held.append(loop.create_future())

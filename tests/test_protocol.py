@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hotsvc.claude import protocol
-from hotsvc.claude.protocol import (
+from hotsvc.claude.events import (
     ApiRetry,
     AssistantMessage,
     ControlCancel,
@@ -20,6 +20,7 @@ from hotsvc.claude.protocol import (
     TextDelta,
     ToolResult,
     ToolUseBlock,
+    TranscriptMirror,
     Unknown,
     Usage,
     UserMessage,
@@ -285,7 +286,7 @@ def test_unknown_types_keep_their_line_and_bad_lines_raise() -> None:
     raw = line({"type": "command_lifecycle", "state": "queued"})
     assert protocol.parse_line(raw) == Unknown("command_lifecycle", line=raw)
     mirror = protocol.parse_line(line({"type": "transcript_mirror", "filePath": "/c/s.jsonl"}))
-    assert isinstance(mirror, protocol.TranscriptMirror) and mirror.path == "/c/s.jsonl"
+    assert isinstance(mirror, TranscriptMirror) and mirror.path == "/c/s.jsonl"
     for bad in ("this is not json", "[1, 2]", '"text"'):
         with pytest.raises(ValueError):
             protocol.parse_line(bad)

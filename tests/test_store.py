@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hotsvc.claude.protocol import Result, Usage
+from hotsvc.claude.events import Result, Usage
 from hotsvc.errors import SessionNotFound
 from hotsvc.options import SessionOptions
 from hotsvc.store import (

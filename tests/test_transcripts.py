@@ -9,8 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from hotsvc.claude.content import ImageBlock, ToolResultBlock
+from hotsvc.claude.events import TextBlock, ThinkingBlock, ToolUseBlock
 from hotsvc.claude.messages import Role, read_messages
-from hotsvc.claude.protocol import TextBlock, ThinkingBlock, ToolUseBlock
 from hotsvc.claude.transcripts import project_slug, transcript_path
 
 

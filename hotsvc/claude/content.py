@@ -13,7 +13,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from hotsvc.claude.protocol import JsonObject, TextBlock, ThinkingBlock, ToolUseBlock, text_of
+from hotsvc.claude.events import JsonObject, TextBlock, ThinkingBlock, ToolUseBlock
+from hotsvc.claude.protocol import text_of
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 DOCUMENT_TYPES = ("application/pdf", "text/plain")

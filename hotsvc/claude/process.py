@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import cast
 
 from hotsvc.claude import protocol
-from hotsvc.claude.protocol import ControlResponse, Event, JsonObject
+from hotsvc.claude.events import ControlResponse, Event, JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ CLOSE_STEP_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessExited(protocol.Event):
+class ProcessExited(Event):
     """The child is gone; always the last event a listener gets."""
 
     returncode: int

@@ -17,7 +17,7 @@ from hotsvc.claude.content import (
     ToolResultBlock,
     UserBlock,
 )
-from hotsvc.claude.protocol import JsonObject, TextBlock, ThinkingBlock, ToolUseBlock
+from hotsvc.claude.events import JsonObject, TextBlock, ThinkingBlock, ToolUseBlock
 from hotsvc.errors import InvalidRequest
 from hotsvc.settings import ServiceConfig
 

@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.attachment import GoAway, Heartbeat, Rejected
-from hotsvc.claude import protocol
+from hotsvc.claude import events
 from hotsvc.controls import ControlOutcome
 from hotsvc.errors import InvalidRequest, ServiceError
 from hotsvc.grpc.content import check_length, fill_block, struct
@@ -93,12 +93,12 @@ def progress(session_id: str, subtype: str, status: str) -> pb.PromptResponse:
 
 
 def responses(
-    event: protocol.Event, session_id: str, turn_id: str, include_raw_json: bool
+    event: events.Event, session_id: str, turn_id: str, include_raw_json: bool
 ) -> Iterator[pb.PromptResponse]:
     """The responses for one event (none for events callers don't see), each under 4 MiB."""
-    if isinstance(event, protocol.TextDelta) and len(event.text) > MAX_DELTA_CHARS:
+    if isinstance(event, events.TextDelta) and len(event.text) > MAX_DELTA_CHARS:
         for start in range(0, len(event.text), MAX_DELTA_CHARS):
-            piece = protocol.TextDelta(event.text[start : start + MAX_DELTA_CHARS], event.index)
+            piece = events.TextDelta(event.text[start : start + MAX_DELTA_CHARS], event.index)
             yield from responses(piece, session_id, turn_id, include_raw_json=False)
         return
     response = event_response(event, session_id, turn_id, include_raw_json)
@@ -135,23 +135,23 @@ def _bound(response: pb.PromptResponse) -> None:
 
 
 def event_response(
-    event: protocol.Event, session_id: str, turn_id: str, include_raw_json: bool
+    event: events.Event, session_id: str, turn_id: str, include_raw_json: bool
 ) -> pb.PromptResponse | None:
     """The response for one event, or None for events callers don't see."""
     response = pb.PromptResponse(session_id=session_id, turn_id=turn_id)
     match event:
         case TurnStarted(text=text):
             response.turn_started.text = text
-        case protocol.TextDelta(text=text, index=index):
+        case events.TextDelta(text=text, index=index):
             response.text_delta.text = text
             response.text_delta.block_index = index
-        case protocol.AssistantMessage():
+        case events.AssistantMessage():
             _fill_assistant(response.assistant, event)
-        case protocol.ToolResult(tool_use_id=tool_use_id, content=content, is_error=is_error):
+        case events.ToolResult(tool_use_id=tool_use_id, content=content, is_error=is_error):
             response.tool_result.tool_use_id = tool_use_id
             response.tool_result.content = content
             response.tool_result.is_error = is_error
-        case protocol.ApiRetry():
+        case events.ApiRetry():
             response.progress.subtype = event.subtype
             retry = response.progress.api_retry
             retry.attempt = event.attempt
@@ -159,11 +159,11 @@ def event_response(
             retry.retry_delay_ms = event.retry_delay_ms
             retry.error_status = event.error_status
             retry.error = event.error
-        case protocol.SystemEvent(subtype=subtype, status=status):  # incl. hotsvc's own
+        case events.SystemEvent(subtype=subtype, status=status):  # incl. hotsvc's own
             response.progress.subtype = subtype
             if status:
                 response.progress.status.status = status
-        case protocol.Result():
+        case events.Result():
             _fill_result(response.result, event)
         case Heartbeat(turn_running=running):
             response.heartbeat.turn_running = running
@@ -196,7 +196,7 @@ def stream_error(error: ServiceError) -> pb.StreamError:
     return message
 
 
-def _fill_assistant(message: pb.AssistantMessage, event: protocol.AssistantMessage) -> None:
+def _fill_assistant(message: pb.AssistantMessage, event: events.AssistantMessage) -> None:
     message.message_id = event.message_id
     message.model = event.model
     message.parent_tool_use_id = event.parent_tool_use_id
@@ -255,7 +255,7 @@ def permission_decision(message: pb.PermissionDecision) -> Decision:
     )
 
 
-def _fill_result(message: pb.TurnResult, event: protocol.Result) -> None:
+def _fill_result(message: pb.TurnResult, event: events.Result) -> None:
     message.text = event.text
     message.is_error = event.is_error
     message.subtype = event.subtype

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hotsession.v1 import hotsession_pb2 as pb
 
+from hotsvc.claude.events import Usage
 from hotsvc.claude.messages import Message, Role
-from hotsvc.claude.protocol import Usage
 from hotsvc.errors import InvalidRequest
 from hotsvc.grpc.content import check_length, fill_block
 from hotsvc.options import SessionOptions

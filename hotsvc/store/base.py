@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import psutil
 
-from hotsvc.claude.protocol import Usage
+from hotsvc.claude.events import Usage
 from hotsvc.options import SessionOptions
 
 log = logging.getLogger(__name__)

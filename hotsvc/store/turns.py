@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hotsvc.claude.protocol import Result, Usage
+from hotsvc.claude.events import Result, Usage
 from hotsvc.store.base import TurnRecord
 
 
