@@ -101,7 +101,8 @@ proto: setup-dev
 	$(PY) -m hotsvc_tools.codegen
 
 LINTED := hotsvc tools tests clients/python/src/hotsession/client.py \
-          clients/python/src/hotsession/errors.py clients/python/src/hotsession/turns.py
+          clients/python/src/hotsession/errors.py clients/python/src/hotsession/session.py \
+          clients/python/src/hotsession/turns.py
 
 # README's configuration table, from hotsvc/settings.py (tests/test_settings.py checks it).
 docs: setup-dev

@@ -22,7 +22,6 @@ from hotsvc.draining import Drain
 from hotsvc.durability import Durability
 from hotsvc.errors import (
     ProfileNotFound,
-    SessionBusy,
     SessionClosed,
     StoreUnavailable,
     clip,
@@ -40,12 +39,7 @@ from hotsvc.quota import Quotas
 from hotsvc.registry import Registry
 from hotsvc.session import OnProgress, Session
 from hotsvc.settings import ServiceConfig
-from hotsvc.snapshot import (
-    Opened,
-    Snapshot,
-    Start,
-    snapshot_of,
-)
+from hotsvc.snapshot import Opened, Snapshot, Start, opened_of, snapshot_of
 from hotsvc.store import LeaseKeeper, SessionStore
 from hotsvc.store.turns import TurnTotals
 from hotsvc.supply import ProcessSupply
@@ -80,7 +74,6 @@ class SessionManager:
             name: WarmPool(profile, launcher, capacity) for name, profile in config.profiles.items()
         }
         self._sessions = Registry(config, store, self._durability, self, self._audit)
-        self._creating: set[str] = set()  # caller-chosen ids being opened now
         self._ownership = Ownership(self._sessions, self._quotas, self._audit)
         self._eviction = Eviction(self._sessions, self._pools)
         self._supply = ProcessSupply(
@@ -165,7 +158,8 @@ class SessionManager:
             )
             attachment = session.attachment = attachment_of(session)
         elif request.session_id:
-            session = self._attachable(request.session_id, principal)
+            check_session_id(request.session_id)
+            session = self._ownership.attachable(request.session_id, principal)
             attachment = session.attachment = attachment_of(session)
             try:  # claimed before any await: one stream per session
                 await self._tenancy.claim(session)
@@ -181,17 +175,8 @@ class SessionManager:
             attachment = session.attachment = attachment_of(session)
         logs.bind(session_id=session.id, profile=session.profile.name)
         metrics.session_started(start.value)
-        process = session.process
-        opened = Opened(
-            session.id,
-            start,
-            process.pid if process else 0,
-            session.profile.name,
-            session.last_turn_id,
-            session.last_result,
-        )
         try:
-            yield attachment, opened
+            yield attachment, opened_of(session, start)
         finally:
             attachment.detach()
             if session.attachment is attachment:
@@ -215,28 +200,9 @@ class SessionManager:
         check_session_id(session_id)
         return self._ownership.session_for(session_id, principal, action)
 
-    def _attachable(self, session_id: str, principal: Principal) -> Session:
-        session = self.session_for(session_id, principal, "attach")
-        if session.lost:
-            raise session.lost_error()
-        if session.attached:
-            raise SessionBusy(
-                f"session {session_id} already has a stream attached; one "
-                "stream per session: end that stream first",
-                metadata={"sessionId": session_id},
-            )
-        return session
-
     def _known(self, request: OpenRequest) -> bool:
         check_session_id(request.session_id)
-        self._ownership.refuse_if_ending(request.session_id)
-        if request.session_id in self._creating:
-            raise SessionBusy(
-                f"session {request.session_id} is being opened by another stream; retry "
-                "in a moment to attach to it",
-                metadata={"sessionId": request.session_id},
-            )
-        return request.session_id in self._sessions
+        return self._ownership.known(request.session_id)
 
     async def _open(
         self,
@@ -259,14 +225,10 @@ class SessionManager:
         options = options or SessionOptions()
         if fork_of is None:
             check(options, profile)  # a fork keeps what its source was allowed
-        with self._ownership.opening(principal):
-            self._creating.add(session_id)
-            try:
-                session, start = await self._start(
-                    profile, options, principal.name, progress, session_id, fork_of
-                )
-            finally:
-                self._creating.discard(session_id)
+        with self._ownership.opening(principal, session_id):
+            session, start = await self._start(
+                profile, options, principal.name, progress, session_id, fork_of
+            )
         self._audit.record(
             "session.opened", principal=principal.name, session=session.id, profile=profile.name
         )

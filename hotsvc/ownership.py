@@ -24,6 +24,7 @@ class Ownership:
         self._quotas = quotas
         self._audit = audit
         self._opening: dict[str, int] = {}  # opens under way per principal
+        self._creating: set[str] = set()  # caller-chosen ids being opened now
         self._ending: set[str] = set()  # sessions being closed or deleted
 
     @contextlib.contextmanager
@@ -42,6 +43,31 @@ class Ownership:
                 f"session {session_id} is being closed or deleted; retry in a moment",
                 metadata={"sessionId": session_id},
             )
+
+    def known(self, session_id: str) -> bool:
+        """Whether the caller-chosen `session_id` names a session already; SessionBusy
+        while it is being opened, closed or deleted."""
+        self.refuse_if_ending(session_id)
+        if session_id in self._creating:
+            raise SessionBusy(
+                f"session {session_id} is being opened by another stream; retry "
+                "in a moment to attach to it",
+                metadata={"sessionId": session_id},
+            )
+        return session_id in self._sessions
+
+    def attachable(self, session_id: str, principal: Principal) -> Session:
+        """The session, if `principal` may attach a stream to it now (one at a time)."""
+        session = self.session_for(session_id, principal, "attach")
+        if session.lost:
+            raise session.lost_error()
+        if session.attached:
+            raise SessionBusy(
+                f"session {session_id} already has a stream attached; one "
+                "stream per session: end that stream first",
+                metadata={"sessionId": session_id},
+            )
+        return session
 
     def session_for(self, session_id: str, principal: Principal, action: str) -> Session:
         """The session, if `principal` may use it: PERMISSION_DENIED for a non-admin
@@ -75,15 +101,18 @@ class Ownership:
         return owned + self._opening.get(principal.name, 0)
 
     @contextlib.contextmanager
-    def opening(self, principal: Principal) -> Iterator[None]:
+    def opening(self, principal: Principal, session_id: str = "") -> Iterator[None]:
         """Around opening a session: refused past the principal's session quota, and
-        counted while it opens so concurrent opens cannot overshoot it together."""
+        counted while it opens so concurrent opens cannot overshoot it together; a
+        caller-chosen `session_id` is not `known` meanwhile, but busy."""
         self._quotas.check_sessions(principal, self.held(principal))
         name = principal.name
         self._opening[name] = self._opening.get(name, 0) + 1
+        self._creating.add(session_id)
         try:
             yield
         finally:
+            self._creating.discard(session_id)
             self._opening[name] -= 1
             if not self._opening[name]:
                 del self._opening[name]

@@ -36,6 +36,7 @@ from hotsvc.claude.events import (
 )
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
+from hotsvc.exits import exit_result, transcript_lost
 from hotsvc.framing import Framing
 from hotsvc.options import SessionOptions
 from hotsvc.permissions import Permissions
@@ -281,7 +282,16 @@ class Session:
                 )
                 return dataclasses.replace(ending, durable=durable)
             if attempt == 2 or self.closed or process.last_output >= written_at:
-                return await self._describe_exit(process, ending)
+                return await exit_result(
+                    self.id,
+                    process.pid,
+                    ending,
+                    closed=self.closed,
+                    turns=self.turns,
+                    restorable=functools.partial(
+                        self._durability.restorable, self.id, self.transcript_path()
+                    ),
+                )
             log.info(
                 "session %s: pid %d was gone before the turn reached it; resuming",
                 self.id,
@@ -331,37 +341,7 @@ class Session:
         return self._transcript
 
     def lost_error(self) -> TranscriptLost:
-        return TranscriptLost(
-            f"session {self.id} cannot go on: its transcript is gone (not on this host, not "
-            f"in the session store), so its {self.turns} turns cannot be resumed; delete it "
-            "and open a new session",
-            metadata={"sessionId": self.id, "turns": self.turns},
-        )
-
-    async def _describe_exit(self, process: ClaudeProcess, exited: ProcessExited) -> Result:
-        if self.closed:
-            return hotsvc_result("session_closed", f"session {self.id} was closed mid-turn")
-        tail = exited.stderr_tail or "(no stderr)"
-        if "is already in use" in tail:  # --session-id of a session that has a transcript
-            return hotsvc_result(
-                "session_id_in_use",
-                f"Claude Code refused session id {self.id}, which already has a transcript: {tail}",
-            )
-        # The turn failed: what the CLI said is worth more than DEBUG now.
-        log.warning(
-            "pid %d exited with %s mid-turn; stderr tail:\n%s", process.pid, exited.returncode, tail
-        )
-        if await self._durability.restorable(self.id, self.transcript_path()):
-            after = "the next turn resumes the conversation"
-        elif self.turns == 0:
-            after = "nothing was saved yet; the next turn starts the conversation"
-        else:
-            after = "its transcript is gone, so the conversation cannot be resumed"
-        return hotsvc_result(
-            "process_exited",
-            f"Claude Code (pid {process.pid}) exited with code {exited.returncode} "
-            f"during the turn; {after}. stderr tail:\n{tail}",
-        )
+        return transcript_lost(self.id, self.turns)
 
     def _send_interrupt(self, process: ClaudeProcess) -> None:
         """Interrupt the running turn, from a task of its own so the caller need not wait."""

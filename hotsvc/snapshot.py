@@ -44,6 +44,18 @@ class Opened:
     last_result: Result | None
 
 
+def opened_of(session: Session, start: Start) -> Opened:
+    process = session.process
+    return Opened(
+        session.id,
+        start,
+        process.pid if process else 0,
+        session.profile.name,
+        session.last_turn_id,
+        session.last_result,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SessionView:
     id: str
