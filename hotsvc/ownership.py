@@ -108,7 +108,8 @@ class Ownership:
         self._quotas.check_sessions(principal, self.held(principal))
         name = principal.name
         self._opening[name] = self._opening.get(name, 0) + 1
-        self._creating.add(session_id)
+        if session_id:
+            self._creating.add(session_id)
         try:
             yield
         finally:
