@@ -63,6 +63,17 @@ class Part:
     targets: list[Target] = field(default_factory=list)
 
 
+async def spawn_cli(
+    claude_cmd: list[str], env: dict[str, str], cwd: str | None = None
+) -> asyncio.subprocess.Process:
+    """A CLI with hotsvc's stream-json flags and a session id of its own, over pipes."""
+    return await asyncio.create_subprocess_exec(
+        *claude_cmd, *BASE_ARGS, "--session-id", str(uuid.uuid4()),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, limit=64 * 1024 * 1024,
+    )  # fmt: skip
+
+
 class DirectProcess:
     """The floor: a CLI process driven over its pipes with no service in between."""
 
@@ -71,12 +82,7 @@ class DirectProcess:
 
     @classmethod
     async def spawn(cls, claude_cmd: list[str], env: dict[str, str]) -> DirectProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *claude_cmd, *BASE_ARGS, "--session-id", str(uuid.uuid4()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env=env, limit=64 * 1024 * 1024,
-        )  # fmt: skip
-        return cls(proc)
+        return cls(await spawn_cli(claude_cmd, env))
 
     async def turn(self, text: str = PROMPT) -> str:
         assert self.proc.stdin and self.proc.stdout

@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -32,8 +31,9 @@ from typing import Any
 import psutil
 
 from hotsvc.claude import protocol
-from hotsvc.claude.launch import BASE_ARGS
 from hotsvc.local import local_model_env
+from hotsvc_tools.bench_kit import spawn_cli
+from hotsvc_tools.hotturn import start_model
 from hotsvc_tools.paths import PROJECT_CLAUDE
 
 PROMPT = "Remember 42"
@@ -74,12 +74,7 @@ class Model:
 
     @classmethod
     async def start(cls) -> Model:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotsvc.localmodel", "--listen", "127.0.0.1:0",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        return cls(proc, (await proc.stdout.readline()).decode().split()[-1])
+        return cls(*await start_model(log_requests=True))
 
     async def _count(self) -> None:
         assert self.proc.stderr is not None
@@ -104,12 +99,7 @@ class Cli:
 
     @classmethod
     async def spawn(cls, command: list[str], env: dict[str, str], cwd: str) -> Cli:
-        proc = await asyncio.create_subprocess_exec(
-            *command, *BASE_ARGS, "--session-id", str(uuid.uuid4()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, limit=64 * 1024 * 1024,
-        )  # fmt: skip
-        return cls(proc)
+        return cls(await spawn_cli(command, env, cwd))
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -158,21 +148,28 @@ class Cli:
         self._reader.cancel()
 
 
+async def prime(cli: Cli, way: str, model: Model) -> dict[str, str]:
+    """Prime `cli` the `way` named; each request's outcome, by subtype."""
+    answers: dict[str, str] = {}
+    requests = WAYS.get(way)
+    if way == "slash" or requests is not None:
+        answers["initialize"] = await cli.request("initialize", hooks=None)
+    for subtype, fields in requests or []:
+        answers[subtype] = await cli.request(subtype, **fields)
+    if way == "slash":
+        before = model.requests
+        await cli.turn(SLASH)
+        answers[SLASH] = f"{model.requests - before} model requests"
+    return answers
+
+
 async def one_run(
     command: list[str], env: dict[str, str], model: Model, way: str, idle: float, cwd: str
 ) -> Run:
     run = Run()
     cli = await Cli.spawn(command, env, cwd)
     try:
-        requests = WAYS.get(way)
-        if way == "slash" or requests is not None:
-            run.answers["initialize"] = await cli.request("initialize", hooks=None)
-        for subtype, fields in requests or []:
-            run.answers[subtype] = await cli.request(subtype, **fields)
-        if way == "slash":
-            before = model.requests
-            await cli.turn(SLASH)
-            run.answers[SLASH] = f"{model.requests - before} model requests"
+        run.answers = await prime(cli, way, model)
         await asyncio.sleep(idle)  # a warm pool's process waits idle for its session
         for _ in range(3):
             before, cpu = model.requests, cli.cpu()
@@ -186,36 +183,33 @@ async def one_run(
 
 
 async def strace_counts(
-    command: list[str], env: dict[str, str], way: str, idle: float, cwd: str, out: Path
+    command: list[str],
+    env: dict[str, str],
+    model: Model,
+    way: str,
+    idle: float,
+    cwd: str,
+    out: Path,
 ) -> None:
     """System call counts of the first turn and of the second, each its own strace."""
-    model = await Model.start()
-    env = {**env, **local_model_env(model.url, Path(env["HOME"]) / ".claude")}
+    cli = await Cli.spawn(command, env, cwd)
     try:
-        cli = await Cli.spawn(command, env, cwd)
-        try:
-            requests = WAYS.get(way)
-            if requests is not None:
-                await cli.request("initialize", hooks=None)
-            for subtype, fields in requests or []:
-                await cli.request(subtype, **fields)
-            await asyncio.sleep(idle)
-            for n in (1, 2):
-                path = out / f"{way}-turn{n}.txt"
-                tracer = await asyncio.create_subprocess_exec(
-                    "strace", "-f", "-c", "-o", str(path), "-p", str(cli.proc.pid),
-                    stderr=asyncio.subprocess.DEVNULL,
-                )  # fmt: skip
-                await asyncio.sleep(1.0)  # strace attaches to every thread
-                await cli.turn()
-                await asyncio.sleep(0.3)
-                tracer.send_signal(2)
-                await tracer.wait()
-                print(f"  strace of turn {n}: {path} ({_total_calls(path)} calls)")
-        finally:
-            await cli.close()
+        await prime(cli, way, model)
+        await asyncio.sleep(idle)
+        for n in (1, 2):
+            path = out / f"{way}-turn{n}.txt"
+            tracer = await asyncio.create_subprocess_exec(
+                "strace", "-f", "-c", "-o", str(path), "-p", str(cli.proc.pid),
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(1.0)  # strace attaches to every thread
+            await cli.turn()
+            await asyncio.sleep(0.3)
+            tracer.send_signal(2)
+            await tracer.wait()
+            print(f"  strace of turn {n}: {path} ({_total_calls(path)} calls)")
     finally:
-        await model.stop()
+        await cli.close()
 
 
 def _total_calls(path: Path) -> str:
@@ -256,13 +250,14 @@ async def main_async(args: argparse.Namespace, command: list[str], home: str) ->
                 f"{turns[0] / turns[1]:.2f} | {cpu} | {requests} |"
                 + (f" {answers}" if answers else "")
             )
+        if args.strace:
+            for way in ("initialize", "get_context_usage"):
+                print(f"strace, primed with {way}:")
+                await strace_counts(
+                    command, env, model, way, args.idle, str(work), Path(args.strace)
+                )
     finally:
         await model.stop()
-    if args.strace:
-        out = Path(args.strace)
-        for way in ("initialize", "get_context_usage"):
-            print(f"strace, primed with {way}:")
-            await strace_counts(command, env, way, args.idle, str(work), out)
 
 
 def main() -> None:

@@ -28,10 +28,14 @@ from hotsvc_tools.paths import PROJECT_CLAUDE
 PROMPT = "Remember 42"
 
 
-async def start_model() -> tuple[asyncio.subprocess.Process, str]:
+async def start_model(log_requests: bool = False) -> tuple[asyncio.subprocess.Process, str]:
+    """The local scripted model and its URL; with `log_requests`, its request log on a
+    stderr pipe."""
+    quiet = () if log_requests else ("--quiet",)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hotsvc.localmodel", "--listen", "127.0.0.1:0", "--quiet",
+        sys.executable, "-m", "hotsvc.localmodel", "--listen", "127.0.0.1:0", *quiet,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE if log_requests else None,
     )  # fmt: skip
     assert proc.stdout is not None
     return proc, (await proc.stdout.readline()).decode().split()[-1]
