@@ -4,13 +4,15 @@ A child running as another account must reach its TMPDIR (`<data-dir>/tmp/...`),
 workspace and, under --session-uids, its home (`<data-dir>/homes/...`), and nothing else
 of hotsvc's: so the data directory and those roots are 0711 (entered, not listed), each
 child's own entry 0700 and its account's, and everything else in the data directory
-(the registry first) is the service's alone. Start-up checks that each of those paths
-can be reached at all (every parent searchable by others) and names the one that cannot.
+(the registry first) is the service's alone. Start-up checks that each of those paths,
+and the Claude Code executable the children run, can be reached at all (every parent
+searchable by others) and names the one that cannot.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -42,6 +44,9 @@ def check(config: ServiceConfig, accounts: Accounts) -> None:
         roots.append(config.data_dir)
     for root in roots:
         _check_reachable(root.absolute())
+    if found := shutil.which(config.claude_cmd[0]):  # a missing one fails at its spawn
+        for cli in {Path(found).absolute(), Path(found).resolve()}:  # its link, its file
+            _check_reachable(cli)
     if accounts.fixed is not None and not accounts.per_session:
         for profile in config.profiles.values():
             _check_cli_dir(config, cli_config_dir(config, profile), accounts.fixed.uid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -43,6 +44,42 @@ OLD_CLAUDE = (
     / (".bin/claude")
 )
 CLAUDE_VERSIONS = {"2.1.330": REAL_CLAUDE, "2.1.197": OLD_CLAUDE}
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether another account can get to `path`: every directory above it searchable."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="session")
+def child_clis() -> Iterator[dict[str, Path]]:
+    """CLAUDE_VERSIONS as other accounts can run them (--child-user, --session-uids): in
+    place when every directory above them lets others through, else their packages linked
+    into a directory that does (a checkout under a 0700 directory, as `mktemp -d` makes)."""
+    if all(_reachable_by_others(cli) for cli in CLAUDE_VERSIONS.values()):
+        yield CLAUDE_VERSIONS
+        return
+    shared = Path(tempfile.mkdtemp(prefix="hotsvc-clis-"))
+    os.chmod(shared, 0o755)
+    try:
+        clis = {}
+        for version, cli in CLAUDE_VERSIONS.items():
+            binary = cli.resolve()
+            package = binary.parents[1]  # node_modules/@anthropic-ai/claude-code
+            shutil.copytree(package, shared / version, copy_function=_link_or_copy)
+            clis[version] = shared / version / binary.relative_to(package)
+        yield clis
+    finally:
+        shutil.rmtree(shared)
+
+
 # As `make run` does: the pinned CLI is found after any `claude` already on PATH.
 os.environ["PATH"] = f"{os.environ.get('PATH', '')}{os.pathsep}{REAL_CLAUDE.parent}"
 EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs

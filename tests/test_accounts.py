@@ -16,7 +16,7 @@ from hotsession.v1 import hotsession_pb2 as pb
 
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.profiles import DEFAULT_PROFILE, Profile
-from tests.conftest import REAL_CLAUDE, Conversation, Live, StartService
+from tests.conftest import Conversation, Live, StartService
 from tests.test_auth import serve_fails
 
 LocalModel = tuple[LocalModelServer, dict[str, str]]
@@ -33,7 +33,11 @@ def shared() -> Iterator[Path]:
 
 
 async def start_as(
-    start_service: StartService, local_model: LocalModel, base: Path, **kwargs: Any
+    start_service: StartService,
+    local_model: LocalModel,
+    base: Path,
+    cli: Path,
+    **kwargs: Any,
 ) -> Live:
     _, env = local_model
     profile = Profile(
@@ -43,7 +47,7 @@ async def start_as(
         workspace_root=str(base / "workspaces"),
     )
     return await start_service(
-        claude_cmd=(str(REAL_CLAUDE),),
+        claude_cmd=(str(cli),),
         child_env={**env, "CLAUDE_CONFIG_DIR": str(base / "claude")},
         profiles={DEFAULT_PROFILE: profile},
         data_dir=base / "data",
@@ -58,10 +62,15 @@ async def run(talk: Conversation, command: str) -> pb.ToolResult:
 
 
 async def test_child_user_runs_the_cli_and_its_tools_and_owns_the_workspaces(
-    shared: Path, start_service: StartService, local_model: LocalModel
+    shared: Path,
+    start_service: StartService,
+    local_model: LocalModel,
+    child_clis: dict[str, Path],
 ) -> None:
     child = pwd.getpwnam(CHILD)
-    live = await start_as(start_service, local_model, shared, child_user=CHILD, pool_size=1)
+    live = await start_as(
+        start_service, local_model, shared, child_clis["2.1.330"], child_user=CHILD, pool_size=1
+    )
     talk = Conversation(live.stub)
     opened = await talk.open()
     assert opened.start == pb.SESSION_START_WARM
@@ -93,3 +102,13 @@ async def test_child_user_needs_root_and_a_known_account(shared: Path) -> None:
         "--child-user", CHILD, "--data-dir", str(closed / "data"), state=shared / "s"
     )
     assert f"{closed} is not searchable by other accounts" in message
+    # So is a CLI they could not run.
+    cli = closed / "claude"
+    cli.write_text("#!/bin/sh\n")
+    cli.chmod(0o755)
+    message = await serve_fails(
+        "--child-user", CHILD, "--claude-cmd", str(cli), "--data-dir", str(shared / "data"),
+        state=shared / "s",
+    )  # fmt: skip
+    assert f"{closed} is not searchable by other accounts" in message
+    assert f"cannot reach {cli}" in message

@@ -35,7 +35,7 @@ async def start(
     start_service: StartService,
     local_model: LocalModel,
     base: Path,
-    cli: Path = CLAUDE_VERSIONS["2.1.330"],
+    cli: Path,
     **kwargs: Any,
 ) -> Live:
     _, env = local_model
@@ -83,8 +83,9 @@ async def test_another_sessions_tool_cannot_forge_read_or_signal(
     start_service: StartService,
     local_model: LocalModel,
     version: str,
+    child_clis: dict[str, Path],
 ) -> None:
-    live = await start(start_service, local_model, shared, CLAUDE_VERSIONS[version])
+    live = await start(start_service, local_model, shared, child_clis[version])
     a, b = Conversation(live.stub), Conversation(live.stub)
     a_pid = (await a.open()).pid
     await b.open()
@@ -120,8 +121,9 @@ async def test_every_uid_is_returned_after_close_and_after_a_crash(
     shared: Path,  # noqa: F811  # first: removed after the service has stopped
     start_service: StartService,
     local_model: LocalModel,
+    child_clis: dict[str, Path],
 ) -> None:
-    live = await start(start_service, local_model, shared)
+    live = await start(start_service, local_model, shared, child_clis["2.1.330"])
     talk = Conversation(live.stub)
     opened = await talk.open()
     # A tool that leaves a process behind, detached from the CLI's process group, and a
@@ -159,8 +161,9 @@ async def test_warm_processes_hold_uids_from_their_spawn(
     shared: Path,  # noqa: F811  # first: removed after the service has stopped
     start_service: StartService,
     local_model: LocalModel,
+    child_clis: dict[str, Path],
 ) -> None:
-    live = await start(start_service, local_model, shared, pool_size=2)
+    live = await start(start_service, local_model, shared, child_clis["2.1.330"], pool_size=2)
     assert in_use(live) == 2
     talk = Conversation(live.stub)
     assert (await talk.open()).start == pb.SESSION_START_WARM
@@ -175,8 +178,9 @@ async def test_a_full_range_refuses_an_open_until_a_uid_is_back(
     shared: Path,  # noqa: F811  # first: removed after the service has stopped
     start_service: StartService,
     local_model: LocalModel,
+    child_clis: dict[str, Path],
 ) -> None:
-    live = await start(start_service, local_model, shared)
+    live = await start(start_service, local_model, shared, child_clis["2.1.330"])
     talks = [Conversation(live.stub) for _ in UIDS]
     opened = [await talk.open() for talk in talks]
     assert in_use(live) == len(UIDS)
@@ -207,8 +211,9 @@ async def test_a_fork_runs_under_its_own_uid_in_a_copy_of_the_workspace(
     shared: Path,  # noqa: F811  # first: removed after the service has stopped
     start_service: StartService,
     local_model: LocalModel,
+    child_clis: dict[str, Path],
 ) -> None:
-    live = await start(start_service, local_model, shared)
+    live = await start(start_service, local_model, shared, child_clis["2.1.330"])
     talk = Conversation(live.stub)
     source = (await talk.open()).session_id
     source_uid = int((await run(talk, "echo notes > notes.txt && id -u")).content)

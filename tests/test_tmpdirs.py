@@ -23,6 +23,7 @@ import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
+from hotsvc import tmpdirs
 from hotsvc.localmodel import LocalModelServer
 from tests.conftest import (
     DEADLINE,
@@ -206,12 +207,14 @@ def test_read_only_directories_a_tool_left_are_removed_too(short_dir: Path) -> N
         for path in (root, *root.rglob("*")):
             os.chown(path, 65534, 65534)
         as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    sweep = (
-        "import pathlib, sys; from hotsvc.tmpdirs import ChildTmpDirs; "
-        "print(ChildTmpDirs(pathlib.Path(sys.argv[1])).open())"
+    # The module (stdlib only) on stdin and the interpreter the venv links to: the account
+    # needs no way into the checkout, which may sit in a 0700 directory.
+    sweep = Path(tmpdirs.__file__).read_text() + (
+        "\nimport pathlib, sys\nprint(ChildTmpDirs(pathlib.Path(sys.argv[1])).open())\n"
     )
     done = subprocess.run(
-        [*as_user, sys.executable, "-c", sweep, str(root)],
+        [*as_user, os.path.realpath(sys.executable), "-I", "-", str(root)],
+        input=sweep,
         capture_output=True,
         text=True,
         timeout=DEADLINE,
