@@ -1,0 +1,83 @@
+"""gRPC's own floor: a HotSession server that answers each turn with a recorded turn's
+responses and no process, so what grpcio alone costs stands beside hotsvc.
+
+    python -m hotsvc_tools.grpcfloor EVENTS    (prints its port; `make bench` runs it)
+
+EVENTS holds one JSON line per response: its offset in the real turn (seconds after the
+turn was written) and the serialized PromptResponse. A turn whose text is `spaced` gets
+them at those offsets, as a real turn's events come; any other turn gets them back to back
+(the latency floor). It runs under uvloop, as hotsvc does, in a process of its own so
+that its CPU time is gRPC's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # as hotsvc.cli sets it
+
+import grpc
+import uvloop
+from hotsession.v1 import hotsession_pb2 as pb
+from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
+
+SPACED = "spaced"
+Recorded = Sequence[tuple[float, pb.PromptResponse]]
+
+
+def save(path: Path, turn: Recorded) -> None:
+    with path.open("w") as file:
+        for offset, response in turn:
+            data = base64.b64encode(response.SerializeToString()).decode()
+            file.write(json.dumps({"offset": offset, "response": data}) + "\n")
+
+
+def load(path: Path) -> list[tuple[float, pb.PromptResponse]]:
+    turn = []
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        response = pb.PromptResponse.FromString(base64.b64decode(item["response"]))
+        turn.append((float(item["offset"]), response))
+    return turn
+
+
+class ReplayServicer(pb_grpc.HotSessionServicer):
+    def __init__(self, turn: Recorded) -> None:
+        self._turn = turn
+
+    async def Prompt(
+        self, request_iterator: AsyncIterator[pb.PromptRequest], context: object
+    ) -> AsyncIterator[pb.PromptResponse]:
+        loop = asyncio.get_running_loop()
+        async for request in request_iterator:
+            if request.HasField("open"):
+                yield pb.PromptResponse(opened=pb.SessionOpened())
+                continue
+            start, spaced = loop.time(), request.turn.text == SPACED
+            for offset, response in self._turn:
+                if spaced and (wait := start + offset - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                yield response
+
+
+async def serve(turn: Recorded) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_HotSessionServicer_to_server(ReplayServicer(turn), server)  # type: ignore[abstract]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    uvloop.run(serve(load(Path(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()
