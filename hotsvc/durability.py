@@ -2,8 +2,10 @@
 
 After each turn, before its result goes out: the session's transcript is seen to hold the
 turn's last entry (hotsvc.claude.filewatch; bounded by --transcript-sync-timeout, past it
-the result says `durable: false`), and its new lines are copied to the session store, so
-neither a SIGKILL nor the loss of the host (with a shared store) loses it. Before a
+the result says `durable: false`), and its new lines are copied to the session store with
+the turn's record (count, usage, cost) in one transaction, so neither a SIGKILL nor the
+loss of the host (with a shared store) loses it. A turn with no transcript entries (an
+error, a process that died) has its record stored alone. Before a
 process resumes a conversation, the transcript comes back from the store if the file is
 missing or shorter; with no transcript anywhere, a session that had turns is lost.
 """
@@ -19,7 +21,7 @@ from hotsvc.claude.transcripts import transcript_path
 from hotsvc.errors import ServiceError
 from hotsvc.profiles import Profile
 from hotsvc.settings import ServiceConfig
-from hotsvc.store import SessionStore, TranscriptCopy
+from hotsvc.store import SessionStore, TranscriptCopy, TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 class Durability:
     def __init__(self, config: ServiceConfig, store: SessionStore) -> None:
         self._config = config
+        self._store = store
         self._copy = TranscriptCopy(store)
         self._timeout = config.transcript_sync_timeout
 
@@ -35,9 +38,11 @@ class Durability:
         env = launch.child_environment(self._config, profile, cwd)
         return transcript_path(env, cwd, session_id)
 
-    async def settle(self, session_id: str, path: Path, marker: str, offset: int) -> bool:
+    async def settle(
+        self, session_id: str, path: Path, marker: str, offset: int, turn: TurnRecord
+    ) -> bool:
         """Whether the turn whose last transcript entry is `marker` is now saved, on disk
-        (written after byte `offset`) and in the store."""
+        (written after byte `offset`) and in the store, with its record `turn`."""
         # A UUID is unique enough to find as it is, however the line is spaced.
         saved = await wait_until_holds(path, marker.encode(), offset, self._timeout)
         if not saved:
@@ -47,13 +52,21 @@ class Durability:
                 session_id,
                 self._timeout,
             )
+            await self.record(session_id, turn)
             return False
         try:
-            await self._copy.push(session_id, path)
+            await self._copy.push(session_id, path, turn)
         except (ServiceError, OSError) as exc:
             log.warning("session %s: the turn is on disk but not in the store: %s", session_id, exc)
             return False
         return True
+
+    async def record(self, session_id: str, turn: TurnRecord) -> None:
+        """Store a turn's record alone (a turn that wrote no transcript entries)."""
+        try:
+            await self._store.touch(session_id, turn)
+        except ServiceError as exc:  # the next turn's record carries the count again
+            log.warning("session %s: turn not recorded in the store: %s", session_id, exc)
 
     async def restore(self, session_id: str, path: Path) -> bool:
         """Bring the transcript back from the store when the file lacks lines; True when

@@ -17,6 +17,7 @@ from hotsvc import logs, metrics
 from hotsvc.attachment import Attachment
 from hotsvc.audit import AuditLog
 from hotsvc.capacity import Capacity, StreamLimit
+from hotsvc.claude.events import Result
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.draining import Drain
 from hotsvc.durability import Durability
@@ -40,7 +41,7 @@ from hotsvc.registry import Registry
 from hotsvc.session import OnProgress, Session
 from hotsvc.settings import ServiceConfig
 from hotsvc.snapshot import Opened, Snapshot, Start, opened_of, snapshot_of
-from hotsvc.store import LeaseKeeper, SessionStore
+from hotsvc.store import LeaseKeeper, SessionStore, TurnRecord
 from hotsvc.store.turns import TurnTotals
 from hotsvc.supply import ProcessSupply
 
@@ -297,19 +298,22 @@ class SessionManager:
         self._drain.refuse_new()
         return await self._supply.resume(session, progress)
 
-    async def turn_ended(self, session: Session) -> None:
+    def count_turn(self, session: Session, result: Result) -> TurnRecord:
+        """A finished turn's record for the store: the session's new count, the turn's own
+        usage and cost (counted in the metrics here)."""
         pid = session.process.pid if session.process else 0
-        turn = self._totals.turn(
-            session.id, pid, session.last_result, session.last_active_at, session.turns
-        )
+        turn = self._totals.turn(session.id, pid, result, session.last_active_at, session.turns)
         metrics.turn_usage(session.profile.name, turn.usage, turn.cost_usd)
+        return dataclasses.replace(turn, model=session.model)
+
+    async def turn_ended(self, session: Session) -> None:
+        """After a turn is recorded (Session._drive), before its result goes out."""
         try:
-            await self._store.touch(session.id, dataclasses.replace(turn, model=session.model))
             if session.forked_from and session.process_turns:  # the fork has its transcript
                 session.forked_from = ""
                 await self._store.set_options(session.id, session.options, "")
-        except StoreUnavailable as exc:  # the next turn's touch records the count again
-            log.warning("session %s: turn not recorded in the store: %s", session.id, exc)
+        except StoreUnavailable as exc:
+            log.warning("session %s: fork not recorded in the store: %s", session.id, exc)
         if not session.attached:
             self._capacity.changed()  # idle and unattached: evictable for a waiting open
             if not session.pending:  # (the turn itself still counts as running here)

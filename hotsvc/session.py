@@ -49,6 +49,7 @@ from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 if TYPE_CHECKING:
     from hotsvc.attachment import Attachment
     from hotsvc.durability import Durability
+    from hotsvc.store import TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,18 @@ class ProcessSource(Protocol):
         self, session: Session, progress: OnProgress | None = None
     ) -> ClaudeProcess: ...
 
+    def count_turn(self, session: Session, result: Result) -> TurnRecord: ...
+
     async def turn_ended(self, session: Session) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """Where a turn's transcript entries land, found there before its result goes out."""
+
+    path: Path
+    marker: str  # the uuid of its last entry
+    offset: int  # the transcript's size before the turn
 
 
 class Session:
@@ -205,8 +217,9 @@ class Session:
 
     async def _drive(self, turn: Turn) -> None:
         self._running = turn
+        written: Written | None = None
         try:
-            result = await self._run(turn)
+            result, written = await self._run(turn)
         except asyncio.CancelledError:
             turn.finish(hotsvc_result("shutdown", "hotsvc stopped before the turn ended"))
             raise
@@ -220,8 +233,16 @@ class Session:
             self.process_turns += 1
         self.last_turn_id, self.last_result = turn.id, result
         self.last_active_at = time.time()
-        try:
-            await self._source.turn_ended(self)  # recorded before the caller hears of it
+        try:  # recorded before the caller hears of it
+            record = self._source.count_turn(self, result)
+            if written is None:
+                await self._durability.record(self.id, record)
+            else:
+                durable = await self._durability.settle(
+                    self.id, written.path, written.marker, written.offset, record
+                )
+                result = self.last_result = dataclasses.replace(result, durable=durable)
+            await self._source.turn_ended(self)
         except Exception:
             log.exception("session %s: turn %s not recorded", self.id, turn.id)
         finally:
@@ -233,21 +254,23 @@ class Session:
             metrics.evicted("recycle")
             await self.stop()
 
-    async def _run(self, turn: Turn) -> Result:
-        """Write the turn and let its events flow; returns the Result that ends it."""
+    async def _run(self, turn: Turn) -> tuple[Result, Written | None]:
+        """Write the turn and let its events flow; returns the Result that ends it and,
+        when Claude Code answered it, where its transcript entries are."""
         if self.closed:
-            return hotsvc_result("session_closed", f"session {self.id} was closed")
+            return hotsvc_result("session_closed", f"session {self.id} was closed"), None
         if turn.interrupt_requested:
-            return hotsvc_result("interrupted", "interrupted before it reached Claude")
+            return hotsvc_result("interrupted", "interrupted before it reached Claude"), None
         # A process that died between turns may not have been noticed yet: if it ends
         # without a word after the write, the turn never reached Claude and runs once more.
         for attempt in (1, 2):
             try:
                 resumed = await self.ensure_process()
             except TranscriptLost as exc:
-                return hotsvc_result("transcript_lost", exc.message)
+                return hotsvc_result("transcript_lost", exc.message), None
             except ServiceError as exc:
-                return hotsvc_result("resume_failed", f"could not restart session {self.id}: {exc}")
+                message = f"could not restart session {self.id}: {exc}"
+                return hotsvc_result("resume_failed", message), None
             process = self.process
             assert process is not None
             self._ended = asyncio.get_running_loop().create_future()
@@ -277,12 +300,9 @@ class Session:
             )
             if isinstance(ending, Result):
                 turn.mark("result")
-                durable = await self._durability.settle(
-                    self.id, self.transcript_path(), self._marker, offset
-                )
-                return dataclasses.replace(ending, durable=durable)
+                return ending, Written(self.transcript_path(), self._marker, offset)
             if attempt == 2 or self.closed or process.last_output >= written_at:
-                return await exit_result(
+                died = await exit_result(
                     self.id,
                     process.pid,
                     ending,
@@ -292,6 +312,7 @@ class Session:
                         self._durability.restorable, self.id, self.transcript_path()
                     ),
                 )
+                return died, None
             log.info(
                 "session %s: pid %d was gone before the turn reached it; resuming",
                 self.id,

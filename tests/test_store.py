@@ -154,6 +154,19 @@ async def test_transcript_append_read_and_delete(stores: OpenStore) -> None:
     assert await again.transcript("s-1") == b""
 
 
+async def test_a_turns_record_lands_with_its_lines_or_not_at_all(stores: OpenStore) -> None:
+    store = await stores()
+    await store.save(record("s-1"))
+    turn = TurnRecord(5.0, 1, model="opus", usage=Usage(3, 4, 0, 0), cost_usd=0.5)
+    assert await store.append_transcript("s-1", transcript_lines(2), 0, turn) == 2
+    with pytest.raises(TranscriptGap):  # refused whole: the record is not taken either
+        await store.append_transcript("s-1", transcript_lines(1, start=7), 7, turn)
+    again = await store.get("s-1")
+    assert again == record(
+        "s-1", last_used_at=5.0, turns=1, model="opus", usage=Usage(3, 4, 0, 0), cost_usd=0.5
+    )
+
+
 async def test_concurrent_appends_land_whole_and_once(stores: OpenStore) -> None:
     replica_a, replica_b = await stores("replica-a"), await stores("replica-b")
     await replica_a.save(record("s-1"))

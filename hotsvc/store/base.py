@@ -85,6 +85,23 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
+def touch_values(session_id: str, turn: TurnRecord) -> tuple[object, ...]:
+    """The parameters of each dialect's TOUCH statement, in its order."""
+    usage = turn.usage
+    return (
+        turn.last_used_at,
+        turn.turns,
+        turn.model,
+        turn.model,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_read_input_tokens,
+        turn.cost_usd,
+        session_id,
+    )
+
+
 def check_lines(lines: Sequence[bytes]) -> None:
     for line in lines:
         if b"\n" in line:
@@ -184,9 +201,15 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_transcript(
-        self, session_id: str, lines: Sequence[bytes], first: int | None = None
+        self,
+        session_id: str,
+        lines: Sequence[bytes],
+        first: int | None = None,
+        turn: TurnRecord | None = None,
     ) -> int:
         """Append transcript lines (without their newlines); returns the lines now stored.
+        With `turn`, the session's record takes that turn (as `touch`) in the same
+        transaction: a turn's entries and its count land together, in one round trip.
 
         `first` is the number of the first line given (0-based): lines the store already
         has are skipped, so a retried or repeated append stores nothing twice, and a

@@ -29,6 +29,7 @@ from hotsvc.store.base import (
     check_lines,
     record_of,
     row_of,
+    touch_values,
 )
 
 log = logging.getLogger(__name__)
@@ -135,27 +136,7 @@ class PostgresStore(SessionStore):
         )
 
     async def touch(self, session_id: str, turn: TurnRecord) -> None:
-        usage = turn.usage
-        await self._execute(
-            "UPDATE sessions SET last_used_at = %s, turns = %s, "
-            "model = CASE WHEN %s = '' THEN model ELSE %s END, "
-            "input_tokens = input_tokens + %s, output_tokens = output_tokens + %s, "
-            "cache_creation_input_tokens = cache_creation_input_tokens + %s, "
-            "cache_read_input_tokens = cache_read_input_tokens + %s, "
-            "cost_usd = cost_usd + %s WHERE id = %s",
-            (
-                turn.last_used_at,
-                turn.turns,
-                turn.model,
-                turn.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_creation_input_tokens,
-                usage.cache_read_input_tokens,
-                turn.cost_usd,
-                session_id,
-            ),
-        )
+        await self._execute(schema.POSTGRES_TOUCH, touch_values(session_id, turn))
 
     async def set_state(self, session_id: str, state: StoredState) -> None:
         await self._execute(
@@ -220,7 +201,11 @@ class PostgresStore(SessionStore):
     # -- transcripts -----------------------------------------------------------------
 
     async def append_transcript(
-        self, session_id: str, lines: Sequence[bytes], first: int | None = None
+        self,
+        session_id: str,
+        lines: Sequence[bytes],
+        first: int | None = None,
+        turn: TurnRecord | None = None,
     ) -> int:
         check_lines(lines)
         chunk = transcripts.encode(lines) if lines else None
@@ -249,6 +234,8 @@ class PostgresStore(SessionStore):
                     "INSERT INTO transcript_chunks VALUES (%s, %s, %s, %s, %s, %s)",
                     (session_id, stored, len(new), chunk.codec, chunk.raw_bytes, chunk.data),
                 )
+            if turn is not None:
+                await conn.execute(schema.POSTGRES_TOUCH.encode(), touch_values(session_id, turn))
             return stored + len(new)
 
     @staticmethod

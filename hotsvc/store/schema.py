@@ -134,3 +134,16 @@ SESSION_COLUMNS = (
     "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd, options, "
     "forked_from, claude_id"
 )
+
+# A finished turn on its session's row: the new count, the model if reported, and the
+# turn's own usage and cost added to the totals (parameters: base.touch_values).
+_TOUCH = (
+    "UPDATE sessions SET last_used_at = {0}, turns = {0}, "
+    "model = CASE WHEN {0} = '' THEN model ELSE {0} END, "
+    "input_tokens = input_tokens + {0}, output_tokens = output_tokens + {0}, "
+    "cache_creation_input_tokens = cache_creation_input_tokens + {0}, "
+    "cache_read_input_tokens = cache_read_input_tokens + {0}, "
+    "cost_usd = cost_usd + {0} WHERE id = {0}"
+)
+SQLITE_TOUCH = _TOUCH.format("?")
+POSTGRES_TOUCH = _TOUCH.format("%s")

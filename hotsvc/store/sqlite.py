@@ -34,6 +34,7 @@ from hotsvc.store.base import (
     check_lines,
     record_of,
     row_of,
+    touch_values,
 )
 
 log = logging.getLogger(__name__)
@@ -166,27 +167,7 @@ class SqliteStore(SessionStore):
 
     @_in_thread
     def touch(self, session_id: str, turn: TurnRecord) -> None:
-        usage = turn.usage
-        self.db.execute(
-            "UPDATE sessions SET last_used_at = ?, turns = ?, "
-            "model = CASE WHEN ? = '' THEN model ELSE ? END, "
-            "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
-            "cache_creation_input_tokens = cache_creation_input_tokens + ?, "
-            "cache_read_input_tokens = cache_read_input_tokens + ?, "
-            "cost_usd = cost_usd + ? WHERE id = ?",
-            (
-                turn.last_used_at,
-                turn.turns,
-                turn.model,
-                turn.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_creation_input_tokens,
-                usage.cache_read_input_tokens,
-                turn.cost_usd,
-                session_id,
-            ),
-        )
+        self.db.execute(schema.SQLITE_TOUCH, touch_values(session_id, turn))
 
     @_in_thread
     def set_state(self, session_id: str, state: StoredState) -> None:
@@ -254,7 +235,11 @@ class SqliteStore(SessionStore):
 
     @_in_thread
     def append_transcript(
-        self, session_id: str, lines: Sequence[bytes], first: int | None = None
+        self,
+        session_id: str,
+        lines: Sequence[bytes],
+        first: int | None = None,
+        turn: TurnRecord | None = None,
     ) -> int:
         check_lines(lines)
         with self._writing() as db:
@@ -276,6 +261,8 @@ class SqliteStore(SessionStore):
                     "INSERT INTO transcript_chunks VALUES (?, ?, ?, ?, ?, ?)",
                     (session_id, stored, len(new), chunk.codec, chunk.raw_bytes, chunk.data),
                 )
+            if turn is not None:
+                db.execute(schema.SQLITE_TOUCH, touch_values(session_id, turn))
             return stored + len(new)
 
     def _stored_lines(self, session_id: str) -> int:

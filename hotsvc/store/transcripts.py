@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hotsvc.store.base import SessionStore
+    from hotsvc.store.base import SessionStore, TurnRecord
 
 RAW = 0
 ZLIB = 1
@@ -67,9 +67,10 @@ class TranscriptCopy:
         self._store = store
         self._cursors: dict[str, _Cursor] = {}
 
-    async def push(self, session_id: str, path: Path) -> int:
+    async def push(self, session_id: str, path: Path, turn: TurnRecord | None = None) -> int:
         """Copy the lines the store lacks from `path`; returns the lines now stored.
-        A last line without its newline (still being written) waits for the next push."""
+        A last line without its newline (still being written) waits for the next push.
+        With `turn`, the session's record takes it in the same transaction."""
         known = self._cursors.get(session_id)
         if known is None:
             stored = await self._store.transcript_lines(session_id)
@@ -81,7 +82,12 @@ class TranscriptCopy:
         else:
             lines, cursor = await asyncio.to_thread(_read_new, path, known)
         first = cursor.lines - len(lines)
-        stored = await self._store.append_transcript(session_id, lines, first) if lines else first
+        if lines:
+            stored = await self._store.append_transcript(session_id, lines, first, turn)
+        else:
+            stored = first
+            if turn is not None:
+                await self._store.touch(session_id, turn)
         self._cursors[session_id] = cursor
         return stored
 
