@@ -28,6 +28,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+# Before grpc is imported: this process starts CLIs with uvloop's fork() (hotsvc.cli).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import grpc
 import uvloop
 from hotsession.v1 import hotsession_pb2 as pb

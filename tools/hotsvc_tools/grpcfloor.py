@@ -2,6 +2,7 @@
 responses and no process, so what grpcio alone costs stands beside hotsvc.
 
     python -m hotsvc_tools.grpcfloor EVENTS    (prints its port; `make bench` runs it)
+    python -m hotsvc_tools.grpcfloor --wakeups (the CPU one wake-up of an idle loop costs)
 
 EVENTS holds one JSON line per response: its offset in the real turn (seconds after the
 turn was written) and the serialized PromptResponse. A turn whose text is `spaced` gets
@@ -17,10 +18,12 @@ import base64
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # as hotsvc.cli sets it
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as hotsvc.cli sets it
 
 import grpc
 import uvloop
@@ -75,7 +78,34 @@ async def serve(turn: Recorded) -> None:
     await server.wait_for_termination()
 
 
+async def wakeups(with_grpc: bool, count: int = 500) -> float:
+    """CPU seconds per wake-up of an otherwise idle loop (a 10 ms timer), optionally with
+    a gRPC server started: the least any event costs a process that sleeps between them."""
+    server = grpc.aio.server() if with_grpc else None
+    if server is not None:
+        server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+    started = time.process_time()
+    for _ in range(count):
+        await asyncio.sleep(0.01)
+    used = (time.process_time() - started) / count
+    if server is not None:
+        await server.stop(None)
+    return used
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--wakeups"]:
+        runners: dict[str, Callable[[Coroutine[Any, Any, float]], float]] = {
+            "uvloop": uvloop.run,
+            "asyncio": asyncio.run,
+        }
+        for name, run in runners.items():
+            for with_grpc in (False, True):
+                used = run(wakeups(with_grpc))
+                grpc_note = "with" if with_grpc else "without"
+                print(f"{name}, {grpc_note} a gRPC server: {used * 1e3:.3f} ms CPU a wake-up")
+        return
     uvloop.run(serve(load(Path(sys.argv[1]))))
 
 
