@@ -12,10 +12,12 @@ missing or shorter; with no transcript anywhere, a session that had turns is los
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from hotsvc.claude import launch
+from hotsvc.claude.events import Result
 from hotsvc.claude.filewatch import wait_until_holds
 from hotsvc.claude.transcripts import transcript_path
 from hotsvc.errors import ServiceError
@@ -24,6 +26,15 @@ from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore, TranscriptCopy, TurnRecord
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """Where a turn's transcript entries land, to be found there before its result goes out."""
+
+    path: Path
+    marker: str  # the uuid of its last entry
+    offset: int  # the transcript's size before the turn (size_of)
 
 
 class Durability:
@@ -38,13 +49,21 @@ class Durability:
         env = launch.child_environment(self._config, profile, cwd)
         return transcript_path(env, cwd, session_id)
 
-    async def settle(
-        self, session_id: str, path: Path, marker: str, offset: int, turn: TurnRecord
-    ) -> bool:
-        """Whether the turn whose last transcript entry is `marker` is now saved, on disk
-        (written after byte `offset`) and in the store, with its record `turn`."""
+    async def keep(
+        self, session_id: str, result: Result, turn: TurnRecord, written: Written | None
+    ) -> Result:
+        """Store a finished turn's record `turn`, with its transcript entries when Claude
+        Code `written` any; the result as it goes out (durable once they are stored)."""
+        if written is None:
+            await self.record(session_id, turn)
+            return result
+        return dataclasses.replace(result, durable=await self.settle(session_id, written, turn))
+
+    async def settle(self, session_id: str, written: Written, turn: TurnRecord) -> bool:
+        """Whether the turn is now saved, on disk and in the store, with its record."""
+        path = written.path
         # A UUID is unique enough to find as it is, however the line is spaced.
-        saved = await wait_until_holds(path, marker.encode(), offset, self._timeout)
+        saved = await wait_until_holds(path, written.marker.encode(), written.offset, self._timeout)
         if not saved:
             log.warning(
                 "session %s: the transcript did not show the turn within %gs; its "
@@ -89,6 +108,13 @@ class Durability:
 
     def forget(self, session_id: str) -> None:
         self._copy.forget(session_id)
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _has_content(path: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -35,6 +34,7 @@ from hotsvc.claude.events import (
     UserMessage,
 )
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
+from hotsvc.durability import Durability, Written, size_of
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.exits import exit_result, transcript_lost
 from hotsvc.framing import Framing
@@ -48,7 +48,6 @@ from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 
 if TYPE_CHECKING:
     from hotsvc.attachment import Attachment
-    from hotsvc.durability import Durability
     from hotsvc.store import TurnRecord
 
 log = logging.getLogger(__name__)
@@ -67,15 +66,6 @@ class ProcessSource(Protocol):
     def count_turn(self, session: Session, result: Result) -> TurnRecord: ...
 
     async def turn_ended(self, session: Session) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Written:
-    """Where a turn's transcript entries land, found there before its result goes out."""
-
-    path: Path
-    marker: str  # the uuid of its last entry
-    offset: int  # the transcript's size before the turn
 
 
 class Session:
@@ -235,13 +225,8 @@ class Session:
         self.last_active_at = time.time()
         try:  # recorded before the caller hears of it
             record = self._source.count_turn(self, result)
-            if written is None:
-                await self._durability.record(self.id, record)
-            else:
-                durable = await self._durability.settle(
-                    self.id, written.path, written.marker, written.offset, record
-                )
-                result = self.last_result = dataclasses.replace(result, durable=durable)
+            result = await self._durability.keep(self.id, result, record, written)
+            self.last_result = result
             await self._source.turn_ended(self)
         except Exception:
             log.exception("session %s: turn %s not recorded", self.id, turn.id)
@@ -287,7 +272,7 @@ class Session:
             # Our user message's uuid: its echo opens the turn (--replay-user-messages), its
             # transcript entry is the turn's first durability marker.
             self._marker = self._framing.begin()
-            offset = _size(self.transcript_path())
+            offset = size_of(self.transcript_path())
             turn.mark("writing")
             with contextlib.suppress(ProcessGone):  # its exit arrives as ProcessExited
                 content = user_content(turn.text, turn.content)
@@ -458,10 +443,3 @@ class Session:
 async def _emit(turn: Turn, event: Event) -> None:
     if (pending := turn.emit(event)) is not None:
         await pending
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
