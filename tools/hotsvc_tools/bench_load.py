@@ -144,6 +144,7 @@ async def memory(claude_cmd: list[str], env: dict[str, str], counts_text: str) -
     flags = ("--pool-size", "0", "--max-sessions", str(counts[-1] + 2))
     rows = ["| idle sessions | service RSS MB | per session KB |", "| --- | --- | --- |"]
     per_session: dict[int, float] = {}
+    rss_at: dict[int, float] = {}
     async with serving(claude_cmd, env, *flags) as served:
         call, opened = await open_session(served.stub)
         await hotsvc_turn(call)
@@ -162,6 +163,7 @@ async def memory(claude_cmd: list[str], env: dict[str, str], counts_text: str) -
                 await asyncio.sleep(2)  # the opens' transient buffers freed
                 rss = rss_mb(served.pid)
                 per_session[count] = (rss - rss0) * 1024 / count
+                rss_at[count] = rss
                 rows.append(f"| {count} | {rss:.1f} | {per_session[count]:.0f} |")
         finally:
             for call in held:
@@ -174,6 +176,10 @@ async def memory(claude_cmd: list[str], env: dict[str, str], counts_text: str) -
         "",
         *rows,
     ]
+    if len(rss_at) > 1:  # the slope leaves out what the first sessions grow once
+        (low, low_rss), (high, high_rss) = min(rss_at.items()), max(rss_at.items())
+        slope = (high_rss - low_rss) * 1024 / (high - low)
+        text += ["", f"- each session past {low} (the slope from {low} to {high}): {slope:.0f} KB"]
     targets = [
         Target(f"service RSS per idle session at {n} ≤ 100 KB", f"{kb:.0f} KB", kb <= 100)
         for n, kb in per_session.items()
