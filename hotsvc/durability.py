@@ -24,6 +24,7 @@ from hotsvc.errors import ServiceError
 from hotsvc.profiles import Profile
 from hotsvc.settings import ServiceConfig
 from hotsvc.store import SessionStore, TranscriptCopy, TurnRecord
+from hotsvc.store.transcripts import size_of
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class Durability:
     async def keep(
         self, session_id: str, result: Result, turn: TurnRecord, written: Written | None
     ) -> Result:
-        """Store a finished turn's record `turn`, with its transcript entries when Claude
-        Code `written` any; the result as it goes out (durable once they are stored)."""
+        """Store a finished turn's record `turn`, with its transcript entries when it wrote
+        any (`written`); the result as it goes out (durable once they are stored)."""
         if written is None:
             await self.record(session_id, turn)
             return result
@@ -110,15 +111,5 @@ class Durability:
         self._copy.forget(session_id)
 
 
-def size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _has_content(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except FileNotFoundError:
-        return False
+    return size_of(path) > 0

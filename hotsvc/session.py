@@ -34,7 +34,7 @@ from hotsvc.claude.events import (
     UserMessage,
 )
 from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
-from hotsvc.durability import Durability, Written, size_of
+from hotsvc.durability import Durability, Written
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.exits import exit_result, transcript_lost
 from hotsvc.framing import Framing
@@ -43,6 +43,7 @@ from hotsvc.permissions import Permissions
 from hotsvc.profiles import Profile
 from hotsvc.recycling import recycle_reason
 from hotsvc.settings import ServiceConfig
+from hotsvc.store.transcripts import size_of
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
 from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 

@@ -77,7 +77,7 @@ class TranscriptCopy:
             known = await asyncio.to_thread(_skip_lines, path, stored)
         # A turn's new lines are a few KB just written (in the page cache): read on the loop,
         # which costs less than a thread's round trip; anything larger off it.
-        if _size(path) - known.offset <= INLINE_READ_BYTES:
+        if size_of(path) - known.offset <= INLINE_READ_BYTES:
             lines, cursor = _read_new(path, known)
         else:
             lines, cursor = await asyncio.to_thread(_read_new, path, known)
@@ -106,7 +106,8 @@ class TranscriptCopy:
         self._cursors.pop(session_id, None)
 
 
-def _size(path: Path) -> int:
+def size_of(path: Path) -> int:
+    """A transcript file's size in bytes; 0 before it exists."""
     try:
         return os.stat(path).st_size
     except FileNotFoundError:
