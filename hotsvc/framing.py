@@ -23,20 +23,20 @@ class Framing:
     def __init__(self) -> None:
         self.turn_uuid = ""  # the uuid of the running turn's user message
         self.untrusted = 0  # results dropped on this process
-        self._echoed = False  # its echo has come: results from now on are the turn's
+        self.echoed = False  # its echo has come: it reached Claude; results now are its
         self._names_messages = False  # this CLI's results carry user_message_uuids
 
     def begin(self) -> str:
         """A new turn: the uuid to give its user message."""
         self.turn_uuid = str(uuid.uuid4())
-        self._echoed = False
+        self.echoed = False
         return self.turn_uuid
 
     def is_echo(self, message: UserMessage) -> bool:
         """Whether `message` is the echo of the turn's own (then the turn has begun)."""
         if message.uuid != self.turn_uuid:
             return False
-        self._echoed = True
+        self.echoed = True
         return True
 
     def ends_turn(self, result: Result, tools_running: bool, session_id: str) -> bool:
@@ -47,7 +47,7 @@ class Framing:
             self._names_messages = True  # this CLI names them: a result that does not lies
         why = (
             "it came before the turn's own message was echoed"
-            if not self._echoed
+            if not self.echoed
             else "a tool was still running"
             if tools_running
             else "it does not name the turn's message"

@@ -248,7 +248,9 @@ class Session:
         if turn.interrupt_requested:
             return hotsvc_result("interrupted", "interrupted before it reached Claude"), None
         # A process that died between turns may not have been noticed yet: if it ends
-        # without a word after the write, the turn never reached Claude and runs once more.
+        # without echoing our message, the turn never reached Claude and runs once more.
+        # (Not "without output after the write": what it wrote before dying may still be
+        # read after the write, and a turn that reached Claude must not run twice.)
         for attempt in (1, 2):
             try:
                 resumed = await self.ensure_process()
@@ -269,7 +271,6 @@ class Session:
                     turn,
                     SystemEvent("resumed", status=f"conversation resumed in pid {process.pid}"),
                 )
-            written_at = time.monotonic()
             # Our user message's uuid: its echo opens the turn (--replay-user-messages), its
             # transcript entry is the turn's first durability marker.
             self._marker = self._framing.begin()
@@ -287,7 +288,7 @@ class Session:
             if isinstance(ending, Result):
                 turn.mark("result")
                 return ending, Written(self.transcript_path(), self._marker, offset)
-            if attempt == 2 or self.closed or process.last_output >= written_at:
+            if attempt == 2 or self.closed or self._framing.echoed:
                 died = await exit_result(
                     self.id,
                     process.pid,
