@@ -43,6 +43,12 @@ P = ParamSpec("P")
 T = TypeVar("T")
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 10_000
+# The connection's page cache, in KiB. The store is written far more than read (a turn
+# appends, only resume, fork and GetSessionMessages read back), so SQLite's 2 MiB default
+# fills with transcript pages nobody reads again: ~30 KB per session up to its bound
+# (docs/benchmarks.md). 256 KiB still holds every B-tree's interior and rightmost pages;
+# a read that misses is served from the OS's page cache.
+CACHE_KIB = 256
 
 
 def _in_thread(
@@ -136,6 +142,7 @@ class SqliteStore(SessionStore):
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self._db = db
         with self._writing():  # under the write lock: replicas starting together migrate once
             (version,) = db.execute("PRAGMA user_version").fetchone()
