@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -222,16 +223,17 @@ class Session:
         if turn.state is TurnState.RUNNING:
             self.turns += 1
             self.process_turns += 1
-        self.last_turn_id, self.last_result = turn.id, result
+        self.last_turn_id = turn.id
         self.last_active_at = time.time()
         try:  # recorded before the caller hears of it
             record = self._source.count_turn(self, result)
             result = await self._durability.keep(self.id, result, record, written)
-            self.last_result = result
             await self._source.turn_ended(self)
         except Exception:
             log.exception("session %s: turn %s not recorded", self.id, turn.id)
         finally:
+            # Kept without its line (~2 KB a session): only the turn's own stream sends it.
+            self.last_result = dataclasses.replace(result, line="")
             turn.finish(result)
             self.first_turn_done.set()
         untrusted = self._framing.untrusted

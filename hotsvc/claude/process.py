@@ -127,14 +127,17 @@ class ClaudeProcess:
         self._blocked: Awaitable[None] | None = None  # a listener asked the reader to wait
         self._wake = asyncio.Event()  # for run(): blocked, or stdout ended
         self._stdout_open = True
-        self._stderr_closed = asyncio.Event()
-        self._returncode: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # One-shot moments as futures, not Events (an Event costs ~0.8 KB; a session's
+        # process holds these while idle). Shared ones are awaited through shield().
+        loop = asyncio.get_running_loop()
+        self._stderr_closed: asyncio.Future[None] = loop.create_future()
+        self._returncode: asyncio.Future[int] = loop.create_future()
         self._writable = asyncio.Event()
         self._writable.set()
         self._stdin_open = True
-        self._retired = asyncio.Event()
-        self._done = asyncio.Event()
-        self._given_back = asyncio.Event()  # its owner has freed what it held
+        self._retired: asyncio.Future[None] = loop.create_future()
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._given_back: asyncio.Future[None] = loop.create_future()  # all it held is free
         pipes.owner = self
         # Output that arrived before we were told of the transport (in spawn()).
         if transport.get_returncode() is not None:
@@ -172,16 +175,16 @@ class ClaudeProcess:
 
     async def wait_done(self) -> None:
         """Until the process has exited and its listener got ProcessExited."""
-        await self._done.wait()
+        await asyncio.shield(self._done)
 
     def given_back(self) -> None:
         """Its owner (the launcher) has freed all it held: slot, TMPDIR, account."""
-        self._given_back.set()
+        _resolve(self._given_back)
 
     async def wait_given_back(self) -> None:
         """Until it has exited and everything it held is free again (a session uid back
         in the range, its directories back with the service)."""
-        await self._given_back.wait()
+        await asyncio.shield(self._given_back)
 
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
@@ -213,7 +216,7 @@ class ClaudeProcess:
                 closer.cancel()
                 # stderr closes with stdout unless a tool still holds it: bounded wait.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stderr_closed.wait(), CLOSE_STEP_SECONDS)
+                    await asyncio.wait_for(self._stderr_closed, CLOSE_STEP_SECONDS)
         except asyncio.CancelledError:
             self.kill()
             raise
@@ -230,7 +233,7 @@ class ClaudeProcess:
         try:
             await self._deliver(ProcessExited(self.exit_code, self.stderr_tail()))
         finally:
-            self._done.set()
+            _resolve(self._done)
         log.debug("pid %d exited with %d", self.pid, self.exit_code)
 
     async def _deliver(self, event: Event) -> None:
@@ -322,7 +325,7 @@ class ClaudeProcess:
             self._wake.set()
         elif fd == 2:
             self._stderr_data(b"\n")
-            self._stderr_closed.set()
+            _resolve(self._stderr_closed)
 
     def _exited(self) -> None:
         if not self._returncode.done():
@@ -367,10 +370,10 @@ class ClaudeProcess:
 
     def retire(self) -> None:
         """Ask for a bounded close, done by the reader's owner; returns at once."""
-        self._retired.set()
+        _resolve(self._retired)
 
     async def _close_when_retired(self) -> None:
-        await self._retired.wait()
+        await self._retired
         await self.close()
 
     async def close(self, step_timeout: float = CLOSE_STEP_SECONDS) -> int:
@@ -382,9 +385,9 @@ class ClaudeProcess:
             if sig is not None:
                 self._signal_group(sig)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._done.wait()), step_timeout)
+                await asyncio.wait_for(asyncio.shield(self._done), step_timeout)
                 break
-        await self._done.wait()
+        await asyncio.shield(self._done)
         assert self.exit_code is not None
         return self.exit_code
 
@@ -395,3 +398,9 @@ class ClaudeProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+
+
+def _resolve(moment: asyncio.Future[None]) -> None:
+    """Mark a one-shot moment as come (once; a waiter that gave up may have cancelled it)."""
+    if not moment.done():
+        moment.set_result(None)
