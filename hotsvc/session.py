@@ -423,19 +423,18 @@ class Session:
 
     async def stop(self) -> None:
         """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
-        self.first_turn_done.set()  # no first turn on this process to keep the refill for
-        async with self._spawning:  # a process still starting is ended too, not leaked
-            process = self.release_process()
-        if process is not None:
-            await process.close()
-            await process.wait_given_back()
+        await self._end_process()
 
     async def close(self) -> int:
         """End the session for good: turns still queued end with an error result. Returns
         once all its process held is free again (CloseSession: its uid is back)."""
         self.closed = True
-        self.first_turn_done.set()
-        async with self._spawning:
+        return await self._end_process()
+
+    async def _end_process(self) -> int:
+        """The process's exit code (0 if there was none), once all it held is free."""
+        self.first_turn_done.set()  # no first turn on this process to keep the refill for
+        async with self._spawning:  # a process still starting is ended too, not leaked
             process = self.release_process()
         if process is None:
             return 0
