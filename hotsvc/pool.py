@@ -157,7 +157,12 @@ class WarmPool:
             if isinstance(event, ProcessExited) and process in self._idle:
                 self._idle.remove(process)
                 self._launcher.stats.replaced += 1
-                log.warning("warm process %d died while idle; replacing it", process.pid)
+                log.warning(
+                    "warm process %d died while idle (exit %d%s); replacing it",
+                    process.pid,
+                    event.returncode,
+                    f", stderr: {event.stderr_tail[-500:]}" if event.stderr_tail else "",
+                )
                 self._wake.set()
 
         return on_event

@@ -103,7 +103,9 @@ async def test_empty_pool_spawns_cold(start_service: StartService) -> None:
     assert pid_alive(opened.pid)
 
 
-async def test_dead_idle_process_is_replaced_not_handed_out(start_service: StartService) -> None:
+async def test_dead_idle_process_is_replaced_not_handed_out(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
     live = await start_service(pool_size=1)
     (victim,) = (await live.status()).pools[0].idle_pids
     os.kill(victim, signal.SIGKILL)
@@ -113,6 +115,8 @@ async def test_dead_idle_process_is_replaced_not_handed_out(start_service: Start
         return status.spawn_stats.replaced == 1 and status.pool_size == 1
 
     await eventually(replaced, "the dead warm process is replaced")
+    # The operator is told how it died, not only that it did.
+    assert f"warm process {victim} died while idle (exit -9)" in caplog.text
     opened = await Conversation(live.stub).open()
     assert opened.pid != victim and opened.start == pb.SESSION_START_WARM
 
