@@ -32,6 +32,10 @@ from hotsvc_tools.hotturn import cpu
 from hotsvc_tools.soak.procfs import rss_mb
 
 LEVELS = (1, 8, 32)
+# Windows per side and level, in the order hotsvc, direct, direct, hotsvc, repeated: the
+# same CLI processes' own CPU per turn drifts by a third between consecutive windows (44 to
+# 68 ms at 8 sessions, docs/benchmarks.md), which one such round does not cancel.
+ORDER = ("via", "direct", "direct", "via") * 2
 CLI_BUDGET_MB = 300  # a real CLI process's RSS with headroom, before holding many at once
 Turn = Callable[[], Awaitable[object]]
 
@@ -84,7 +88,7 @@ async def spawn_pipes(
 
 async def throughput(claude_cmd: list[str], env: dict[str, str], window: float) -> Part:
     """Per level: N hotsvc sessions and N direct pipes (this one asyncio program drives
-    both), windows in the order hotsvc, direct, direct, hotsvc so drift hits both alike."""
+    both), windows in ORDER so drift hits both alike."""
     rows = ["| sessions | via hotsvc turns/s | direct turns/s | ratio | service CPU ms/turn |"]
     rows.append("| --- | --- | --- | --- | --- |")
     targets = []
@@ -100,7 +104,7 @@ async def throughput(claude_cmd: list[str], env: dict[str, str], window: float) 
             totals = {"via": 0, "direct": 0}
             used, via_turns = 0.0, 0
             try:
-                for side in ("via", "direct", "direct", "via"):
+                for side in ORDER:
                     before = cpu(served.pid)
                     counted, turns = await drive(sides[side], window / 2, window)
                     totals[side] += counted
@@ -112,7 +116,8 @@ async def throughput(claude_cmd: list[str], env: dict[str, str], window: float) 
                     call.cancel()
                 for pipe in pipes:
                     await pipe.close()
-        via_rate, direct_rate = totals["via"] / 2 / window, totals["direct"] / 2 / window
+        seconds = len(ORDER) // 2 * window  # counted per side
+        via_rate, direct_rate = totals["via"] / seconds, totals["direct"] / seconds
         ratio, per_turn = via_rate / direct_rate, used / via_turns
         rows.append(
             f"| {level} | {via_rate:.1f} | {direct_rate:.1f} | **{ratio:.3f}** | {ms(per_turn)} |"
@@ -127,8 +132,9 @@ async def throughput(claude_cmd: list[str], env: dict[str, str], window: float) 
     text = [
         "### Throughput, concurrent sessions doing hot turns",
         "",
-        f"Each level: two {window:.0f} s windows per side (hotsvc, direct, direct, hotsvc), each "
-        f"after {window / 2:.0f} s of warm-up; load average after: {load_average()}.",
+        f"Each level: {len(ORDER) // 2} {window:.0f} s windows per side (hotsvc, direct, direct, "
+        f"hotsvc, twice), each after {window / 2:.0f} s of warm-up; load average after: "
+        f"{load_average()}.",
         "",
         *rows,
     ]
