@@ -21,21 +21,14 @@ from hotsvc.claude.events import Result
 from hotsvc.claude.process import ClaudeProcess
 from hotsvc.draining import Drain
 from hotsvc.durability import Durability
-from hotsvc.errors import (
-    ProfileNotFound,
-    SessionClosed,
-    StoreUnavailable,
-    clip,
-)
+from hotsvc.errors import SessionClosed, StoreUnavailable
 from hotsvc.eviction import Eviction
 from hotsvc.fleet import Tenancy
 from hotsvc.launcher import Launcher
-from hotsvc.opening import OpenRequest, check_session_id
-from hotsvc.options import SessionOptions, check, effective
+from hotsvc.opening import Opener, OpenRequest, check_session_id
 from hotsvc.ownership import Ownership
 from hotsvc.pool import WarmPool
 from hotsvc.principal import Principal
-from hotsvc.profiles import Profile
 from hotsvc.quota import Quotas
 from hotsvc.registry import Registry
 from hotsvc.session import OnProgress, Session
@@ -86,6 +79,9 @@ class SessionManager:
             store,
             self.leases,
             self._eviction.make_room,
+        )
+        self._opener = Opener(
+            config, self._supply, self._sessions, self._ownership, self.leases, self._audit
         )
         self._tasks: asyncio.TaskGroup | None = None
         self._pool_tasks: list[asyncio.Task[None]] = []
@@ -154,7 +150,7 @@ class SessionManager:
         if request.session_id:
             await self._load(request.session_id)
         if request.session_id and request.create_if_missing and not self._known(request):
-            session, start = await self._open(
+            session, start = await self._opener.open(
                 request.profile, principal, progress, request.session_id, request.options
             )
             attachment = session.attachment = attachment_of(session)
@@ -170,7 +166,7 @@ class SessionManager:
                 raise
             self._audit.record("session.attached", principal=principal.name, session=session.id)
         else:
-            session, start = await self._open(
+            session, start = await self._opener.open(
                 request.profile, principal, progress, options=request.options
             )
             attachment = session.attachment = attachment_of(session)
@@ -205,82 +201,11 @@ class SessionManager:
         check_session_id(request.session_id)
         return self._ownership.known(request.session_id)
 
-    async def _open(
-        self,
-        profile_name: str,
-        principal: Principal,
-        progress: OnProgress | None,
-        session_id: str = "",
-        options: SessionOptions | None = None,
-        fork_of: Session | None = None,
-    ) -> tuple[Session, Start]:
-        """A new session: under `session_id` (chosen by the caller) or a fresh id; with
-        the caller's options, or a fork's copy of its source's."""
-        profile = self.config.profile(profile_name)
-        if profile is None:
-            known = ", ".join(sorted(self.config.profiles))
-            raise ProfileNotFound(
-                f"unknown profile {clip(profile_name)!r}; known profiles: {known}",
-                metadata={"profile": clip(profile_name), "knownProfiles": known},
-            )
-        options = options or SessionOptions()
-        if fork_of is None:
-            check(options, profile)  # a fork keeps what its source was allowed
-        with self._ownership.opening(principal, session_id):
-            session, start = await self._start(
-                profile, options, principal.name, progress, session_id, fork_of
-            )
-        self._audit.record(
-            "session.opened", principal=principal.name, session=session.id, profile=profile.name
-        )
-        return session, start
-
-    async def _start(
-        self,
-        base: Profile,
-        options: SessionOptions,
-        owner: str,
-        progress: OnProgress | None,
-        session_id: str,
-        fork_of: Session | None,
-    ) -> tuple[Session, Start]:
-        first_turn_done = asyncio.Event()
-        profile = effective(base, options)
-        new = await self._supply.new(profile, progress, session_id, fork_of, first_turn_done)
-        process, start, source = new.process, new.start, new.forked_from
-        try:
-            session = await self._sessions.create(
-                process,
-                profile,
-                owner,
-                first_turn_done,
-                turns=fork_of.turns if source and fork_of else 0,
-                options=options,
-                forked_from=source,
-                session_id=session_id,
-            )
-            await self.leases.acquire(session.id)
-        except BaseException:
-            first_turn_done.set()
-            process.retire()
-            raise
-        self._sessions.add(session)
-        process.workspace = None  # the session's from now on, not the process's to remove
-        logs.bind(session_id=session.id, profile=profile.name)  # the opening stream's lines
-        log.info(
-            "session %s opened %s (pid %d, profile %s)",
-            session.id,
-            start.value,
-            process.pid,
-            profile.name,
-        )
-        return session, start
-
     async def fork(self, source: Session, principal: Principal) -> Session:
         """A new session of `principal`'s holding a copy of `source`'s conversation (the
         CLI's --fork-session: the source's transcript is read, never written)."""
         self._drain.refuse_new()
-        session, start = await self._open(
+        session, start = await self._opener.open(
             source.profile.name, principal, None, options=source.options, fork_of=source
         )
         metrics.session_started(start.value)
