@@ -56,11 +56,11 @@ class Durability:
         """Store a finished turn's record `turn`, with its transcript entries when it wrote
         any (`written`); the result as it goes out (durable once they are stored)."""
         if written is None:
-            await self.record(session_id, turn)
+            await self._record(session_id, turn)
             return result
-        return dataclasses.replace(result, durable=await self.settle(session_id, written, turn))
+        return dataclasses.replace(result, durable=await self._settle(session_id, written, turn))
 
-    async def settle(self, session_id: str, written: Written, turn: TurnRecord) -> bool:
+    async def _settle(self, session_id: str, written: Written, turn: TurnRecord) -> bool:
         """Whether the turn is now saved, on disk and in the store, with its record."""
         path = written.path
         # A UUID is unique enough to find as it is, however the line is spaced.
@@ -72,7 +72,7 @@ class Durability:
                 session_id,
                 self._timeout,
             )
-            await self.record(session_id, turn)
+            await self._record(session_id, turn)
             return False
         try:
             await self._copy.push(session_id, path, turn)
@@ -81,7 +81,7 @@ class Durability:
             return False
         return True
 
-    async def record(self, session_id: str, turn: TurnRecord) -> None:
+    async def _record(self, session_id: str, turn: TurnRecord) -> None:
         """Store a turn's record alone (a turn that wrote no transcript entries)."""
         try:
             await self._store.touch(session_id, turn)
