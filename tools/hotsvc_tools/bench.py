@@ -7,7 +7,8 @@ Parts (`--only PART`, repeatable; all by default):
   (`--claude-cmd`);
 - first: a new session's first turn from the warm pool, versus its later hot turns and a
   cold `claude -p` per prompt;
-- throughput, memory, burst: concurrent sessions, idle sessions, a burst of opens
+- throughput, memory, burst, waves: concurrent sessions, idle sessions, a burst of opens,
+  waves of opens (sustained demand: the fixed pool against the elastic one)
   (hotsvc_tools.bench_load);
 - emulator: hot and first turns with the stand-in CLI (no model, no node).
 
@@ -61,7 +62,7 @@ from hotsvc_tools.hotturn import cpu
 from hotsvc_tools.paths import PROJECT_CLAUDE, REPO
 
 OLD_CLAUDE = REPO / "tests" / "claude-versions" / "2.1.197" / "node_modules" / ".bin" / "claude"
-PARTS = ("hot", "first", "throughput", "memory", "burst", "emulator")
+PARTS = ("hot", "first", "throughput", "memory", "burst", "waves", "emulator")
 
 
 @contextlib.asynccontextmanager
@@ -271,6 +272,7 @@ async def run(args: argparse.Namespace) -> str:
         await part("throughput", lambda: bench_load.throughput(pinned, env, args.window))
         await part("memory", lambda: bench_load.memory(pinned, env, args.idle_sessions))
         await part("burst", lambda: bench_load.burst(pinned, env, args.burst))
+        await part("waves", lambda: bench_load.waves(pinned, env))
     await part("emulator", lambda: bench_emulator(args.emulator_turns, args.emulator_sessions))
     header = (
         f"Recorded {datetime.date.today()}, load average at the end {load_average()} "

@@ -1,5 +1,6 @@
 """`make bench`'s parts under load: concurrent sessions (throughput against as many direct
-pipes), idle sessions (the service's RSS per session), and a burst of new sessions."""
+pipes), idle sessions (the service's RSS per session), a burst of new sessions, and waves of
+them (sustained demand, which the elastic pool is for)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ LEVELS = (1, 8, 32)
 # same CLI processes' own CPU per turn drifts by a third between consecutive windows (44 to
 # 68 ms at 8 sessions, docs/benchmarks.md), which one such round does not cancel.
 ORDER = ("via", "direct", "direct", "via") * 2
+# Waves of new sessions: the elastic pool's target counts the last 10 s of demand, so waves
+# closer than that find it grown; a fixed pool of 2 serves two of each wave warm.
+WAVES, WAVE_SIZE, WAVE_GAP = 5, 6, 8.0
+POOLS = (("--pool-size", "2"), ("--pool-min", "2", "--pool-max", "8"))
 CLI_BUDGET_MB = 300  # a real CLI process's RSS with headroom, before holding many at once
 Turn = Callable[[], Awaitable[object]]
 
@@ -198,7 +203,7 @@ async def burst(claude_cmd: list[str], env: dict[str, str], count: int) -> Part:
     from open to first result. With the fixed pool of 2, then the elastic one."""
     rows: list[Series] = []
     notes, targets = [], []
-    for pool in (("--pool-size", "2"), ("--pool-min", "2", "--pool-max", "8")):
+    for pool in POOLS:
         shown = " ".join(pool)
         series = Series(f"{count} opened at once, `{shown}`: open → first result")
         flags = (*pool, "--max-sessions", str(count + 10))
@@ -241,3 +246,59 @@ async def burst_once(
         for call in calls:
             call.cancel()
     return sum(starts), time.perf_counter() - started
+
+
+async def waves(claude_cmd: list[str], env: dict[str, str]) -> Part:
+    """WAVES waves of WAVE_SIZE opens, one every WAVE_GAP s, each session closed after its
+    first result: how many found a warm process, and open to first result, fixed pool
+    against elastic."""
+    rows: list[Series] = []
+    notes, targets = [], []
+    for pool in POOLS:
+        shown = " ".join(pool)
+        series = Series(f"{WAVES} waves of {WAVE_SIZE}, `{shown}`: open → first result")
+        async with serving(claude_cmd, env, *pool) as served:
+            await wait_pool_full(served.stub, 2)
+            warm_per_wave = await waves_once(served.stub, series)
+        rows.append(series)
+        warm = sum(warm_per_wave)
+        each = ", ".join(map(str, warm_per_wave))
+        notes.append(f"- `{shown}`: {warm} of {len(series.seconds)} started warm ({each})")
+        targets.append(
+            Target(
+                f"{WAVES} waves of {WAVE_SIZE} opens {WAVE_GAP:g} s apart, `{shown}`: "
+                "started warm; time to first result p50 / p99",
+                f"{warm} of {len(series.seconds)}; {series.p50:.2f} s / {series.p99:.2f} s",
+                None,
+            )
+        )
+    heading = f"### Waves of new sessions ({WAVE_SIZE} every {WAVE_GAP:g} s)"
+    text = [heading, "", *table(rows), "", *notes]
+    text.append(f"- load average after: {load_average()}")
+    return Part("\n".join(text) + "\n", targets)
+
+
+async def waves_once(stub: pb_grpc.HotSessionAsyncStub, series: Series) -> list[int]:
+    """Each wave's count of warm starts; a wave starts on schedule whether or not the one
+    before it is done, as independent callers would."""
+    loop = asyncio.get_running_loop()
+    first = loop.time()
+    counts = [0] * WAVES
+
+    async def one(wave: int) -> None:
+        started = time.perf_counter()
+        call, opened = await open_session(stub)
+        try:
+            counts[wave] += opened.start == pb.SESSION_START_WARM
+            await hotsvc_turn(call)
+            series.seconds.append(time.perf_counter() - started)
+        finally:
+            call.cancel()
+        await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+
+    async with asyncio.TaskGroup() as group:
+        for wave in range(WAVES):
+            await asyncio.sleep(max(0.0, first + wave * WAVE_GAP - loop.time()))
+            for _ in range(WAVE_SIZE):
+                group.create_task(one(wave))
+    return counts
