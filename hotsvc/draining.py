@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from hotsvc.errors import Draining
-from hotsvc.session import Session
+
+if TYPE_CHECKING:
+    from hotsvc.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 class Drain:
-    def __init__(self, sessions: Mapping[str, Session]) -> None:
+    def __init__(self, sessions: Registry) -> None:
         self._sessions = sessions
         self.active = False
         self._deadline = 0.0
@@ -36,14 +38,14 @@ class Drain:
         """Stop opening sessions, tell the streams, give running turns `grace` seconds."""
         self._deadline = time.monotonic() + grace
         self.active = True
-        for session in self._sessions.values():
+        for session in self._sessions.sessions():
             if session.attachment is not None:
                 session.attachment.go_away(
                     grace,
                     "hotsvc is shutting down: running turns may finish, then streams "
                     "close; re-attach after it restarts",
                 )
-        busy = [s for s in self._sessions.values() if s.busy]
+        busy = [s for s in self._sessions.sessions() if s.busy]
         if busy:
             log.info("draining: up to %.1fs for the turns of %d sessions", grace, len(busy))
             with contextlib.suppress(TimeoutError):

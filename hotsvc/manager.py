@@ -251,7 +251,7 @@ class SessionManager:
 
     def _lease_lost(self, session_id: str) -> None:
         """Another replica may run this session now: end its process here at once."""
-        session = self._sessions.get(session_id)
+        session = self._sessions.loaded(session_id)
         process = session.release_process() if session is not None else None
         if process is not None:
             log.warning("session %s: lease lost, killing pid %d", session_id, process.pid)
@@ -273,9 +273,8 @@ class SessionManager:
             # UNAVAILABLE naming the holder, never an OK that ended nothing.
             await self.leases.acquire(session_id)
             exit_code = await self._end(session, principal, "session.closed", ended)
-            base = self.config.profile(session.profile.name)
-            if exit_code is not None and base is not None:
-                self._sessions.add(self._sessions.stopped(base, session))
+            if exit_code is not None:
+                self._sessions.park(session)
         return exit_code or 0
 
     async def delete_session(
@@ -330,7 +329,7 @@ class SessionManager:
         self._drain.active = True
         for pool in self._pools.values():
             pool.close()
-        await asyncio.gather(*(s.stop() for s in self._sessions.values()))
+        await asyncio.gather(*(s.stop() for s in self._sessions.sessions()))
         self._stopped.set()
 
     # -- reporting -----------------------------------------------------------------
@@ -340,7 +339,8 @@ class SessionManager:
         listed (the counts and pool figures stay service-wide)."""
         return snapshot_of(
             self._pools.values(),
-            self._sessions.values(),
+            self._sessions.sessions(),
+            self._sessions.parked(),
             self._launcher.stats,
             self.config.max_sessions,
             self.draining,
@@ -348,7 +348,8 @@ class SessionManager:
         )
 
     def session(self, session_id: str) -> Session | None:
-        return self._sessions.get(session_id)
+        """The session if this replica runs it now (not parked, not only in the store)."""
+        return self._sessions.loaded(session_id)
 
     def sessions(self) -> list[Session]:
-        return list(self._sessions.values())
+        return list(self._sessions.sessions())

@@ -9,7 +9,8 @@ not exist.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from hotsvc.audit import AuditLog
 from hotsvc.errors import PermissionDenied, SessionBusy, SessionNotFound
@@ -17,10 +18,13 @@ from hotsvc.principal import Principal
 from hotsvc.quota import Quotas
 from hotsvc.session import Session
 
+if TYPE_CHECKING:
+    from hotsvc.registry import Registry
+
 
 class Ownership:
-    def __init__(self, sessions: Mapping[str, Session], quotas: Quotas, audit: AuditLog) -> None:
-        self._sessions = sessions  # the manager's, live
+    def __init__(self, sessions: Registry, quotas: Quotas, audit: AuditLog) -> None:
+        self._sessions = sessions  # the manager's
         self._quotas = quotas
         self._audit = audit
         self._opening: dict[str, int] = {}  # opens under way per principal
@@ -73,8 +77,10 @@ class Ownership:
         """The session, if `principal` may use it: PERMISSION_DENIED for a non-admin
         whether it is someone else's or unknown; NOT_FOUND (unknown) only for an admin."""
         self.refuse_if_ending(session_id)
-        session = self._sessions.get(session_id)
-        if session is not None and principal.may_use(session.owner):
+        owner = self._sessions.owner_of(session_id)  # not made a Session for a stranger
+        if owner is not None and principal.may_use(owner):
+            session = self._sessions.get(session_id)
+            assert session is not None
             return session
         if principal.admin:
             hint = (
@@ -97,8 +103,7 @@ class Ownership:
 
     def held(self, principal: Principal) -> int:
         """Sessions the principal holds, live or stopped, and opens of its under way."""
-        owned = sum(1 for s in self._sessions.values() if s.owner == principal.name)
-        return owned + self._opening.get(principal.name, 0)
+        return self._sessions.owned_by(principal.name) + self._opening.get(principal.name, 0)
 
     @contextlib.contextmanager
     def opening(self, principal: Principal, session_id: str = "") -> Iterator[None]:

@@ -13,6 +13,7 @@ from hotsvc.launcher import SpawnStats
 from hotsvc.pool import WarmPool
 from hotsvc.principal import Principal
 from hotsvc.session import Session
+from hotsvc.store import SessionRecord, StoredState
 
 
 class Start(enum.Enum):
@@ -129,6 +130,22 @@ def view_of(session: Session) -> SessionView:
     )
 
 
+def view_of_parked(record: SessionRecord) -> SessionView:
+    """A stopped session kept as its record alone (registry.py)."""
+    lost = record.state is StoredState.LOST
+    return SessionView(
+        record.id,
+        SessionState.LOST if lost else SessionState.STOPPED,
+        0,
+        record.created_at,
+        record.last_used_at,
+        record.turns,
+        record.profile,
+        False,
+        record.owner,
+    )
+
+
 def resident_bytes(pid: int) -> int:
     """Resident memory of `pid`, 0 if it is gone."""
     try:
@@ -140,6 +157,7 @@ def resident_bytes(pid: int) -> int:
 def snapshot_of(
     pools: Iterable[WarmPool],
     sessions: Iterable[Session],
+    parked: Iterable[SessionRecord],
     stats: SpawnStats,
     max_sessions: int,
     draining: bool,
@@ -147,7 +165,7 @@ def snapshot_of(
 ) -> Snapshot:
     """With a `viewer`, only the sessions it may use are listed (the counts and pool
     figures stay service-wide)."""
-    views = [view_of(s) for s in sessions]
+    views = [view_of(s) for s in sessions] + [view_of_parked(r) for r in parked]
     live = sum(1 for v in views if v.state not in (SessionState.STOPPED, SessionState.LOST))
     return Snapshot(
         pools=tuple(
