@@ -274,7 +274,7 @@ class SessionManager:
             await self.leases.acquire(session_id)
             exit_code = await self._end(session, principal, "session.closed", ended)
             if exit_code is not None:
-                self._sessions.park(session)
+                self._sessions.keep_closed(session)
         return exit_code or 0
 
     async def delete_session(

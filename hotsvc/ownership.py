@@ -110,7 +110,8 @@ class Ownership:
         """Around opening a session: refused past the principal's session quota, and
         counted while it opens so concurrent opens cannot overshoot it together; a
         caller-chosen `session_id` is not `known` meanwhile, but busy."""
-        self._quotas.check_sessions(principal, self.held(principal))
+        if self._quotas.max_sessions:  # counting walks every session this replica knows
+            self._quotas.check_sessions(principal, self.held(principal))
         name = principal.name
         self._opening[name] = self._opening.get(name, 0) + 1
         if session_id:

@@ -186,16 +186,21 @@ class Registry:
 
     def park(self, session: Session) -> bool:
         """Keep a stopped session that nothing uses as its record alone; False (nothing
-        done) while it has a process, a stream, or turns. A closed session, already
-        removed, is parked in its place: its conversation stays."""
-        if self._sessions.get(session.id) is session:
-            if session.live or session.attached or session.busy or session.pending:
-                return False
-            del self._sessions[session.id]
-            self.stop_runner(session.id)
+        done) while it has a process, a stream or turns, or once it is no longer here."""
+        if self._sessions.get(session.id) is not session:
+            return False  # closed or deleted meanwhile: not brought back
+        if session.live or session.attached or session.busy or session.pending:
+            return False
+        del self._sessions[session.id]
+        self.stop_runner(session.id)
+        self.keep_closed(session)
+        return True
+
+    def keep_closed(self, session: Session) -> None:
+        """In place of a closed session (already removed): its record, parked; the
+        conversation stays and resumes on its next open."""
         self._durability.forget(session.id)
         self._parked[session.id] = _record_of(session)
-        return True
 
     def add(self, session: Session) -> None:
         assert self._tasks is not None, "start() first"
