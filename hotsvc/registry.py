@@ -48,9 +48,6 @@ class Registry:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions or session_id in self._parked
 
-    def __len__(self) -> int:
-        return len(self._sessions) + len(self._parked)
-
     def get(self, session_id: str) -> Session | None:
         """The session, a parked one made a `Session` again (its runner started); None
         if this replica does not know it."""
