@@ -10,7 +10,8 @@ Parts (`--only PART`, repeatable; all by default):
 - throughput, memory, burst, waves: concurrent sessions, idle sessions, a burst of opens,
   waves of opens (sustained demand: the fixed pool against the elastic one)
   (hotsvc_tools.bench_load);
-- emulator: hot and first turns with the stand-in CLI (no model, no node).
+- emulator: hot and first turns with the stand-in CLI (no model, no node), and the
+  service's RSS per stopped session (hundreds opened, used and closed).
 
 Measurements alternate between the two sides so drift on the machine hits both alike.
 """
@@ -238,14 +239,17 @@ async def bench_first(
     )
 
 
-async def bench_emulator(turns: int, sessions: int) -> Part:
+async def bench_emulator(turns: int, sessions: int, stopped: int) -> Part:
     emulator = [str(Path(sys.executable).parent / "hotsvc-emulator")]
     with tempfile.TemporaryDirectory() as config_dir:
         env = {**os.environ, "CLAUDE_CONFIG_DIR": config_dir, "HOTSVC_EMU_TOKEN_DELAY": "0"}
         label = "stand-in CLI (hotsvc-emulator, zero token delay)"
         hot = await bench_hot(emulator, env, label, turns, turns)
         first = await bench_first(emulator, env, label, sessions, cold_one_shot=False)
-    return Part(hot.text + "\n" + first.text)  # its targets are the real CLI's
+        # Hundreds of sessions: the stand-in CLI starts in a fraction of the real one's time.
+        kept = await bench_load.stopped(emulator, env, stopped)
+    # The hot and first parts' targets are the real CLI's.
+    return Part(hot.text + "\n" + first.text + "\n" + kept.text, kept.targets)
 
 
 async def run(args: argparse.Namespace) -> str:
@@ -273,7 +277,10 @@ async def run(args: argparse.Namespace) -> str:
         await part("memory", lambda: bench_load.memory(pinned, env, args.idle_sessions))
         await part("burst", lambda: bench_load.burst(pinned, env, args.burst))
         await part("waves", lambda: bench_load.waves(pinned, env))
-    await part("emulator", lambda: bench_emulator(args.emulator_turns, args.emulator_sessions))
+    await part(
+        "emulator",
+        lambda: bench_emulator(args.emulator_turns, args.emulator_sessions, args.stopped_sessions),
+    )
     header = (
         f"Recorded {datetime.date.today()}, load average at the end {load_average()} "
         f"(1, 5, 15 min), {os.cpu_count()} cores; `hotsvc serve` extra flags: "
@@ -312,6 +319,9 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="more `hotsvc serve` flags, every server")
     parser.add_argument("--emulator-turns", type=int, default=300)
     parser.add_argument("--emulator-sessions", type=int, default=20)
+    parser.add_argument(
+        "--stopped-sessions", type=int, default=1000, help="opened, used and closed (emulator)"
+    )
     # uvloop, as hotsvc runs: the direct side's CPU is a floor on the same loop.
     print(uvloop.run(run(parser.parse_args())))
 

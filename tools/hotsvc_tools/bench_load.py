@@ -1,6 +1,6 @@
 """`make bench`'s parts under load: concurrent sessions (throughput against as many direct
-pipes), idle sessions (the service's RSS per session), a burst of new sessions, and waves of
-them (sustained demand, which the elastic pool is for)."""
+pipes), idle and stopped sessions (the service's RSS per session), a burst of new sessions,
+and waves of them (sustained demand, which the elastic pool is for)."""
 
 from __future__ import annotations
 
@@ -196,6 +196,42 @@ async def memory(claude_cmd: list[str], env: dict[str, str], counts_text: str) -
         for n, kb in per_session.items()
     ]
     return Part("\n".join(text) + "\n", targets)
+
+
+async def stopped(claude_cmd: list[str], env: dict[str, str], count: int) -> Part:
+    """The service's own RSS per stopped session: `count` sessions opened, used for a turn
+    and closed (each stays resumable), after 50 that put the one-time costs before RSS_0."""
+    async with serving(claude_cmd, env, "--pool-size", "2") as served:
+        await open_use_close(served.stub, 50)
+        rss0 = rss_mb(served.pid)
+        await open_use_close(served.stub, count)
+        rss = rss_mb(served.pid)
+    kb = (rss - rss0) * 1024 / count
+    text = [
+        "### Memory, stopped sessions",
+        "",
+        f"{count} sessions opened, used for one turn and closed (CloseSession: each stays",
+        "resumable), four at a time, after 50 more; the service's own VmRSS.",
+        "",
+        "| stopped sessions | service RSS MB | per session KB |",
+        "| --- | --- | --- |",
+        f"| 0 | {rss0:.1f} | |",
+        f"| {count} | {rss:.1f} | {kb:.1f} |",
+    ]
+    target = Target("service RSS per stopped session", f"{kb:.1f} KB", None)
+    return Part("\n".join(text) + "\n", [target])
+
+
+async def open_use_close(stub: pb_grpc.HotSessionAsyncStub, count: int) -> None:
+    async def one() -> None:
+        call, opened = await open_session(stub)
+        try:
+            await hotsvc_turn(call)
+        finally:
+            call.cancel()
+        await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+
+    await gather_limited(count, 4, one)
 
 
 async def burst(claude_cmd: list[str], env: dict[str, str], count: int) -> Part:
