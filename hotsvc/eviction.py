@@ -60,6 +60,8 @@ class Eviction:
                 )
                 metrics.evicted("idle")
             # At once: after a burst, many expire together, and each close takes a while.
-            await asyncio.gather(*(session.stop() for session in idle))
+            async with asyncio.TaskGroup() as stops:
+                for session in idle:
+                    stops.create_task(session.stop())
             for session in expired:
                 self._sessions.park(session)  # unless it is in use again meanwhile
