@@ -45,7 +45,6 @@ class Cage:
     def __init__(self, marker: str, cgroup: Path | None) -> None:
         self.env = {MARKER: marker}
         self.cgroup = cgroup
-        self.pid = 0  # the child's, once started
 
     def wrap(self, argv: list[str]) -> list[str]:
         if self.cgroup is None:
@@ -57,12 +56,10 @@ class Cage:
 
     def kill(self) -> None:
         """SIGKILL every process in the cage (the child included). By process tree, what a
-        dead child left is found by Containment.reap instead."""
+        dead child left is found by Containment.reap instead, by its marker: the child's
+        pid may be another process's by now."""
         if self.cgroup is not None:
             _kill_cgroup(self.cgroup)
-            return
-        for process in _descendants(self.pid):
-            _kill(process)
 
     def remove(self) -> None:
         if self.cgroup is not None:

@@ -205,7 +205,6 @@ class Launcher:
                 metadata={"profile": profile.name, "command": claude},
             ) from exc
         process.workspace = place.workspace
-        cage.pid = process.pid
         self._processes.add(process)
         self._tasks.create_task(self._own(process, slot, cage, place), name=f"claude-{process.pid}")
         try:

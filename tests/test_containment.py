@@ -4,14 +4,17 @@ each containment mechanism, on the real CLI running a real Bash tool."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
+from hotsvc.claude.process import ClaudeProcess
 from hotsvc.localmodel import LocalModelServer
 from hotsvc.profiles import DEFAULT_PROFILE, Profile
 from tests.conftest import (
@@ -129,3 +132,38 @@ async def test_sigkill_of_the_service_mid_tool_is_cleaned_up_at_the_next_start(
     assert running(marker)
     async with ServerProcess(*args, env=env):
         await tool_gone(marker)
+
+
+# -- a reaped child's pid -----------------------------------------------------------------
+
+
+def _hand_out_next(pid: int) -> None:
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))  # procfs: no real I/O
+
+
+async def spawn_with_pid(pid: int) -> asyncio.subprocess.Process:
+    """A new session leader (as every CLI is) under `pid`: the kernel hands out the pid after
+    ns_last_pid next, as it does when pids wrap (at 32768 here). Other processes forking at
+    the same moment can take it first: then again."""
+    for _ in range(50):
+        _hand_out_next(pid)
+        proc = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        await proc.wait()
+    raise AssertionError(f"pid {pid} was never handed out again")
+
+
+async def test_a_reaped_childs_pid_is_never_signalled() -> None:
+    """Once a child is reaped, its pid (and group id) may be a new process's: a warm process
+    spawned in that moment was SIGKILLed by the old one's late group kill (`make bench`
+    saw warm processes die with exit -9)."""
+    process = await ClaudeProcess.spawn(
+        [sys.executable, "-c", "pass"], session_id="s", env={}, cwd=None, line_limit=1024
+    )
+    await process.run()  # read to its end: reaped
+    newcomer = await spawn_with_pid(process.pid)
+    process.kill()  # as a lost lease, a watchdog or a close step would, late
+    newcomer.terminate()
+    assert await newcomer.wait() == -signal.SIGTERM, "a signal for the old child hit it"

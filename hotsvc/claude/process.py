@@ -227,7 +227,7 @@ class ClaudeProcess:
             for answer in self._pending.values():
                 if not answer.done():
                     answer.set_exception(ProcessGone(f"claude process {self.pid} exited"))
-            # Tools the CLI started in its group must not outlive it.
+            # Its group, if it was cut short (once it is reaped, its cage ends what it left).
             self._signal_group(signal.SIGKILL)
             self._transport.close()
         try:
@@ -396,6 +396,11 @@ class ClaudeProcess:
         self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
+        # Once the child is reaped, its pid, and so its group id, may be a new process's
+        # (pids wrap at 32768): a warm process spawned in that moment was killed so.
+        # Until then it is at least a zombie, which holds the id.
+        if self._transport.get_returncode() is not None:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
