@@ -183,10 +183,11 @@ class Registry:
 
     def park(self, session: Session) -> bool:
         """Keep a stopped session that nothing uses as its record alone; False (nothing
-        done) while it has a process, a stream or turns, or once it is no longer here."""
+        done) while it has a process (even one still ending), a stream or turns, or once it
+        is no longer here."""
         if self._sessions.get(session.id) is not session:
             return False  # closed or deleted meanwhile: not brought back
-        if session.live or session.attached or session.busy or session.pending:
+        if not session.parkable:
             return False
         del self._sessions[session.id]
         self.stop_runner(session.id)

@@ -163,6 +163,14 @@ class Session:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def parkable(self) -> bool:
+        """Nothing uses it and no process of its is still ending (a new one must not start
+        beside it): it may be kept as its record alone (registry.py)."""
+        ending = (p for p in (self.process, self._retiring) if p is not None)
+        in_use = self.attached or self.busy or self.pending
+        return not in_use and all(p.freed for p in ending)
+
     # -- turns ---------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -181,6 +181,11 @@ class ClaudeProcess:
         """Its owner (the launcher) has freed all it held: slot, TMPDIR, account."""
         _resolve(self._given_back)
 
+    @property
+    def freed(self) -> bool:
+        """Everything it held is free again (as `wait_given_back` waits for)."""
+        return self._given_back.done()
+
     async def wait_given_back(self) -> None:
         """Until it has exited and everything it held is free again (a session uid back
         in the range, its directories back with the service)."""
