@@ -223,15 +223,21 @@ async def stopped(claude_cmd: list[str], env: dict[str, str], count: int) -> Par
 
 
 async def open_use_close(stub: pb_grpc.HotSessionAsyncStub, count: int) -> None:
-    async def one() -> None:
-        call, opened = await open_session(stub)
-        try:
-            await hotsvc_turn(call)
-        finally:
-            call.cancel()
-        await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+    await gather_limited(count, 4, functools.partial(one_short_session, stub))
 
-    await gather_limited(count, 4, one)
+
+async def one_short_session(stub: pb_grpc.HotSessionAsyncStub) -> tuple[pb.SessionOpened, float]:
+    """A session opened, used for one turn and closed: how it opened, and the seconds from
+    the open to its first result."""
+    started = time.perf_counter()
+    call, opened = await open_session(stub)
+    try:
+        await hotsvc_turn(call)
+        seconds = time.perf_counter() - started
+    finally:
+        call.cancel()
+    await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+    return opened, seconds
 
 
 async def burst(claude_cmd: list[str], env: dict[str, str], count: int) -> Part:
@@ -322,15 +328,9 @@ async def waves_once(stub: pb_grpc.HotSessionAsyncStub, series: Series) -> list[
     counts = [0] * WAVES
 
     async def one(wave: int) -> None:
-        started = time.perf_counter()
-        call, opened = await open_session(stub)
-        try:
-            counts[wave] += opened.start == pb.SESSION_START_WARM
-            await hotsvc_turn(call)
-            series.seconds.append(time.perf_counter() - started)
-        finally:
-            call.cancel()
-        await stub.CloseSession(pb.CloseSessionRequest(session_id=opened.session_id))
+        opened, seconds = await one_short_session(stub)
+        counts[wave] += opened.start == pb.SESSION_START_WARM
+        series.seconds.append(seconds)
 
     async with asyncio.TaskGroup() as group:
         for wave in range(WAVES):
