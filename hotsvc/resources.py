@@ -27,7 +27,7 @@ from hotsvc.options import SessionOptions
 from hotsvc.principal import Principal
 from hotsvc.session import Session
 from hotsvc.settings import ServiceConfig
-from hotsvc.snapshot import SessionState, view_of
+from hotsvc.snapshot import SessionState, state_of_record, view_of
 from hotsvc.store import SessionRecord, SessionStore, StoredState
 from hotsvc.workspaces import Workspaces
 
@@ -228,12 +228,11 @@ class Catalog:
 
 def _stored(record: SessionRecord) -> SessionResource:
     """A session this replica does not run, as the store knows it."""
-    lost = record.state is StoredState.LOST
     return SessionResource(
         id=record.id,
         owner=record.owner,
         profile=record.profile,
-        state=SessionState.LOST if lost else SessionState.STOPPED,
+        state=state_of_record(record),
         created_at=record.created_at,
         last_used_at=record.last_used_at,
         turns=record.turns,

@@ -130,12 +130,16 @@ def view_of(session: Session) -> SessionView:
     )
 
 
+def state_of_record(record: SessionRecord) -> SessionState:
+    """A session known only by its record: stopped, or lost if its transcript is gone."""
+    return SessionState.LOST if record.state is StoredState.LOST else SessionState.STOPPED
+
+
 def view_of_parked(record: SessionRecord) -> SessionView:
     """A stopped session kept as its record alone (registry.py)."""
-    lost = record.state is StoredState.LOST
     return SessionView(
         record.id,
-        SessionState.LOST if lost else SessionState.STOPPED,
+        state_of_record(record),
         0,
         record.created_at,
         record.last_used_at,
