@@ -67,13 +67,15 @@ PARTS = ("hot", "first", "throughput", "memory", "burst", "waves", "emulator")
 
 
 @contextlib.asynccontextmanager
-async def grpc_floor(turn: grpcfloor.Recorded) -> AsyncIterator[tuple[int, PromptCall]]:
+async def grpc_floor(
+    turn: grpcfloor.Recorded, *flags: str
+) -> AsyncIterator[tuple[int, PromptCall]]:
     """gRPC alone replaying `turn` (hotsvc_tools.grpcfloor): its pid and a Prompt stream."""
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "turn.jsonl"
         grpcfloor.save(path, turn)
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotsvc_tools.grpcfloor", str(path),
+            sys.executable, "-m", "hotsvc_tools.grpcfloor", *flags, str(path),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert server.stdout is not None
@@ -90,11 +92,13 @@ async def grpc_floor(turn: grpcfloor.Recorded) -> AsyncIterator[tuple[int, Promp
             await server.wait()
 
 
-async def bench_grpc_floor(turn: grpcfloor.Recorded, turns: int) -> tuple[Series, float]:
-    """The same responses through grpcio alone: their latency back to back, and the
+async def bench_grpc_floor(
+    turn: grpcfloor.Recorded, turns: int, name: str = "gRPC alone", *flags: str
+) -> tuple[Series, float]:
+    """The same responses through a gRPC server alone: their latency back to back, and the
     server's CPU per turn with them spaced as the real turn spaced them."""
-    series = Series("same events, gRPC alone")
-    async with grpc_floor(turn) as (pid, call):
+    series = Series(f"same events, {name}")
+    async with grpc_floor(turn, *flags) as (pid, call):
         for _ in range(5):
             await hotsvc_turn(call)
             await hotsvc_turn(call, grpcfloor.SPACED)
@@ -152,9 +156,12 @@ async def bench_hot(
             call.cancel()
             await floor.close()
     grpc_alone, grpc_cpu = await bench_grpc_floor(recorded, turns)
+    grpclib_alone, grpclib_cpu = await bench_grpc_floor(
+        recorded, turns, "grpclib alone", "--grpclib"
+    )
     pipes_cpu = direct_cpu / turns
     p50, p99 = via.p50 / direct.p50, via.p99 / direct.p99
-    lines = [f"### Hot turn, {label}", "", *table([via, direct, grpc_alone]), ""]
+    lines = [f"### Hot turn, {label}", "", *table([via, direct, grpc_alone, grpclib_alone]), ""]
     lines += [
         ratio_line(via, direct),
         f"- hotsvc adds **{ms(via.p50 - direct.p50)} ms** at p50 and "
@@ -166,6 +173,9 @@ async def bench_hot(
         f"line) **{ms(pipes_cpu)} ms**; gRPC alone sending the same {len(recorded)} "
         f"responses spaced as in the turn **{ms(grpc_cpu)} ms**; together "
         f"{ms(pipes_cpu + grpc_cpu)} ms",
+        f"- the same responses from grpclib (HTTP/2 in pure Python on the loop, no core "
+        f"threads): **{ms(grpclib_cpu)} ms** of CPU a turn, {grpclib_cpu / grpc_cpu:.2f} of "
+        "grpcio's",
     ]
     return Part(
         "\n".join(lines) + "\n",

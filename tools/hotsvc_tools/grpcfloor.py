@@ -1,14 +1,19 @@
 """gRPC's own floor: a HotSession server that answers each turn with a recorded turn's
 responses and no process, so what grpcio alone costs stands beside hotsvc.
 
-    python -m hotsvc_tools.grpcfloor EVENTS    (prints its port; `make bench` runs it)
-    python -m hotsvc_tools.grpcfloor --wakeups (the CPU one wake-up of an idle loop costs)
+    python -m hotsvc_tools.grpcfloor EVENTS             (prints its port; `make bench` runs it)
+    python -m hotsvc_tools.grpcfloor --grpclib EVENTS   (the same, served by grpclib)
+    python -m hotsvc_tools.grpcfloor --wakeups          (the CPU one wake-up of an idle loop costs)
 
 EVENTS holds one JSON line per response: its offset in the real turn (seconds after the
 turn was written) and the serialized PromptResponse. A turn whose text is `spaced` gets
 them at those offsets, as a real turn's events come; any other turn gets them back to back
 (the latency floor). It runs under uvloop, as hotsvc does, in a process of its own so
 that its CPU time is gRPC's alone.
+
+`--grpclib` serves the same responses with grpclib: HTTP/2 in pure Python on the event
+loop, no core threads and no completion queue. It answers whether the floor is grpcio's
+(its poller thread's hops) or any gRPC server's that sends events as they come.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -27,6 +33,9 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # as hotsvc.cli sets
 
 import grpc
 import uvloop
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Server as GrpclibServer
+from grpclib.server import Stream
 from hotsession.v1 import hotsession_pb2 as pb
 from hotsession.v1 import hotsession_pb2_grpc as pb_grpc
 
@@ -50,6 +59,22 @@ def load(path: Path) -> list[tuple[float, pb.PromptResponse]]:
     return turn
 
 
+async def replay(
+    turn: Recorded, requests: AsyncIterator[pb.PromptRequest]
+) -> AsyncIterator[pb.PromptResponse]:
+    """A Prompt stream's responses: `opened` for an open, the recorded turn for a turn."""
+    loop = asyncio.get_running_loop()
+    async for request in requests:
+        if request.HasField("open"):
+            yield pb.PromptResponse(opened=pb.SessionOpened())
+            continue
+        start, spaced = loop.time(), request.turn.text == SPACED
+        for offset, response in turn:
+            if spaced and (wait := start + offset - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            yield response
+
+
 class ReplayServicer(pb_grpc.HotSessionServicer):
     def __init__(self, turn: Recorded) -> None:
         self._turn = turn
@@ -57,16 +82,8 @@ class ReplayServicer(pb_grpc.HotSessionServicer):
     async def Prompt(
         self, request_iterator: AsyncIterator[pb.PromptRequest], context: object
     ) -> AsyncIterator[pb.PromptResponse]:
-        loop = asyncio.get_running_loop()
-        async for request in request_iterator:
-            if request.HasField("open"):
-                yield pb.PromptResponse(opened=pb.SessionOpened())
-                continue
-            start, spaced = loop.time(), request.turn.text == SPACED
-            for offset, response in self._turn:
-                if spaced and (wait := start + offset - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                yield response
+        async for response in replay(self._turn, request_iterator):  # grpc.aio streams
+            yield response  # only from an async generator function
 
 
 async def serve(turn: Recorded) -> None:
@@ -76,6 +93,30 @@ async def serve(turn: Recorded) -> None:
     await server.start()
     print(port, flush=True)
     await server.wait_for_termination()
+
+
+class GrpclibReplay:
+    """The same Prompt method as a grpclib handler (grpclib's generated-code shape)."""
+
+    def __init__(self, turn: Recorded) -> None:
+        self._turn = turn
+
+    async def prompt(self, stream: Stream[pb.PromptRequest, pb.PromptResponse]) -> None:
+        async for response in replay(self._turn, aiter(stream)):
+            await stream.send_message(response)
+
+    def __mapping__(self) -> dict[str, Handler]:
+        path = "/hotsession.v1.HotSession/Prompt"
+        kind = Cardinality.STREAM_STREAM
+        return {path: Handler(self.prompt, kind, pb.PromptRequest, pb.PromptResponse)}
+
+
+async def serve_grpclib(turn: Recorded) -> None:
+    server = GrpclibServer([GrpclibReplay(turn)])
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        await server.start(sock=listening)
+        print(listening.getsockname()[1], flush=True)
+        await server.wait_closed()
 
 
 async def wakeups(with_grpc: bool, count: int = 500) -> float:
@@ -105,6 +146,9 @@ def main() -> None:
                 used = run(wakeups(with_grpc))
                 grpc_note = "with" if with_grpc else "without"
                 print(f"{name}, {grpc_note} a gRPC server: {used * 1e3:.3f} ms CPU a wake-up")
+        return
+    if sys.argv[1] == "--grpclib":
+        uvloop.run(serve_grpclib(load(Path(sys.argv[2]))))
         return
     uvloop.run(serve(load(Path(sys.argv[1]))))
 
