@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from hotsvc.claude.events import Result
-from hotsvc.claude.process import ProcessExited
+from hotsvc.claude.events import ProcessExited, Result
 from hotsvc.errors import TranscriptLost
 from hotsvc.turn import hotsvc_result
 

@@ -9,8 +9,8 @@ import logging
 import time
 
 from hotsvc.capacity import Capacity, Slot
-from hotsvc.claude.events import Event
-from hotsvc.claude.process import ClaudeProcess, Listener, ProcessExited
+from hotsvc.claude.events import Event, ProcessExited
+from hotsvc.claude.process import ClaudeProcess, Listener
 from hotsvc.errors import ServiceError
 from hotsvc.launcher import Launcher
 from hotsvc.profiles import Profile

@@ -28,13 +28,14 @@ from hotsvc.claude.events import (
     ControlCancel,
     ControlRequest,
     Event,
+    ProcessExited,
     Result,
     SystemEvent,
     ToolResult,
     TranscriptMirror,
     UserMessage,
 )
-from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessExited, ProcessGone
+from hotsvc.claude.process import ClaudeProcess, ControlError, ProcessGone
 from hotsvc.durability import Durability, Written
 from hotsvc.errors import CapacityExhausted, ServiceError, SessionNotFound, TranscriptLost
 from hotsvc.exits import exit_result, transcript_lost
@@ -45,6 +46,7 @@ from hotsvc.profiles import Profile
 from hotsvc.recycling import recycle_reason
 from hotsvc.settings import ServiceConfig
 from hotsvc.store.transcripts import size_of
+from hotsvc.succession import Succession
 from hotsvc.turn import Turn, TurnStarted, TurnState, hotsvc_result
 from hotsvc.watchdog import INTERRUPT_TIMEOUT_SECONDS, Watchdog
 
@@ -111,20 +113,16 @@ class Session:
         self.last_active_at = time.time()
         self.turns = turns  # turns that reached a process, across processes
         self.process_turns = 0  # turns on the current process, for recycling
-        self.closed = False
         self.last_turn_id = ""
         self.last_result: Result | None = None
         self.first_turn_done = first_turn_done or asyncio.Event()
-        self.process: ClaudeProcess | None = None
         self.attachment: Attachment | None = None  # the one stream attached, if any
         self._config = config
         self._source = source
         self._queue: asyncio.Queue[Turn] = asyncio.Queue(config.max_pending_turns)
-        self._spawning = asyncio.Lock()
         self._running: Turn | None = None
         self._ended: asyncio.Future[Result | ProcessExited] | None = None
         self._turn_process: ClaudeProcess | None = None  # the running turn was written to it
-        self._retiring: ClaudeProcess | None = None  # released, maybe still exiting
         self._tasks: asyncio.TaskGroup | None = None
         self._watchdog = Watchdog(config, self._send_interrupt)
         self._durability = durability
@@ -139,8 +137,16 @@ class Session:
             profile.permission_timeout,
             profile.caller_may_persist_permissions,
         )
-        if process is not None:
-            self._adopt(process)
+        self._processes = Succession(session_id, self._adopt, process)
+
+    @property
+    def process(self) -> ClaudeProcess | None:
+        """The process it runs on now, if any."""
+        return self._processes.current
+
+    @property
+    def closed(self) -> bool:
+        return self._processes.closed
 
     @property
     def busy(self) -> bool:
@@ -167,9 +173,8 @@ class Session:
     def parkable(self) -> bool:
         """Nothing uses it and no process of its is still ending (a new one must not start
         beside it): it may be kept as its record alone (registry.py)."""
-        ending = (p for p in (self.process, self._retiring) if p is not None)
         in_use = self.attached or self.busy or self.pending
-        return not in_use and all(p.freed for p in ending)
+        return not in_use and self._processes.freed
 
     # -- turns ---------------------------------------------------------------------
 
@@ -398,57 +403,29 @@ class Session:
     # -- the process ---------------------------------------------------------------
 
     def _adopt(self, process: ClaudeProcess) -> None:
-        self.process = process
         self.process_turns = 0
         self._framing = Framing()
         process.listener = functools.partial(self._route, process)
 
     async def ensure_process(self, progress: OnProgress | None = None) -> bool:
         """A live process, resuming the conversation in a new one if needed; True if new."""
-        async with self._spawning:
-            if self.closed:  # a late caller (a control, say) must not revive it
-                raise SessionNotFound(
-                    f"session {self.id} was closed", metadata={"sessionId": self.id}
-                )
-            if self.process is not None and self.process.alive:
-                return False
-            if self._retiring is not None:  # two processes must never share a transcript
-                await self._retiring.wait_given_back()  # (nor its directories, nor a uid)
-                self._retiring = None
-            self._adopt(await self._source.resume_process(self, progress))
-            return True
+        return await self._processes.ensure(lambda: self._source.resume_process(self, progress))
 
     def release_process(self) -> ClaudeProcess | None:
-        """Take the process from the session at once (it resumes later); the caller ends it.
-
-        Synchronous on purpose: from this moment no open or turn can pick the process up,
-        even before it has finished exiting.
-        """
-        process, self.process = self.process, None
-        if process is not None:
-            self._retiring = process
-        return process
+        """Take the process from the session at once (succession.py); the caller ends it."""
+        return self._processes.release()
 
     async def stop(self) -> None:
         """End the process, keep the conversation (idle timeout, recycling, shutdown)."""
-        await self._end_process()
+        self.first_turn_done.set()  # no first turn on this process to keep the refill for
+        await self._processes.end(close=False)
 
     async def close(self) -> int:
         """End the session for good: turns still queued end with an error result. Returns
-        once all its process held is free again (CloseSession: its uid is back)."""
-        self.closed = True
-        return await self._end_process()
-
-    async def _end_process(self) -> int:
-        """The process's exit code (0 if there was none), once all it held is free."""
-        self.first_turn_done.set()  # no first turn on this process to keep the refill for
-        async with self._spawning:  # a process still starting is ended too, not leaked
-            process = self.release_process()
-        if process is None:
-            return 0
-        code = await process.close()
-        await process.wait_given_back()
-        return code
+        the process's exit code once all it held is free again (CloseSession: its uid is
+        back)."""
+        self.first_turn_done.set()
+        return await self._processes.end(close=True)
 
 
 async def _emit(turn: Turn, event: Event) -> None:

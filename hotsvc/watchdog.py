@@ -18,12 +18,13 @@ from hotsvc import metrics
 from hotsvc.claude.events import (
     AssistantMessage,
     Event,
+    ProcessExited,
     Result,
     SystemEvent,
     ToolResult,
     ToolUseBlock,
 )
-from hotsvc.claude.process import ClaudeProcess, ProcessExited
+from hotsvc.claude.process import ClaudeProcess
 from hotsvc.settings import ServiceConfig
 from hotsvc.turn import hotsvc_result
 

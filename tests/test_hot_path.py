@@ -17,6 +17,7 @@ from hotsvc.claude.events import (
     ControlRequest,
     ControlResponse,
     Event,
+    ProcessExited,
     Result,
     StreamEvent,
     SystemEvent,
@@ -27,7 +28,7 @@ from hotsvc.claude.events import (
     Unknown,
     UserMessage,
 )
-from hotsvc.claude.process import ClaudeProcess, ProcessExited
+from hotsvc.claude.process import ClaudeProcess
 from hotsvc.controls import ControlOutcome
 from hotsvc.errors import CapacityExhausted
 from hotsvc.grpc import converters

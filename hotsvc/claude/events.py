@@ -179,3 +179,11 @@ class Unknown(Event):
     """A JSON line of a type this module does not model; still forwarded as raw JSON."""
 
     type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExited(Event):
+    """hotsvc's own, not a line: the child is gone. Always the last event a listener gets."""
+
+    returncode: int
+    stderr_tail: str

@@ -11,7 +11,6 @@ closing stdin to SIGTERM to SIGKILL of the process group, each step bounded in t
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
@@ -19,26 +18,16 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from hotsvc.claude import protocol
-from hotsvc.claude.events import ControlResponse, Event, JsonObject
+from hotsvc.claude.events import ControlResponse, Event, JsonObject, ProcessExited
+from hotsvc.claude.stderr import StderrTail
 
 log = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 20
-STDERR_LINE_LIMIT = 64 * 1024
 CLOSE_STEP_SECONDS = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessExited(Event):
-    """The child is gone; always the last event a listener gets."""
-
-    returncode: int
-    stderr_tail: str
 
 
 class ProcessGone(Exception):
@@ -75,7 +64,7 @@ class _Pipes(asyncio.SubprocessProtocol):
             if fd == 1:
                 self.owner._stdout_data(data)
             else:
-                self.owner._stderr_data(data)
+                self.owner._stderr.feed(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if self.owner is not None:
@@ -120,8 +109,7 @@ class ClaudeProcess:
         self.exit_code: int | None = None
         self._line_limit = line_limit
         self._pending: dict[str, asyncio.Future[ControlResponse]] = {}
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._stderr_buffer = b""
+        self._stderr = StderrTail(self.pid)
         self._buffer = bytearray()  # stdout after the last complete line
         self._skipping = False  # inside a line over the limit: dropped up to its newline
         self._blocked: Awaitable[None] | None = None  # a listener asked the reader to wait
@@ -192,7 +180,7 @@ class ClaudeProcess:
         await asyncio.shield(self._given_back)
 
     def stderr_tail(self) -> str:
-        return "\n".join(self._stderr_tail)
+        return self._stderr.text()
 
     # -- the reader (run by the launcher, which owns every process) -----------------
 
@@ -312,15 +300,6 @@ class ClaudeProcess:
         if stdout is not None and not stdout.is_closing():
             stdout.resume_reading()
 
-    def _stderr_data(self, data: bytes | bytearray) -> None:
-        *lines, rest = (self._stderr_buffer + bytes(data)).split(b"\n")
-        # An absurdly long stderr line: the tail loses it, nothing else.
-        self._stderr_buffer = rest if len(rest) <= STDERR_LINE_LIMIT else b""
-        for raw in lines:
-            if text := raw.decode(errors="replace").rstrip():
-                self._stderr_tail.append(text)
-                log.debug("pid %d stderr: %s", self.pid, text)
-
     def _pipe_lost(self, fd: int) -> None:
         if fd == 0:
             self._stdin_open = False
@@ -329,7 +308,7 @@ class ClaudeProcess:
             self._stdout_open = False
             self._wake.set()
         elif fd == 2:
-            self._stderr_data(b"\n")
+            self._stderr.end()
             _resolve(self._stderr_closed)
 
     def _exited(self) -> None:
