@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +27,7 @@ from hotsvc.local import local_model_env
 from hotsvc_tools.hotturn import start_model, start_server
 
 PROMPT = "Remember 42"
+LINE_LIMIT = 64 * 1024 * 1024  # a stdout line the readers take whole
 PromptCall = grpc.aio.StreamStreamCall[pb.PromptRequest, pb.PromptResponse]
 
 
@@ -70,7 +73,7 @@ async def spawn_cli(
     return await asyncio.create_subprocess_exec(
         *claude_cmd, *BASE_ARGS, "--session-id", str(uuid.uuid4()),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, limit=64 * 1024 * 1024,
+        stderr=asyncio.subprocess.DEVNULL, env=env, cwd=cwd, limit=LINE_LIMIT,
     )  # fmt: skip
 
 
@@ -86,19 +89,62 @@ class DirectProcess:
 
     async def turn(self, text: str = PROMPT) -> str:
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(protocol.encode(protocol.user_message(text)))
-        await self.proc.stdin.drain()
-        # Decode every line, as any caller must to use the events.
-        while line := await self.proc.stdout.readline():
-            message = json.loads(line)
-            if message.get("type") == "result":
-                return str(message.get("result", ""))
-        raise RuntimeError("the CLI exited mid-turn")
+        return await line_turn(self.proc.stdout, self.proc.stdin, text)
 
     async def close(self) -> None:
         if self.proc.returncode is None:
             self.proc.kill()
         await self.proc.wait()
+
+
+class RelayedProcess:
+    """The same, through the barest process in between: hotsvc_tools.relayfloor, which
+    copies bytes both ways over a TCP connection."""
+
+    def __init__(
+        self,
+        relay: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.relay, self._reader, self._writer = relay, reader, writer
+
+    @classmethod
+    async def spawn(cls, claude_cmd: list[str], env: dict[str, str]) -> RelayedProcess:
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hotsvc_tools.relayfloor", *claude_cmd,
+            stdout=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert relay.stdout is not None
+        port = int(await relay.stdout.readline())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=LINE_LIMIT)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(relay, reader, writer)
+
+    async def turn(self, text: str = PROMPT) -> str:
+        return await line_turn(self._reader, self._writer, text)
+
+    async def close(self) -> None:
+        self._writer.close()  # the relay ends its CLI and itself
+        try:
+            await asyncio.wait_for(self.relay.wait(), 10)
+        except TimeoutError:
+            self.relay.kill()
+            await self.relay.wait()
+
+
+async def line_turn(
+    lines: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str = PROMPT
+) -> str:
+    """One turn over the CLI's own stream-json, until its `result`."""
+    writer.write(protocol.encode(protocol.user_message(text)))
+    await writer.drain()
+    # Decode every line, as any caller must to use the events.
+    while line := await lines.readline():
+        message = json.loads(line)
+        if message.get("type") == "result":
+            return str(message.get("result", ""))
+    raise RuntimeError("the CLI exited mid-turn")
 
 
 async def read_event(call: PromptCall) -> pb.PromptResponse:
