@@ -40,6 +40,7 @@ class WarmPool:
         self._launcher = launcher
         self._capacity = capacity
         self._idle: list[ClaudeProcess] = []
+        self._closed = False
         self._spawning = 0
         self._failures = 0  # consecutive failed spawns, for backoff
         self._hold: asyncio.Event | None = None  # a first turn the refill waits for
@@ -63,9 +64,7 @@ class WarmPool:
                 await self._wait_for_hold()
                 self._wake.clear()
                 self._retarget()
-                while self.target - len(self._idle) - self._spawning > 0 and (
-                    slot := self._capacity.try_acquire()
-                ):
+                while self._wanted() > 0 and (slot := self._capacity.try_acquire()):
                     self._spawning += 1
                     spawns.create_task(self._spawn_one(slot))
                 if len(self._idle) > self.target:  # the burst is over: one fewer
@@ -76,6 +75,10 @@ class WarmPool:
                         await asyncio.wait_for(self._wake.wait(), self._next_change())
                 else:
                     await self._wake.wait()
+
+    def _wanted(self) -> int:
+        """How many more processes to start now (none once closed)."""
+        return 0 if self._closed else self.target - len(self._idle) - self._spawning
 
     def _retarget(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -124,7 +127,9 @@ class WarmPool:
         return False
 
     def close(self) -> None:
-        """Retire every idle process (the refill task is cancelled by its owner)."""
+        """Retire every idle process, and each refill under way once it is ready (the
+        refill task is cancelled by its owner, after the sessions have stopped)."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for process in idle:
             process.retire()
@@ -143,6 +148,9 @@ class WarmPool:
             await asyncio.sleep(delay)
         else:
             self._failures = 0
+            if self._closed:  # a refill that started before close() is not kept
+                process.retire()
+                return
             process.listener = self._listener(process)
             self._idle.append(process)
             self._capacity.changed()  # an open waiting for a slot may reclaim this one

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import pytest
 from hotsession.v1 import hotsession_pb2 as pb
 
 from tests.conftest import (
+    EMULATOR_CMD,
     Conversation,
     StartService,
     child_pids,
@@ -119,6 +123,58 @@ async def test_dead_idle_process_is_replaced_not_handed_out(
     assert f"warm process {victim} died while idle (exit -9)" in caplog.text
     opened = await Conversation(live.stub).open()
     assert opened.pid != victim and opened.start == pb.SESSION_START_WARM
+
+
+async def test_a_refill_ready_after_the_pool_closed_is_not_kept(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop closes the pools before it ends the sessions; a refill that becomes ready
+    in between is ended then, not kept idle for the last step's SIGKILL (which every
+    such stop logged as "warm process N died while idle (exit -9)")."""
+    hold, release, left = tmp_path / "hold", tmp_path / "release", tmp_path / "left"
+    for fifo in (hold, release):
+        os.mkfifo(fifo)
+    # Each process's output waits for a line on `hold`; once its conversation has
+    # ended (stdin closed), it notes its end in `left` and stays until a line on
+    # `release` (SIGTERM ignored: the close waits for it, up to the SIGKILL).
+    cli = tmp_path / "claude"
+    cli.write_text(
+        "#!/bin/sh\n"
+        "trap '' TERM\n"
+        f'{{ "{EMULATOR_CMD[0]}" "$@"; echo x >> "{left}"; read _ < "{release}"; }}'
+        f' | {{ read _ < "{hold}"; exec cat; }}\n'
+    )
+    cli.chmod(0o755)
+    holding, releasing = os.open(hold, os.O_RDWR), os.open(release, os.O_RDWR)
+    try:
+        os.write(holding, b"go\n")  # the first warm process
+        live = await start_service(pool_size=1, claude_cmd=(str(cli),))
+        await pool_refilled(live.stub, 1)
+        talk = Conversation(live.stub)
+        await talk.open()
+        await talk.turn("hello")  # the refill starts after the first turn
+
+        async def refilling() -> bool:
+            return (await live.status()).spawn_stats.in_flight == 1
+
+        await eventually(refilling, "the refill waits for its output")
+
+        def ended(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return left.exists() and len(left.read_text().split()) == count
+
+            return check
+
+        stopping = asyncio.create_task(live.service.stop())
+        await eventually(ended(1), "the stop ends the session's process (pools closed)")
+        os.write(holding, b"go\n")  # the refill becomes ready now
+        await eventually(ended(2), "the refill, ready after its pool closed, is ended")
+        os.write(releasing, b"go\ngo\n")
+        await stopping
+    finally:
+        os.close(holding)
+        os.close(releasing)
+    assert "died while idle" not in caplog.text
 
 
 async def test_reattach_after_half_close_keeps_the_conversation(
