@@ -2,7 +2,8 @@
 
 Parts (`--only PART`, repeatable; all by default):
 - hot: a hot turn through hotsvc versus the same turn written straight to the same kind of
-  process over its pipes, gRPC alone with the same events (the floor under any grpcio
+  process over its pipes and through a bare relay (the least any process in between
+  adds), the same events from gRPC alone, grpcio and grpclib (the floor under any gRPC
   service), and the service's own CPU per hot turn; with the pinned CLI and an older one
   (`--claude-cmd`);
 - first: a new session's first turn from the warm pool, versus its later hot turns and a
