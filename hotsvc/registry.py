@@ -11,6 +11,7 @@ Sessions come from the store at start (a single host's), or one by one when aske
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection
 
@@ -142,21 +143,8 @@ class Registry:
             audit=self._audit,
             claude_id=process.session_id,
         )
-        await self._store.save(
-            SessionRecord(
-                session.id,
-                profile.name,
-                owner,
-                session.cwd,
-                session.created_at,
-                session.last_active_at,
-                turns=turns,
-                model=profile.model,
-                options=options,
-                forked_from=forked_from,
-                claude_id=process.session_id if process.session_id != session.id else "",
-            )
-        )
+        # Its model as configured, until Claude Code reports the one it runs.
+        await self._store.save(dataclasses.replace(_record_of(session), model=profile.model))
         return session
 
     def _stopped(self, profile: Profile, record: SessionRecord) -> Session:
@@ -222,7 +210,8 @@ class Registry:
 
 
 def _record_of(session: Session) -> SessionRecord:
-    """What a parked session keeps: all `_stopped` needs to make the session again."""
+    """A session as the store and a parked entry keep it: all `_stopped` needs to make
+    the session again."""
     return SessionRecord(
         session.id,
         session.profile.name,  # the base profile's: `effective` keeps the name
