@@ -56,6 +56,7 @@ from hotsvc_tools.bench_kit import (
     read_event,
     real_cli_env,
     serving,
+    start_floor,
     table,
     targets_table,
     timed,
@@ -76,13 +77,8 @@ async def grpc_floor(
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "turn.jsonl"
         grpcfloor.save(path, turn)
-        server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotsvc_tools.grpcfloor", *flags, str(path),
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert server.stdout is not None
+        server, port = await start_floor("hotsvc_tools.grpcfloor", *flags, str(path))
         try:
-            port = int(await server.stdout.readline())
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 call = pb_grpc.HotSessionStub(channel).Prompt(request_iterator=None)
                 await call.write(pb.PromptRequest(open=pb.OpenSession()))

@@ -111,12 +111,7 @@ class RelayedProcess:
 
     @classmethod
     async def spawn(cls, claude_cmd: list[str], env: dict[str, str]) -> RelayedProcess:
-        relay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hotsvc_tools.relayfloor", *claude_cmd,
-            stdout=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
-        assert relay.stdout is not None
-        port = int(await relay.stdout.readline())
+        relay, port = await start_floor("hotsvc_tools.relayfloor", *claude_cmd, env=env)
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=LINE_LIMIT)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(relay, reader, writer)
@@ -131,6 +126,22 @@ class RelayedProcess:
         except TimeoutError:
             self.relay.kill()
             await self.relay.wait()
+
+
+async def start_floor(
+    module: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """A floor's own process (`python -m MODULE ARGS`) and the port it prints first."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    try:
+        return proc, int(await proc.stdout.readline())
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
 
 
 async def line_turn(
